@@ -1,0 +1,1 @@
+"""Data: the embedded ShapeScenes benchmark, real-dataset loaders and the shared image transforms."""

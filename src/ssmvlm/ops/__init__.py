@@ -1,0 +1,6 @@
+"""Selective-scan and cross-scan operators that run everywhere from a plain ``pip install``."""
+
+from ssmvlm.ops.cross_scan import cross_merge, cross_scan
+from ssmvlm.ops.selective_scan import available_backends, selective_scan
+
+__all__ = ["available_backends", "cross_merge", "cross_scan", "selective_scan"]

@@ -1,0 +1,89 @@
+"""``selective_scan``: one function, several backends, mamba-ssm's ``selective_scan_fn`` semantics.
+
+Shapes (as in mamba-ssm): u, delta (batch, dim, L); A (dim, N) real; B, C (dim, N) fixed, (batch, N, L)
+variable, or (batch, G, N, L) grouped, channel d using group d // (dim / G); D (dim,); z (batch, dim, L),
+gated with SiLU; delta_bias (dim,). The output has the input dtype and is computed in float32 (float64 for
+float64 inputs). With ``return_last_state`` the final state (batch, dim, N) is returned too.
+
+Backends are registered by name; ``backend=None`` picks the fastest one available for the inputs' device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ssmvlm.ops.scan_reference import selective_scan_reference
+
+ScanFn = Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+
+_BACKENDS: dict[str, ScanFn] = {"reference": selective_scan_reference}
+# Preference order per device type when no backend is named.
+_PREFERENCE: dict[str, tuple[str, ...]] = {"cuda": ("triton", "torch", "reference"), "cpu": ("torch", "reference")}
+
+
+def register_scan_backend(name: str, fn: ScanFn) -> None:
+    _BACKENDS[name] = fn
+
+
+def available_backends() -> list[str]:
+    return list(_BACKENDS)
+
+
+def default_backend(device: torch.device) -> str:
+    for name in _PREFERENCE.get(device.type, ("torch", "reference")):
+        if name in _BACKENDS:
+            return name
+    return "reference"
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Run the selective scan with the named backend (or the best available one)."""
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    name = backend or default_backend(u.device)
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {name!r} (available: {', '.join(_BACKENDS)})")
+    return _BACKENDS[name](
+        u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+        delta_softplus=delta_softplus, return_last_state=return_last_state,
+    )
+
+
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
+    if u.dim() != 3 or delta.shape != u.shape:
+        raise ValueError(f"u and delta must both be (batch, dim, L); got {tuple(u.shape)} and {tuple(delta.shape)}")
+    batch, dim, length = u.shape
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f"A must be (dim={dim}, N); got {tuple(A.shape)}")
+    n = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        ok = (
+            (t.dim() == 2 and t.shape == (dim, n))
+            or (t.dim() == 3 and t.shape == (batch, n, length))
+            or (t.dim() == 4 and t.shape[0] == batch and t.shape[2:] == (n, length) and dim % t.shape[1] == 0)
+        )
+        if not ok:
+            raise ValueError(
+                f"{name} must be (dim, N), (batch, N, L) or (batch, G, N, L) with dim % G == 0; "
+                f"got {tuple(t.shape)} for u {tuple(u.shape)} and N={n}"
+            )
+    if D is not None and D.shape != (dim,):
+        raise ValueError(f"D must be (dim={dim},); got {tuple(D.shape)}")
+    if delta_bias is not None and delta_bias.shape != (dim,):
+        raise ValueError(f"delta_bias must be (dim={dim},); got {tuple(delta_bias.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z must match u {tuple(u.shape)}; got {tuple(z.shape)}")

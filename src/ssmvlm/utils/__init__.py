@@ -1,0 +1,1 @@
+"""Small shared utilities: errors, atomic I/O, provenance, seeding, progress."""
