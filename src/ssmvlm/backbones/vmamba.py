@@ -1,0 +1,1 @@
+"""Backbone family module (being written)."""
