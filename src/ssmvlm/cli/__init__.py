@@ -7,6 +7,7 @@ commands, so ``ssmvlm --help`` stays fast.
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from ssmvlm import __version__
 from ssmvlm.cli import bench, chat, data, evaluate, pretrain, study, train, zoo
@@ -38,7 +39,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """Controlled vision-encoder studies for LLaVA-style VLMs."""
 
@@ -48,5 +51,5 @@ def main() -> None:
     try:
         app()
     except SsmvlmError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

@@ -3,23 +3,40 @@
 Run only on files you trust, once: ``python -m ssmvlm.utils.convert_checkpoint IN.pth OUT.safetensors``.
 It unpickles the input (that is why ssmvlm never does so by itself), keeps the tensors of its
 ``model``/``state_dict`` entry and writes them as safetensors, which load without executing code.
+detectron2 model-zoo ``.pkl`` files (plain pickles of numpy arrays) are read with ``pickle`` and their
+arrays turned into tensors.
 """
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
+from typing import Any
+
+
+def _load_trusted(src: Path) -> Any:
+    import torch
+
+    try:
+        return torch.load(str(src), map_location="cpu", weights_only=False)  # trusted: see module doc
+    except RuntimeError:  # not a torch.save file: detectron2's .pkl is a plain pickle
+        with src.open("rb") as handle:
+            return pickle.load(handle, encoding="latin1")
 
 
 def convert(src: Path, dst: Path, entry: str | None = None) -> int:
+    import numpy as np
     import torch
     from safetensors.torch import save_file
 
-    obj = torch.load(str(src), map_location="cpu", weights_only=False)  # trusted by the user, see module doc
+    obj = _load_trusted(src)
     if entry is None:
-        entry = next((k for k in ("model", "state_dict", "module") if isinstance(obj, dict) and k in obj), None)
+        entries = ("model", "state_dict", "module")
+        entry = next((k for k in entries if isinstance(obj, dict) and k in obj), None)
     state = obj[entry] if entry else obj
-    tensors = {k: v.contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    arrays = (torch.Tensor, np.ndarray)  # detectron2 stores numpy arrays
+    tensors = {k: torch.as_tensor(v).contiguous() for k, v in state.items() if isinstance(v, arrays)}
     save_file(tensors, str(dst))
     return len(tensors)
 

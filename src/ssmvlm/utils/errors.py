@@ -52,4 +52,4 @@ class CheckpointError(SsmvlmError):
 
 
 class TrainingDivergedError(SsmvlmError):
-    """Training produced a non-finite loss; the message names the step, the batch and the last good checkpoint."""
+    """A non-finite loss; the message names the step, the batch and the last good checkpoint."""

@@ -1,4 +1,4 @@
-"""Run records: every run writes its resolved config, seed, package versions and git commit beside its outputs."""
+"""Run records: each run writes its resolved config, seed, package versions and git commit beside its outputs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ from typing import Any
 from ssmvlm.utils.io import atomic_write_json
 
 RUN_RECORD = "run.json"
-_TRACKED_PACKAGES = ("ssmvlm", "torch", "torchvision", "timm", "transformers", "tokenizers", "numpy", "triton")
+_TRACKED_PACKAGES = (
+    "ssmvlm",
+    "torch",
+    "torchvision",
+    "timm",
+    "transformers",
+    "tokenizers",
+    "numpy",
+    "triton",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -35,7 +44,11 @@ def git_commit(path: str | Path | None = None) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=5, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -43,9 +56,8 @@ def git_commit(path: str | Path | None = None) -> str | None:
 
 
 def device_description() -> str:
-    import torch
-
-    if torch.cuda.is_available():
+    torch = sys.modules.get("torch")  # a data-only run should not pay for importing torch
+    if torch is not None and torch.cuda.is_available():
         count = torch.cuda.device_count()
         return f"{count}x {torch.cuda.get_device_name(0)}"
     return f"cpu ({platform.processor() or platform.machine()})"
