@@ -78,7 +78,9 @@ class ImageTransform:
 
     def __post_init__(self) -> None:
         if self.strategy not in RESIZE_STRATEGIES:
-            raise ValueError(f"unknown resize strategy {self.strategy!r} (allowed: {', '.join(RESIZE_STRATEGIES)})")
+            raise ValueError(
+                f"unknown resize strategy {self.strategy!r} (allowed: {', '.join(RESIZE_STRATEGIES)})"
+            )
 
     @property
     def fill(self) -> tuple[int, int, int]:
@@ -140,14 +142,19 @@ class ImageTransform:
         x1, y1, x2, y2 = self.box_to_model(box, width, height)
         target_h, target_w = self.size
         return (
-            _clamp01(x1 / target_w), _clamp01(y1 / target_h), _clamp01(x2 / target_w), _clamp01(y2 / target_h)
+            _clamp01(x1 / target_w),
+            _clamp01(y1 / target_h),
+            _clamp01(x2 / target_w),
+            _clamp01(y2 / target_h),
         )
 
     def denormalize_box_from_model(self, box: Box, width: int, height: int) -> Box:
         """[0, 1] coordinates of the model frame → pixel box in the original image."""
         target_h, target_w = self.size
         x1, y1, x2, y2 = box
-        return self.box_from_model((x1 * target_w, y1 * target_h, x2 * target_w, y2 * target_h), width, height)
+        return self.box_from_model(
+            (x1 * target_w, y1 * target_h, x2 * target_w, y2 * target_h), width, height
+        )
 
 
 def _clamp01(value: float) -> float:

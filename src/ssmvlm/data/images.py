@@ -1,0 +1,55 @@
+"""Opening dataset images safely: paths stay inside their data root, failures name the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from ssmvlm.utils.errors import DataError
+
+
+def check_inside_root(
+    relative: str | Path,
+    root: str | Path,
+    *,
+    source: str | Path | None = None,
+    record: str | int | None = None,
+    field: str | None = None,
+) -> Path:
+    """``root / relative`` after checking that ``relative`` cannot leave ``root``.
+
+    The check is lexical (absolute paths and ``..`` that climb above the root are refused) so that a data root
+    holding symlinks to image folders elsewhere keeps working. ``source``/``record``/``field`` name where the
+    path came from in the error message (defaults to the path itself).
+    """
+    text = os.fspath(relative)
+    normalized = os.path.normpath(text)
+    if os.path.isabs(text) or Path(text).drive or normalized == ".." or normalized.startswith(".." + os.sep):
+        raise DataError(
+            source if source is not None else text,
+            f"image path {text!r} escapes the data root {os.fspath(root)!r}",
+            record=record,
+            field=field,
+        )
+    return Path(root) / normalized
+
+
+def open_image(path: str | Path, root: str | Path | None = None) -> Image.Image:
+    """Open an image as RGB, fully decoded.
+
+    With ``root``, ``path`` is relative to it and may not escape it (``..`` or an absolute path); without,
+    ``path`` is opened as given (for paths already validated, such as :attr:`LlavaRecord.image`). A missing,
+    unreadable or corrupt file raises a one-line :class:`DataError` naming it.
+    """
+    full = check_inside_root(path, root) if root is not None else Path(path)
+    if not full.is_file():
+        raise DataError(full, "image file not found")
+    try:
+        with Image.open(full) as image:
+            image.load()  # decode now, so truncated files fail here and not deep inside a data loader
+            return image.convert("RGB")
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(full, f"cannot decode image ({reason})") from None
