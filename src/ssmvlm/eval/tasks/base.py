@@ -1,0 +1,135 @@
+"""What a task is: examples loaded from an official layout, a prompt, answer extraction and a metric."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ssmvlm.utils.errors import DataError
+
+VQA_PROMPT = "{question}\nAnswer the question using a single word or phrase."
+REFER_PROMPT = (
+    'Please provide the bounding box coordinate of the region this sentence describes: "{sentence}"'
+)
+
+Group = Literal["vqa", "loc"]
+BoxConvention = Literal["raw", "model"]
+BOX_CONVENTIONS: tuple[str, ...] = ("raw", "model")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One evaluation item. ``target`` holds what the scorer needs and stays JSON-serializable."""
+
+    id: str
+    image: Path
+    prompt: str
+    target: dict[str, Any]
+    subset: str | None = None  # breakdown key: question family, POPE split, RefCOCO variant, clutter level
+    prior_key: str = "all"  # the "question type" the prior baseline conditions on
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    text: str
+    probs: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    answer: Any
+    score: float  # per-example score in [0, 1]; the task score is its mean on a 0–100 scale
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """What scoring needs besides the example: the model's frame (for boxes), the primary box convention."""
+
+    image_transform: Any = None  # ssmvlm.data.transforms.ImageTransform, or None for the prior baseline
+    box_convention: BoxConvention = "raw"
+
+
+Loader = Callable[[Path, str], list[Example]]
+Scorer = Callable[[Example, ModelOutput, ScoreContext], Scored]
+Summarizer = Callable[[Sequence[dict[str, Any]]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    group: Group
+    family: str  # the key under which a user gives this dataset's root folder
+    load: Loader
+    score: Scorer
+    describe: str
+    candidates: tuple[str, ...] = ()  # first-token candidates (probability-scored tasks)
+    generate: bool = True  # whether free-form generation is needed (False: candidates only)
+    split_aware: bool = False  # the loader reads the requested split (ShapeScenes); real sets have one split
+    summarize: Summarizer | None = None
+
+
+def dataset_root(data_root: Path | Mapping[str, Path], family: str) -> Path:
+    """The folder holding one dataset: an explicit ``{family: path}`` entry, ``DIR/family`` or ``DIR``."""
+    if isinstance(data_root, Mapping):
+        if family not in data_root:
+            raise DataError("--data", f"no folder given for dataset '{family}' (expected {family}=DIR)")
+        return Path(data_root[family])
+    root = Path(data_root)
+    return root / family if (root / family).is_dir() else root
+
+
+def require(record: Any, key: str, file: Path, where: str | int) -> Any:
+    """``record[key]``, or a DataError naming the file, the record and the missing field."""
+    if not isinstance(record, Mapping):
+        raise DataError(file, f"expected an object, got {type(record).__name__}", record=where)
+    if key not in record:
+        raise DataError(file, "missing field", record=where, field=key)
+    return record[key]
+
+
+def require_list(value: Any, file: Path, where: str | int, key: str) -> list:
+    if not isinstance(value, list):
+        raise DataError(file, f"expected a list, got {type(value).__name__}", record=where, field=key)
+    return value
+
+
+def find_file(root: Path, names: Sequence[str]) -> Path:
+    """The first of ``names`` that exists under ``root``; the error lists what was looked for."""
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise DataError(root, f"none of {', '.join(names)} found")
+
+
+def iter_jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a JSONL annotation file, with one-line errors for bad lines or bytes."""
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise DataError(path, f"not UTF-8 text ({exc.reason})", record=f"line {number}") from None
+            except json.JSONDecodeError as exc:
+                raise DataError(path, f"malformed JSON ({exc.msg})", record=f"line {number}") from None
+            yield number, record
+
+
+def check_unique(examples: list[Example], file: Path) -> list[Example]:
+    seen: set[str] = set()
+    for example in examples:
+        if example.id in seen:
+            raise DataError(file, "duplicate id", record=example.id)
+        seen.add(example.id)
+    return examples
+
+
+def mean_score(records: Sequence[dict[str, Any]]) -> float:
+    return 100.0 * sum(r["score"] for r in records) / len(records) if records else 0.0
