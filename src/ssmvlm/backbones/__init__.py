@@ -1,14 +1,27 @@
-"""The vision backbone zoo: SSM, hybrid, transformer and CNN encoders behind one interface."""
+"""The vision backbone zoo: SSM, hybrid, transformer and CNN encoders behind one interface.
 
-from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
-from ssmvlm.backbones.registry import create_vision_backbone, list_vision_backbones, register_backbone
+Attributes are loaded on first use (PEP 562), so ``import ssmvlm`` does not pay for importing torch.
+"""
 
-__all__ = [
-    "BackboneSpec",
-    "FeatureTap",
-    "TapInfo",
-    "VisionBackbone",
-    "create_vision_backbone",
-    "list_vision_backbones",
-    "register_backbone",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BackboneSpec": "ssmvlm.backbones.base",
+    "FeatureTap": "ssmvlm.backbones.base",
+    "TapInfo": "ssmvlm.backbones.base",
+    "VisionBackbone": "ssmvlm.backbones.base",
+    "create_vision_backbone": "ssmvlm.backbones.registry",
+    "list_vision_backbones": "ssmvlm.backbones.registry",
+    "register_backbone": "ssmvlm.backbones.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ssmvlm.backbones' has no attribute {name!r}")

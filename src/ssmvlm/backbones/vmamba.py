@@ -1,1 +1,459 @@
-"""Backbone family module (being written)."""
+"""VMamba (MzeroMiko/VMamba): v2 (``v05_noz``, channel-first) and v0 / vanilla (channel-last) SS2D backbones.
+
+Module and parameter names follow ``classification/models/vmamba.py`` so the released classification
+checkpoints load with ``strict=True`` (legacy names are renamed by :meth:`VMambaBackbone.adapt_state_dict`).
+The scans run through :func:`ssmvlm.ops.selective_scan` and :func:`ssmvlm.ops.cross_scan`.
+
+Feature taps return the stage's features before its downsample (as the release's ``Backbone_VSSM`` does),
+followed by a parameter-free LayerNorm over channels. ``Backbone_VSSM`` adds a learned ``outnorm`` there, but
+that norm is not part of any classification checkpoint and would be randomly initialised (= weight 1,
+bias 0) anyway; the parameter-free norm is exactly that initial state, keeps token scales comparable across
+taps, and leaves the trunk's state dict identical to the official one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+
+from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
+from ssmvlm.backbones.registry import register_backbone
+from ssmvlm.backbones.timm_register import register_family
+from ssmvlm.ops import cross_merge, cross_scan, selective_scan
+
+SCAN_DIRECTIONS = 4
+
+
+class ScanBackendSetting:
+    """``scan_backend`` on a wrapper: read by every SSM mixer of its trunk (None = best available)."""
+
+    trunk: nn.Module
+
+    @property
+    def scan_backend(self) -> str | None:
+        return next((m.scan_backend for m in self.trunk.modules() if hasattr(m, "scan_backend")), None)
+
+    @scan_backend.setter
+    def scan_backend(self, name: str | None) -> None:
+        set_scan_backend(self.trunk, name)
+
+
+def set_scan_backend(module: nn.Module, name: str | None) -> None:
+    for child in module.modules():
+        if hasattr(child, "scan_backend"):
+            child.scan_backend = name
+
+
+def init_dt_projection(weight: torch.Tensor, bias: torch.Tensor, dt_rank: int) -> None:
+    """Mamba's dt init: weight uniform ±rank^-0.5, bias softplus⁻¹(dt), dt log-uniform in [1e-3, 0.1]."""
+    if weight.is_meta:  # shape-only build (parameter counting): there are no values to set
+        return
+    with torch.no_grad():
+        bound = dt_rank**-0.5
+        weight.uniform_(-bound, bound)
+        dt = torch.exp(torch.rand_like(bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(
+            min=1e-4
+        )
+        bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+
+class Permute(nn.Module):
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map (same parameters as nn.LayerNorm)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Linear2d(nn.Linear):
+    """A Linear over the channels of a (B, C, H, W) map, run as a 1×1 conv; loads 2-D or 1×1-conv weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "weight"
+        if key in state_dict and state_dict[key].dim() == 4:
+            state_dict[key] = state_dict[key].flatten(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class SS2D(nn.Module):
+    """2-D selective scan: four scan orders, grouped B/C (one group per order), summed back.
+
+    ``version="v2"`` is the released ``v05_noz`` path (channel-first, no z branch, conv without bias);
+    ``version="v0"`` is the vanilla path (channel-last, SiLU(z) gating, conv with bias).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        d_state: int,
+        ssm_ratio: float,
+        version: str,
+        conv_bias: bool,
+        channel_first: bool,
+    ) -> None:
+        super().__init__()
+        self.version = version
+        self.channel_first = channel_first
+        self.d_inner = d_inner = int(ssm_ratio * d_model)
+        self.dt_rank = dt_rank = math.ceil(d_model / 16)
+        self.d_state = d_state
+        self.scan_backend: str | None = None
+        linear = Linear2d if channel_first else nn.Linear
+        norm = LayerNorm2d if channel_first else nn.LayerNorm
+        gated = version == "v0"
+
+        self.in_proj = linear(d_model, d_inner * (2 if gated else 1), bias=False)
+        self.conv2d = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner, bias=conv_bias)
+        self.x_proj_weight = nn.Parameter(torch.empty(SCAN_DIRECTIONS, dt_rank + 2 * d_state, d_inner))
+        self.dt_projs_weight = nn.Parameter(torch.empty(SCAN_DIRECTIONS, d_inner, dt_rank))
+        self.dt_projs_bias = nn.Parameter(torch.empty(SCAN_DIRECTIONS, d_inner))
+        self.A_logs = nn.Parameter(
+            torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(SCAN_DIRECTIONS * d_inner, 1)
+        )
+        self.Ds = nn.Parameter(torch.ones(SCAN_DIRECTIONS * d_inner))
+        self.out_norm = norm(d_inner)
+        self.out_proj = linear(d_inner, d_model, bias=False)
+
+        with torch.no_grad():  # x_proj keeps nn.Linear's default init in the release
+            bound = d_inner**-0.5
+            self.x_proj_weight.uniform_(-bound, bound)
+            init_dt_projection(self.dt_projs_weight, self.dt_projs_bias, dt_rank)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.version == "v0":
+            return self._forward_gated(x)
+        y = F.silu(self.conv2d(self.in_proj(x)))
+        y = self.out_norm(self.scan_2d(y))
+        return self.out_proj(y)
+
+    def _forward_gated(self, x: torch.Tensor) -> torch.Tensor:
+        # channel-last (B, H, W, C)
+        x, z = self.in_proj(x).chunk(2, dim=-1)
+        y = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
+        y = self.out_norm(self.scan_2d(y).permute(0, 2, 3, 1))
+        return self.out_proj(y * F.silu(z))
+
+    def scan_2d(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) → (B, D, H, W): the four-direction selective scan, merged by summing."""
+        batch, channels, height, width = x.shape
+        length = height * width
+        xs = cross_scan(x)  # (B, 4, D, L)
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+        dts, b_groups, c_groups = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
+        ys = selective_scan(
+            xs.reshape(batch, -1, length),
+            dts.reshape(batch, -1, length),
+            -torch.exp(self.A_logs.float()),
+            b_groups.contiguous(),
+            c_groups.contiguous(),
+            self.Ds.float(),
+            delta_bias=self.dt_projs_bias.reshape(-1).float(),
+            delta_softplus=True,
+            backend=self.scan_backend,
+        )
+        y = cross_merge(ys.view(batch, SCAN_DIRECTIONS, channels, length), height, width)
+        return y.view(batch, channels, height, width).to(x.dtype)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, channel_first: bool) -> None:
+        super().__init__()
+        linear = Linear2d if channel_first else nn.Linear
+        self.fc1 = linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VSSBlock(nn.Module):
+    def __init__(
+        self, dim: int, *, drop_path: float, mlp_ratio: float, channel_first: bool, **ssm: Any
+    ) -> None:
+        super().__init__()
+        norm = LayerNorm2d if channel_first else nn.LayerNorm
+        self.norm = norm(dim)
+        self.op = SS2D(dim, channel_first=channel_first, **ssm)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        if mlp_ratio > 0:
+            self.norm2 = norm(dim)
+            self.mlp = Mlp(dim, int(dim * mlp_ratio), channel_first)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.op(self.norm(x)))
+        if hasattr(self, "mlp"):
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
+
+
+class PatchMerging2D(nn.Module):
+    """v0 downsample (channel-last): 2×2 neighbours concatenated, LayerNorm(4C), Linear(4C → 2C)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[1:3]
+        if height % 2 or width % 2:
+            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        return self.reduction(self.norm(x))
+
+
+# The releases pair the layouts with the stem/downsample versions: v2 models are channel-first (Identity where
+# the channel-last variant permutes, so the Sequential indices match), v0 models are channel-last.
+def _patch_embed(channel_first: bool, dim: int) -> nn.Sequential:
+    if not channel_first:
+        return nn.Sequential(nn.Conv2d(3, dim, 4, 4), Permute(0, 2, 3, 1), nn.LayerNorm(dim))
+    return nn.Sequential(
+        nn.Conv2d(3, dim // 2, 3, 2, 1), nn.Identity(), LayerNorm2d(dim // 2), nn.Identity(),
+        nn.GELU(), nn.Conv2d(dim // 2, dim, 3, 2, 1), nn.Identity(), LayerNorm2d(dim),
+    )  # fmt: skip
+
+
+def _downsample(channel_first: bool, dim: int) -> nn.Module:
+    if not channel_first:
+        return PatchMerging2D(dim)
+    return nn.Sequential(nn.Identity(), nn.Conv2d(dim, 2 * dim, 3, 2, 1), nn.Identity(), LayerNorm2d(2 * dim))
+
+
+class VSSM(nn.Module):
+    """The VMamba classification model, with the release's module names (patch_embed, layers, classifier)."""
+
+    def __init__(
+        self,
+        *,
+        dims: tuple[int, ...],
+        depths: tuple[int, ...],
+        d_state: int,
+        ssm_ratio: float,
+        version: str,
+        mlp_ratio: float,
+        num_classes: int = 1000,
+        drop_path_rate: float = 0.0,
+        scan_backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.version = version
+        self.channel_first = channel_first = version == "v2"
+        self.dims = list(dims)
+        self.num_classes = num_classes
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        ssm = dict(d_state=d_state, ssm_ratio=ssm_ratio, version=version, conv_bias=version == "v0")
+
+        self.patch_embed = _patch_embed(channel_first, dims[0])
+        self.layers = nn.ModuleList()
+        for i, (dim, depth) in enumerate(zip(dims, depths, strict=True)):
+            blocks = nn.Sequential(*[
+                VSSBlock(dim, drop_path=rates[sum(depths[:i]) + j], mlp_ratio=mlp_ratio,
+                         channel_first=channel_first, **ssm)
+                for j in range(depth)
+            ])  # fmt: skip
+            downsample = nn.Identity() if i == len(dims) - 1 else _downsample(channel_first, dim)
+            self.layers.append(nn.Sequential(OrderedDict(blocks=blocks, downsample=downsample)))
+        self.classifier = nn.Sequential(OrderedDict(
+            norm=LayerNorm2d(dims[-1]) if channel_first else nn.LayerNorm(dims[-1]),
+            permute=nn.Identity() if channel_first else Permute(0, 3, 1, 2),
+            avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1),
+            head=nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity(),
+        ))  # fmt: skip
+        self.apply(_init_weights)
+        set_scan_backend(self, scan_backend)
+
+    def to_bchw(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.channel_first else x.permute(0, 3, 1, 2)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        for name, module in self.classifier.named_children():
+            if pre_logits and name == "head":
+                break
+            x = module(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier.head
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# Legacy names of early releases → current names (VSSM._load_from_state_dict in the release does the same).
+_LEGACY_RENAMES = (
+    ("patch_embed.proj.", "patch_embed.0."),
+    ("patch_embed.norm.", "patch_embed.2."),
+    (".ln_1.", ".norm."),
+    (".self_attention.", ".op."),
+)
+_LEGACY_TOP_LEVEL = (("norm.", "classifier.norm."), ("head.", "classifier.head."))
+
+
+class VMambaBackbone(ScanBackendSetting, VisionBackbone):
+    trunk: VSSM
+
+    def tap_info(self, tap: FeatureTap) -> TapInfo:
+        stage, _ = self._resolve(tap)
+        return TapInfo(dim=self.trunk.dims[stage], stride=4 * 2**stage)
+
+    def _resolve(self, tap: FeatureTap) -> tuple[int, int]:
+        """0-based (stage, block) for a tap, validated against this trunk."""
+        if tap.stage is None or not 1 <= tap.stage <= len(self.trunk.layers):
+            raise ValueError(f"{self.name}: feature tap {tap} needs a stage in 1..{len(self.trunk.layers)}")
+        depth = len(self.trunk.layers[tap.stage - 1].blocks)
+        if not -depth <= tap.block < depth:
+            raise ValueError(f"{self.name}: stage {tap.stage} has {depth} blocks; tap {tap} is out of range")
+        return tap.stage - 1, tap.block % depth
+
+    def forward_tokens(self, pixel_values: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
+        stage, block = self._resolve(tap)
+        x = self.trunk.patch_embed(pixel_values)
+        for layer in self.trunk.layers[:stage]:
+            x = layer(x)
+        x = self.trunk.layers[stage].blocks[: block + 1](x)
+        tokens = self.trunk.to_bchw(x).flatten(2).transpose(1, 2)
+        return F.layer_norm(tokens, tokens.shape[-1:])
+
+    def forward_stages(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        x = self.trunk.patch_embed(pixel_values)
+        stages = []
+        for layer in self.trunk.layers:
+            x = layer.blocks(x)
+            stages.append(self.trunk.to_bchw(x))
+            x = layer.downsample(x)
+        return stages
+
+    @property
+    def stage_dims(self) -> list[int]:
+        return list(self.trunk.dims)
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        adapted = {}
+        for key, value in state.items():
+            for old, new in _LEGACY_RENAMES:
+                key = key.replace(old, new)
+            for old, new in _LEGACY_TOP_LEVEL:
+                if key.startswith(old):
+                    key = new + key[len(old) :]
+            adapted[key] = value
+        return adapted
+
+    def is_head_key(self, key: str) -> bool:
+        return key.startswith("classifier.")
+
+
+_RELEASE = "https://github.com/MzeroMiko/VMamba/releases/download"
+
+# name → (trunk config, official checkpoint file, description)
+VMAMBA_CONFIGS: dict[str, tuple[dict[str, Any], str | None, str]] = {
+    "vmamba_tiny_s1l8": (
+        dict(dims=(96, 192, 384, 768), depths=(2, 2, 8, 2), d_state=1, ssm_ratio=1.0, version="v2",
+             mlp_ratio=4.0, drop_path_rate=0.2),
+        "vssm1_tiny_0230s_ckpt_epoch_264.pth", "VMamba-T (s1l8, the headline T; vmambav2v_tiny_224)",
+    ),
+    "vmamba_tiny_s2l5": (
+        dict(dims=(96, 192, 384, 768), depths=(2, 2, 5, 2), d_state=1, ssm_ratio=2.0, version="v2",
+             mlp_ratio=4.0, drop_path_rate=0.2),
+        "vssm_tiny_0230_ckpt_epoch_262.pth", "VMamba-T[s2l5] (vmambav2_tiny_224)",
+    ),
+    "vmamba_small_s2l15": (
+        dict(dims=(96, 192, 384, 768), depths=(2, 2, 15, 2), d_state=1, ssm_ratio=2.0, version="v2",
+             mlp_ratio=4.0, drop_path_rate=0.3),
+        "vssm_small_0229_ckpt_epoch_222.pth", "VMamba-S (s2l15, vmambav2_small_224)",
+    ),
+    "vmamba_base_s2l15": (
+        dict(dims=(128, 256, 512, 1024), depths=(2, 2, 15, 2), d_state=1, ssm_ratio=2.0, version="v2",
+             mlp_ratio=4.0, drop_path_rate=0.6),
+        "vssm_base_0229_ckpt_epoch_237.pth", "VMamba-B (s2l15, vmambav2_base_224)",
+    ),
+    "vmamba_small_s1l20": (
+        dict(dims=(96, 192, 384, 768), depths=(2, 2, 20, 2), d_state=1, ssm_ratio=1.0, version="v2",
+             mlp_ratio=4.0, drop_path_rate=0.3),
+        "vssm1_small_0229s_ckpt_epoch_240.pth", "VMamba-S[s1l20] (vmambav2v_small_224)",
+    ),
+    "vmamba_base_s1l20": (
+        dict(dims=(128, 256, 512, 1024), depths=(2, 2, 20, 2), d_state=1, ssm_ratio=1.0, version="v2",
+             mlp_ratio=4.0, drop_path_rate=0.5),
+        "vssm1_base_0229s_ckpt_epoch_225.pth", "VMamba-B[s1l20] (vmambav2v_base_224)",
+    ),
+    "vmamba_v0_tiny": (
+        dict(dims=(96, 192, 384, 768), depths=(2, 2, 9, 2), d_state=16, ssm_ratio=2.0, version="v0",
+             mlp_ratio=0.0, drop_path_rate=0.2),
+        "vssmtiny_dp01_ckpt_epoch_292.pth", "Vanilla-VMamba-T (v0, channel-last)",
+    ),
+    "vmamba_v0_small": (
+        dict(dims=(96, 192, 384, 768), depths=(2, 2, 27, 2), d_state=16, ssm_ratio=2.0, version="v0",
+             mlp_ratio=0.0, drop_path_rate=0.3),
+        "vssmsmall_dp03_ckpt_epoch_238.pth", "Vanilla-VMamba-S (v0, channel-last)",
+    ),
+    "vmamba_v0_base": (
+        dict(dims=(128, 256, 512, 1024), depths=(2, 2, 27, 2), d_state=16, ssm_ratio=2.0, version="v0",
+             mlp_ratio=0.0, drop_path_rate=0.6),
+        "vssmbase_dp06_ckpt_epoch_241.pth", "Vanilla-VMamba-B (v0, channel-last)",
+    ),
+    # Study preset: three stages, the tap (stage 3, stride 16) is the last one, no classification head.
+    "vmamba_nano": (
+        dict(dims=(48, 96, 192), depths=(2, 3, 6), d_state=1, ssm_ratio=1.0, version="v2",
+             mlp_ratio=4.0, drop_path_rate=0.0, num_classes=0),
+        None, "VMamba nano (s1 layout, 3 stages, ~3M parameters) for the embedded study",
+    ),
+}  # fmt: skip
+
+
+def _release_tag(config: dict[str, Any]) -> str:
+    return "%23v2cls" if config["version"] == "v2" else "%23v0cls"
+
+
+def _register(name: str, config: dict[str, Any], checkpoint: str | None, description: str) -> None:
+    sources = {"in1k": f"{_RELEASE}/{_release_tag(config)}/{checkpoint}"} if checkpoint else {}
+    spec = BackboneSpec(
+        name=name, family="vmamba", kind="ssm", default_tap="s3",
+        pretrained_sources=sources, description=description,
+    )  # fmt: skip
+
+    def build(image_size: int | tuple[int, int] = 224, **overrides: Any) -> VSSM:
+        del image_size  # convolutional stem and scans: any size works
+        return VSSM(**{**config, **overrides})
+
+    register_backbone(spec, VMambaBackbone)(build)
+
+
+for _name, (_config, _checkpoint, _description) in VMAMBA_CONFIGS.items():
+    _register(_name, _config, _checkpoint, _description)
+register_family("vmamba")
