@@ -148,10 +148,12 @@ class VisionBackbone(nn.Module, abc.ABC):
         from ssmvlm.utils.io import load_state_dict
 
         state = load_state_dict(path)
-        state = self.adapt_state_dict(state)
         try:
+            # Family converters (timm's checkpoint filters among them) fail with KeyError/AttributeError on
+            # another architecture's keys; load_state_dict raises RuntimeError on shape mismatches.
+            state = self.adapt_state_dict(state)
             missing, unexpected = self.trunk.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatches
+        except (KeyError, AttributeError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path}: does not fit {self.name}: {_first_line(exc)}") from None
         head_only = [k for k in missing if self.is_head_key(k)]
         missing = [k for k in missing if not self.is_head_key(k)]
