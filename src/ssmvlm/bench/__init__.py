@@ -1,1 +1,1 @@
-"""ssmvlm.bench"""
+"""Cost measurements: encoder latency/throughput/memory/FLOPs against resolution, and VLM generation cost."""

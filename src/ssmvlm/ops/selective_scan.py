@@ -14,17 +14,36 @@ from collections.abc import Callable
 
 import torch
 
+from ssmvlm.ops.flops import record_scan
 from ssmvlm.ops.scan_reference import selective_scan_reference
+from ssmvlm.ops.scan_torch import selective_scan_torch
 
 ScanFn = Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
 
-_BACKENDS: dict[str, ScanFn] = {"reference": selective_scan_reference}
+_BACKENDS: dict[str, ScanFn] = {"reference": selective_scan_reference, "torch": selective_scan_torch}
 # Preference order per device type when no backend is named.
-_PREFERENCE: dict[str, tuple[str, ...]] = {"cuda": ("triton", "torch", "reference"), "cpu": ("torch", "reference")}
+_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "cuda": ("triton", "torch", "reference"),
+    "cpu": ("torch", "reference"),
+}
 
 
 def register_scan_backend(name: str, fn: ScanFn) -> None:
     _BACKENDS[name] = fn
+
+
+def _register_triton() -> None:
+    """The Triton kernels need a CUDA device; without one (CI) the module is never imported."""
+    if not torch.cuda.is_available():
+        return
+    try:
+        from ssmvlm.ops.scan_triton import selective_scan_triton
+    except ImportError:
+        return
+    register_scan_backend("triton", selective_scan_triton)
+
+
+_register_triton()
 
 
 def available_backends() -> list[str]:
@@ -51,21 +70,32 @@ def selective_scan(
     return_last_state: bool = False,
     *,
     backend: str | None = None,
+    backend_options: dict | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Run the selective scan with the named backend (or the best available one)."""
+    """Run the selective scan with the named backend (or the best available one).
+
+    ``backend_options`` go to the backend as keywords (``torch``: ``chunk_size``; ``triton``: ``config``).
+    """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    batch, dim, length = u.shape
+    record_scan(batch, dim, length, A.shape[1], with_d=D is not None, with_z=z is not None)
+    if u.is_meta:  # shape-only passes (FLOP counting, size checks) need no arithmetic
+        out = torch.empty_like(u)
+        return (out, u.new_empty(batch, dim, A.shape[1], dtype=torch.float32)) if return_last_state else out
     name = backend or default_backend(u.device)
     if name not in _BACKENDS:
         raise ValueError(f"unknown selective-scan backend {name!r} (available: {', '.join(_BACKENDS)})")
     return _BACKENDS[name](
         u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-        delta_softplus=delta_softplus, return_last_state=return_last_state,
+        delta_softplus=delta_softplus, return_last_state=return_last_state, **(backend_options or {}),
     )
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
     if u.dim() != 3 or delta.shape != u.shape:
-        raise ValueError(f"u and delta must both be (batch, dim, L); got {tuple(u.shape)} and {tuple(delta.shape)}")
+        raise ValueError(
+            f"u and delta must both be (batch, dim, L); got {tuple(u.shape)} and {tuple(delta.shape)}"
+        )
     batch, dim, length = u.shape
     if A.dim() != 2 or A.shape[0] != dim:
         raise ValueError(f"A must be (dim={dim}, N); got {tuple(A.shape)}")

@@ -1,0 +1,269 @@
+"""Selective-scan and cross-scan speed: time, bytes moved, GB/s and fraction of the measured copy bandwidth.
+
+GPU (default): measures device-to-device copy bandwidth first, then for the issue's four shapes (bf16 inputs)
+times forward and forward+backward for every registered fast backend (median of CUDA-event timings via
+``triton.testing.do_bench``), and the VMamba anchors' speedups. Bytes are the fewest a call must move: every
+input read once and the output written once (for forward+backward also dy read, every input gradient written,
+and the forward again). Also times cross_scan/cross_merge (torch vs fused) and a small tile-size sweep.
+
+CPU (``--cpu``): torch vs reference at L = 1024 with the machine's threads.
+
+    PYTHONPATH=src python3 benchmarks/scan_bench.py --out scan.json
+    PYTHONPATH=src python3 benchmarks/scan_bench.py --cpu --out scan_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ssmvlm.ops import available_backends, cross_merge, cross_scan, selective_scan
+from ssmvlm.utils.io import atomic_write_json
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    batch: int
+    dim: int
+    length: int
+    n_state: int
+    groups: int
+    with_z: bool
+    anchor_fwd_ms: float | None = None
+    anchor_fwdbwd_ms: float | None = None
+
+
+# Anchors: VMamba's selective_scan_cuda_oflex on one H100 (issue 3), bf16 inputs.
+GPU_SHAPES = [
+    Shape("VMamba-S s3 224² (G=4)", 128, 1536, 196, 1, 4, False, 0.363, 1.42),
+    Shape("VMamba-S s3 1024² (G=4)", 8, 1536, 4096, 1, 4, False, 0.256, 1.03),
+    Shape("Vim-S (z, variable B/C)", 64, 768, 197, 16, 1, True),
+    Shape("long L=16k N=16", 4, 1536, 16384, 16, 1, False, 2.16, 10.1),
+]
+CPU_SHAPES = [
+    Shape("VMamba nano-like N=1 (G=4)", 1, 192, 1024, 1, 4, False),
+    Shape("VMamba N=1 (G=4)", 2, 384, 1024, 1, 4, False),
+    Shape("Vim nano-like N=16", 1, 192, 1024, 16, 1, True),
+]
+
+
+def make_inputs(shape: Shape, device: str, dtype: torch.dtype, requires_grad: bool) -> dict:
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def rand(*size: int, dt: torch.dtype = dtype, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+        t = torch.randn(*size, device=device, generator=gen, dtype=torch.float32) * scale + shift
+        return t.to(dt).requires_grad_(requires_grad)
+
+    b, d, L, n, g = shape.batch, shape.dim, shape.length, shape.n_state, shape.groups
+    a_log = torch.randn(d, n, device=device, generator=gen) * 0.5
+    return {
+        "u": rand(b, d, L),
+        "delta": rand(b, d, L, shift=-4.0),  # softplus(Δ + bias) ≈ 0.02–0.1, as trained dt
+        "A": (-torch.exp(a_log)).requires_grad_(requires_grad),
+        "B": rand(b, g, n, L),
+        "C": rand(b, g, n, L),
+        "D": rand(d, dt=torch.float32),
+        "z": rand(b, d, L) if shape.with_z else None,
+        "delta_bias": rand(d, dt=torch.float32, scale=0.5),
+        "delta_softplus": True,
+    }
+
+
+def bytes_moved(inputs: dict) -> tuple[int, int]:
+    """Fewest bytes (forward, forward+backward): inputs in, y out; backward adds dy in and input grads out."""
+    tensors = [t for k, t in inputs.items() if isinstance(t, torch.Tensor)]
+    read = sum(t.numel() * t.element_size() for t in tensors)
+    out = inputs["u"].numel() * inputs["u"].element_size()
+    forward = read + out
+    return forward, forward + (read + out) + read  # backward: inputs + dy in, one gradient per input out
+
+
+def gpu_copy_bandwidth() -> float:
+    import triton.testing
+
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=50, rep=300, return_mode="median")
+    return 2 * src.numel() / (ms * 1e-3)
+
+
+def time_gpu(fn, warmup: int = 25, rep: int = 200) -> float:
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def _time_scan(shape: Shape, kw: dict, with_backward: bool) -> tuple[float, float | None, int, int]:
+    with torch.no_grad():
+        inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=False)
+        fwd_ms = time_gpu(lambda: selective_scan(**inputs, **kw))
+    fwd_bytes, total_bytes = bytes_moved(inputs)
+    if not with_backward:
+        return fwd_ms, None, fwd_bytes, total_bytes
+    inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=True)
+    leaves = [t for t in inputs.values() if isinstance(t, torch.Tensor)]
+    dy = torch.randn_like(inputs["u"])
+    fwdbwd_ms = time_gpu(
+        lambda: torch.autograd.grad(selective_scan(**inputs, **kw), leaves, dy), warmup=10, rep=100
+    )
+    return fwd_ms, fwdbwd_ms, fwd_bytes, total_bytes
+
+
+def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | None = None) -> dict:
+    kw = {"backend": backend, "backend_options": {"config": config} if config else None}
+    result = {"shape": shape.name, "backend": backend, "config": config}
+    try:
+        fwd_ms, fwdbwd_ms, fwd_bytes, total_bytes = _time_scan(shape, kw, with_backward=True)
+    except torch.OutOfMemoryError:
+        return result | {"error": "out of memory"}
+    finally:
+        torch.cuda.empty_cache()
+    result |= {
+        "fwd_ms": fwd_ms, "fwd_bytes": fwd_bytes, "fwd_GBps": fwd_bytes / fwd_ms / 1e6,
+        "fwd_frac_copy": fwd_bytes / (fwd_ms * 1e-3) / copy_bw,
+    }
+    if fwdbwd_ms is not None:
+        result |= {
+            "fwdbwd_ms": fwdbwd_ms, "fwdbwd_bytes": total_bytes, "fwdbwd_GBps": total_bytes / fwdbwd_ms / 1e6,
+            "fwdbwd_frac_copy": total_bytes / (fwdbwd_ms * 1e-3) / copy_bw,
+        }
+        if shape.anchor_fwd_ms:
+            result |= {"speedup_fwd": shape.anchor_fwd_ms / fwd_ms,
+                       "speedup_fwdbwd": shape.anchor_fwdbwd_ms / fwdbwd_ms}
+    return result
+
+
+def bench_cross_scan_gpu(copy_bw: float) -> list[dict]:
+    rows = []
+    for batch, channels, size in [(128, 384, 14), (8, 384, 64), (64, 192, 56)]:
+        x = torch.randn(batch, channels, size, size, device="cuda", dtype=torch.bfloat16)
+        y = torch.randn(batch, 4, channels, size * size, device="cuda", dtype=torch.bfloat16)
+        nbytes = 5 * x.numel() * x.element_size()
+        for fused in (False, True):
+            scan_ms = time_gpu(lambda x=x, fused=fused: cross_scan(x, fused=fused))
+            merge_ms = time_gpu(lambda y=y, size=size, fused=fused: cross_merge(y, size, size, fused=fused))
+            rows.append({"shape": f"{batch}x{channels}x{size}x{size}", "fused": fused,
+                         "scan_ms": scan_ms, "merge_ms": merge_ms,
+                         "scan_frac_copy": nbytes / (scan_ms * 1e-3) / copy_bw,
+                         "merge_frac_copy": nbytes / (merge_ms * 1e-3) / copy_bw})
+    return rows
+
+
+def tile_sweep(copy_bw: float) -> list[dict]:
+    """Forward and forward+backward time of the Triton kernels for other tiles and warps (guides the default)."""
+    n1 = [(4, 256, 8), (4, 256, 4), (8, 128, 4), (16, 64, 8), (2, 512, 8), (8, 64, 4), (32, 32, 8), (2, 256, 4)]
+    n16 = [(8, 32, 8), (2, 32, 4), (4, 16, 4), (8, 16, 8), (1, 64, 4)]
+    rows = []
+    for shape in GPU_SHAPES:
+        for block_d, block_l, warps in n1 if shape.n_state == 1 else n16:
+            cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "bwd_num_warps": warps}
+            rows.append(bench_scan_gpu(shape, "triton", copy_bw, config=cfg))
+            fwd_ms, fwdbwd_ms = rows[-1].get("fwd_ms", float("nan")), rows[-1].get("fwdbwd_ms", float("nan"))
+            print(f"sweep {shape.name} {cfg} fwd {fwd_ms:.4f} ms fwd+bwd {fwdbwd_ms:.4f} ms", flush=True)
+    return rows
+
+
+def run_gpu(args: argparse.Namespace) -> dict:
+    copy_bw = gpu_copy_bandwidth()
+    print(f"device {torch.cuda.get_device_name()}; copy bandwidth {copy_bw / 1e9:.0f} GB/s", flush=True)
+    backends = [b for b in ("triton", "torch") if b in available_backends()]
+    rows = []
+    for shape in GPU_SHAPES:
+        for backend in backends:
+            row = bench_scan_gpu(shape, backend, copy_bw)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    cross = bench_cross_scan_gpu(copy_bw)
+    sweep = tile_sweep(copy_bw) if args.sweep else []
+    return {"device": torch.cuda.get_device_name(), "copy_GBps": copy_bw / 1e9, "scan": rows,
+            "cross_scan": cross, "tile_sweep": sweep}
+
+
+def time_cpu(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def run_cpu(args: argparse.Namespace) -> dict:
+    rows = []
+    for shape in CPU_SHAPES:
+        inputs = make_inputs(shape, "cpu", torch.float32, requires_grad=False)
+        with torch.no_grad():
+            times = {
+                name: time_cpu(lambda name=name, inputs=inputs: selective_scan(**inputs, backend=name),
+                               args.repeats)
+                for name in ("reference", "torch")
+            }
+        row = {"shape": shape.name, "dims": asdict(shape), "threads": torch.get_num_threads(),
+               "reference_ms": times["reference"], "torch_ms": times["torch"],
+               "speedup": times["reference"] / times["torch"]}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return {"device": "cpu", "threads": torch.get_num_threads(), "scan": rows}
+
+
+def markdown(report: dict) -> str:
+    if report["device"] == "cpu":
+        lines = ["| shape (batch, dim, L, N, G) | reference fwd ms | torch fwd ms | speedup |",
+                 "|---|---|---|---|"]
+        for r in report["scan"]:
+            d = r["dims"]
+            dims = f"({d['batch']}, {d['dim']}, {d['length']}, {d['n_state']}, {d['groups']})"
+            times = f"{r['reference_ms']:.1f} | {r['torch_ms']:.1f} | {r['speedup']:.1f}×"
+            lines.append(f"| {r['shape']} {dims} | {times} |")
+        return "\n".join(lines)
+    lines = [f"copy bandwidth {report['copy_GBps']:.0f} GB/s on {report['device']}", "",
+             "| shape | backend | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s "
+             "| fwd+bwd % copy | × anchor fwd | × anchor fwd+bwd |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["scan"]:
+        if "error" in r:
+            lines.append(f"| {r['shape']} | {r['backend']} | {r['error']} | | | | | | | |")
+            continue
+        speed = (f"{r['speedup_fwd']:.2f} | {r['speedup_fwdbwd']:.2f}" if "speedup_fwd" in r else "– | –")
+        lines.append(f"| {r['shape']} | {r['backend']} | {r['fwd_ms']:.3f} | {r['fwd_GBps']:.0f} | "
+                     f"{100 * r['fwd_frac_copy']:.0f}% | {r['fwdbwd_ms']:.3f} | {r['fwdbwd_GBps']:.0f} | "
+                     f"{100 * r['fwdbwd_frac_copy']:.0f}% | {speed} |")
+    lines += ["", "| cross-scan shape | fused | scan ms | merge ms | scan % copy | merge % copy |",
+              "|---|---|---|---|---|---|"]
+    for r in report["cross_scan"]:
+        lines.append(f"| {r['shape']} | {r['fused']} | {r['scan_ms']:.4f} | {r['merge_ms']:.4f} | "
+                     f"{100 * r['scan_frac_copy']:.0f}% | {100 * r['merge_frac_copy']:.0f}% |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", action="store_true", help="torch vs reference on the CPU at L = 1024")
+    parser.add_argument("--out", type=Path, help="write the full results as JSON here")
+    parser.add_argument("--repeats", type=int, default=5, help="CPU timing repeats (median)")
+    parser.add_argument("--sweep", action="store_true", help="GPU: also sweep Triton tiles on the N=1 shapes")
+    args = parser.parse_args()
+    report = run_cpu(args) if args.cpu else run_gpu(args)
+    try:
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        commit = git.stdout.strip()
+    except OSError:
+        commit = ""
+    report |= {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "torch": torch.__version__}
+    table = markdown(report)
+    print(table)
+    if args.out:
+        atomic_write_json(args.out, report | {"markdown": table})
+
+
+if __name__ == "__main__":
+    main()
