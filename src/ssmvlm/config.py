@@ -128,7 +128,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(item, "override must look like key.path=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            raise ConfigError(
+                key.strip(), f"cannot parse value {raw!r} (quote values holding [ ] {{ }} or :)"
+            ) from None
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:
