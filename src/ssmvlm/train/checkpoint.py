@@ -1,0 +1,122 @@
+"""Resumable checkpoints: safetensors + JSON (+ the optimizer state read back with ``weights_only=True``).
+
+``RUN/checkpoints/step-00000040/`` holds ``trainable.safetensors`` (connector and, when trained, LLM),
+``optimizer.pt``, ``rng.safetensors`` (torch CPU/CUDA generator states) and ``state.json`` (step, scheduler,
+Python and NumPy RNG states). A checkpoint is written into a hidden folder and renamed into place, then
+``latest.json`` is replaced atomically, so a crash at any moment leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from ssmvlm.utils.errors import CheckpointError
+from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, read_json
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest.json"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    trainable: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, Any]
+    rng_tensors: dict[str, torch.Tensor]
+
+
+def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors |= {f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    return (
+        {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached]},
+        tensors,
+    )
+
+
+def restore_rng_state(state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    trainable: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    scheduler: dict[str, Any],
+    *,
+    keep: int = 2,
+) -> Path:
+    root = Path(run_dir) / CHECKPOINT_DIR
+    final = root / f"step-{step:08d}"
+    staging = root / f".staging-step-{step:08d}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    rng, rng_tensors = rng_state()
+    buffer = io.BytesIO()
+    torch.save(optimizer, buffer)
+    atomic_write_bytes(staging / "trainable.safetensors", save_safetensors_bytes(trainable))
+    atomic_write_bytes(staging / "optimizer.pt", buffer.getvalue())
+    atomic_write_bytes(staging / "rng.safetensors", save_safetensors_bytes(rng_tensors))
+    atomic_write_json(staging / "state.json", {"step": step, "scheduler": scheduler, "rng": rng})
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    atomic_write_json(root / LATEST, {"step": step, "path": final.name})
+    for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint_path(run_dir: Path) -> Path | None:
+    pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST
+    if not pointer.is_file():
+        return None
+    return pointer.parent / read_json(pointer)["path"]
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    try:
+        state = read_json(path / "state.json")
+        trainable = load_safetensors_bytes((path / "trainable.safetensors").read_bytes())
+        rng_tensors = load_safetensors_bytes((path / "rng.safetensors").read_bytes())
+        optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+    return Checkpoint(path, int(state["step"]), trainable, optimizer, state["scheduler"], state["rng"], rng_tensors)
+
+
+def check_fits(trainable: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], where: Path) -> None:
+    """A checkpoint must hold exactly the trainable tensors of this model, with the same shapes."""
+    missing = sorted(set(model_state) - set(trainable))
+    unknown = sorted(set(trainable) - set(model_state))
+    wrong = [k for k in trainable if k in model_state and trainable[k].shape != model_state[k].shape]
+    if missing or unknown or wrong:
+        example = (missing or unknown or wrong)[:2]
+        raise CheckpointError(
+            f"{where}: checkpoint of another architecture ({len(missing)} missing, {len(unknown)} unknown, "
+            f"{len(wrong)} mis-shaped tensors, e.g. {example})"
+        )

@@ -1,0 +1,168 @@
+"""Tokenization with prismatic-vlms' loss masking, the per-image feature source, the sampler and collation.
+
+Masking (``prismatic/preprocessing/datasets/datasets.py``): every turn is wrapped by the prompt format,
+rstripped and tokenized on its own, only the first with special tokens (BOS); human-turn tokens get label
+-100, answer tokens (with their ``</s>``) are supervised; the text is truncated to ``max_length``; for an
+image sample ``labels[0]`` (BOS) is -100 too. The align stage trains on ``BOS caption </s>`` with BOS masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssmvlm.data.llava import LlavaRecord
+from ssmvlm.utils.errors import DataError
+from ssmvlm.vlm.model import IGNORE_INDEX
+from ssmvlm.vlm.prompts import PromptFormat
+
+
+@dataclass
+class Sample:
+    record_id: str
+    input_ids: list[int]
+    labels: list[int]
+    image_index: int | None  # into ConversationData.image_paths
+
+
+@dataclass
+class ConversationData:
+    samples: list[Sample]
+    image_paths: list[Path]
+    skipped: int = 0
+    skip_reasons: list[str] = field(default_factory=list)
+
+
+def tokenize_conversation(
+    turns: Sequence[tuple[str, str]],
+    tokenizer: Any,
+    prompt_format: PromptFormat,
+    max_length: int,
+    has_image: bool,
+) -> tuple[list[int], list[int]]:
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for index, text in enumerate(prompt_format.turn_strings(list(turns))):
+        ids = tokenizer(text.rstrip(), add_special_tokens=index == 0).input_ids
+        input_ids += ids
+        labels += [IGNORE_INDEX] * len(ids) if index % 2 == 0 else ids
+    return _finish(input_ids, labels, max_length, has_image)
+
+
+def tokenize_caption(
+    turns: Sequence[tuple[str, str]],
+    tokenizer: Any,
+    prompt_format: PromptFormat,
+    max_length: int,
+    has_image: bool,
+) -> tuple[list[int], list[int]]:
+    """Align stage: the prompt is discarded and the last answer is the caption target."""
+    ids = tokenizer(turns[-1][1].strip() + prompt_format.eos).input_ids
+    return _finish(ids, list(ids), max_length, has_image)
+
+
+def _finish(input_ids: list[int], labels: list[int], max_length: int, has_image: bool) -> tuple[list[int], list[int]]:
+    input_ids, labels = input_ids[:max_length], labels[:max_length]
+    if has_image and labels:
+        labels[0] = IGNORE_INDEX
+    return input_ids, labels
+
+
+TOKENIZERS_BY_STAGE = {
+    "no-align": tokenize_conversation,
+    "finetune": tokenize_conversation,
+    "align": tokenize_caption,
+}
+
+
+def build_conversation_data(
+    records: Sequence[LlavaRecord],
+    tokenizer: Any,
+    prompt_format: PromptFormat,
+    *,
+    max_length: int,
+    stage: str,
+    source: str | Path,
+    skip_bad: bool,
+) -> ConversationData:
+    """Tokenize every record; a record whose answers are fully truncated raises, or is counted and skipped."""
+    tokenize = TOKENIZERS_BY_STAGE[stage]
+    image_index: dict[Path, int] = {}
+    data = ConversationData([], [])
+    for record in records:
+        input_ids, labels = tokenize(record.turns, tokenizer, prompt_format, max_length, record.image is not None)
+        if all(label == IGNORE_INDEX for label in labels):
+            error = DataError(
+                source,
+                f"every answer token is cut off at max_length={max_length} (conversation has "
+                f"{len(tokenize(record.turns, tokenizer, prompt_format, 10**9, False)[0])} tokens)",
+                record=record.id,
+                field="conversations",
+            )
+            if not skip_bad:
+                raise error
+            data.skipped += 1
+            data.skip_reasons.append(str(error))
+            continue
+        index = None
+        if record.image is not None:
+            index = image_index.setdefault(record.image, len(image_index))
+        data.samples.append(Sample(record.id, input_ids, labels, index))
+    data.image_paths = list(image_index)
+    return data
+
+
+def drop_samples_with_images(data: ConversationData, bad_images: set[int]) -> None:
+    """Remove samples whose image failed to decode (``--skip-bad``); counted as skips."""
+    kept = [s for s in data.samples if s.image_index not in bad_images]
+    data.skipped += len(data.samples) - len(kept)
+    data.samples = kept
+
+
+def global_batch_indices(num_samples: int, global_batch: int, step: int, steps_per_epoch: int, seed: int) -> list[int]:
+    """The sample indices of optimizer step ``step``: a seeded permutation per epoch, the last batch of an
+    epoch filled up from the epoch's start (as ``DistributedSampler`` pads), so every step is a full batch."""
+    epoch, position = divmod(step, steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(num_samples, generator=generator).tolist()
+    start = position * global_batch
+    return [order[(start + offset) % num_samples] for offset in range(global_batch)]
+
+
+def rank_micro_batches(indices: list[int], rank: int, world_size: int, micro_batch: int) -> list[list[int]]:
+    """Rank ``rank``'s micro-batches: contiguous chunks of the global batch, so N ranks see exactly the
+    micro-batches one process would see with the same global batch (the loss is the same sum of means)."""
+    chunks = [indices[i : i + micro_batch] for i in range(0, len(indices), micro_batch)]
+    per_rank = len(chunks) // world_size
+    return chunks[rank * per_rank : (rank + 1) * per_rank]
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    image_indices: list[int | None]
+    record_ids: list[str]
+
+    @property
+    def has_image(self) -> torch.Tensor:
+        return torch.tensor([i is not None for i in self.image_indices], dtype=torch.bool)
+
+
+def collate(samples: Sequence[Sample], pad_token_id: int) -> Batch:
+    """Right padding (prismatic): pad id / -100 / mask 0 after each sequence."""
+    longest = max(len(s.input_ids) for s in samples)
+    input_ids = torch.full((len(samples), longest), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(samples), longest), dtype=torch.long)
+    for row, sample in enumerate(samples):
+        length = len(sample.input_ids)
+        input_ids[row, :length] = torch.tensor(sample.input_ids)
+        labels[row, :length] = torch.tensor(sample.labels)
+        mask[row, :length] = 1
+    return Batch(input_ids, mask, labels, [s.image_index for s in samples], [s.record_id for s in samples])

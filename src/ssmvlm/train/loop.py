@@ -1,0 +1,347 @@
+"""The training loop (nanoGPT-style: everything a step does is visible here).
+
+``train_vlm(config, out_dir)`` builds the VLM, tokenizes the data with prismatic's masking, and runs
+``total_steps`` optimizer steps of ``global_batch_size`` samples each, split into micro-batches over
+processes and gradient-accumulation steps. It resumes from the latest checkpoint in ``out_dir`` and leaves
+``config.json``, ``tokenizer/``, ``model.safetensors``, ``metrics.jsonl`` and ``run.json`` there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssmvlm.config import to_dict
+from ssmvlm.data.llava import load_llava_records
+from ssmvlm.train.checkpoint import check_fits, latest_checkpoint_path, load_checkpoint, save_checkpoint
+from ssmvlm.train.checkpoint import restore_rng_state as _restore_rng
+from ssmvlm.train.dataset import (
+    build_conversation_data,
+    collate,
+    drop_samples_with_images,
+    global_batch_indices,
+    rank_micro_batches,
+)
+from ssmvlm.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+    resolve_strategy,
+    wrap_model,
+)
+from ssmvlm.train.features import ImageFeatureSource
+from ssmvlm.train.metrics import MetricsLog
+from ssmvlm.train.recipe import Recipe, TrainConfig, micro_batches_per_step, resolve_recipe
+from ssmvlm.utils.errors import ConfigError, DataError, TrainingDivergedError
+from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, read_json
+from ssmvlm.utils.progress import console, progress_bar
+from ssmvlm.utils.provenance import write_run_record
+from ssmvlm.utils.seed import seed_everything
+from ssmvlm.vlm.builder import CONFIG_FILE, WEIGHTS_FILE, build_vlm, load_trained_weights, prepare_tokenizer
+from ssmvlm.vlm.model import VLM
+
+TRAINABLE_BY_STAGE = {
+    "align": ("connector",),
+    "no-align": ("connector", "llm"),
+    "finetune": ("connector", "llm"),
+}
+# Keys that may differ between a run and its resumption (they do not change what is trained).
+RESUMABLE_CHANGES = ("logging", "device", "distributed")
+
+
+def train_vlm(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    stop_after: int | None = None,
+    show_progress: bool = True,
+) -> Path:
+    """Train (or resume) a VLM into ``out_dir``; ``stop_after``: checkpoint, return after N steps."""
+    run_dir = Path(out_dir)
+    info = init_distributed(config.device)
+    recipe = resolve_recipe(config)
+    config_dict = to_dict(config)
+    _check_resumable(run_dir, config_dict, resume)
+    if resume and (run_dir / WEIGHTS_FILE).is_file():
+        return run_dir  # finished before (the final weights are written last)
+    seed_everything(config.seed)
+
+    # -- model and data ---------------------------------------------------------------------------------
+    if not config.data.train_json:
+        raise ConfigError("data.train_json", "no training data given")
+    records = load_llava_records(config.data.train_json, config.data.image_root, skip_bad=config.data.skip_bad)
+    if info.is_main:
+        tokenizer = prepare_tokenizer(config.model, run_dir, (r.turns for r in records))
+    barrier(info)
+    if not info.is_main:
+        tokenizer = prepare_tokenizer(config.model, run_dir)
+    vlm = build_vlm(config.model, tokenizer, config.seed).to(info.device)
+    if config.stage == "finetune":
+        _init_connector(vlm, config.connector_init)
+    trainable_names = set_trainable(vlm, config.stage)
+
+    data = build_conversation_data(
+        records,
+        tokenizer,
+        vlm.prompt_format,
+        max_length=config.model.max_length,
+        stage=config.stage,
+        source=config.data.train_json,
+        skip_bad=config.data.skip_bad,
+    )
+    features = ImageFeatureSource(vlm, data.image_paths, info.device, cache=config.data.cache_features)
+    if config.data.skip_bad:
+        drop_samples_with_images(data, features.find_undecodable(show_progress=show_progress and info.is_main))
+    if data.skipped and info.is_main:
+        console.print(
+            f"[yellow]warning:[/yellow] skipped {data.skipped} samples; first: "
+            f"{data.skip_reasons[0] if data.skip_reasons else 'undecodable image'}",
+            highlight=False,
+        )
+    if not data.samples:
+        raise DataError(config.data.train_json, "no trainable samples left")
+    features.precompute(show_progress=show_progress and info.is_main)
+
+    # -- optimizer, schedule, distribution ------------------------------------------------------------
+    micro_batch, accumulation = micro_batches_per_step(recipe, info.world_size)
+    steps_per_epoch = math.ceil(len(data.samples) / recipe.global_batch_size)
+    total_steps = recipe.total_steps(len(data.samples))
+    strategy = resolve_strategy(config.distributed.strategy, info)
+    bf16 = _use_bf16(config.distributed.precision, info.device)
+    checkpointing = config.distributed.activation_checkpointing
+    if checkpointing if checkpointing is not None else strategy == "fsdp":
+        vlm.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    text_only = any(sample.image_index is None for sample in data.samples)
+    model = wrap_model(vlm, strategy, info, bf16=bf16, text_only_batches=text_only)
+    optimizer = build_optimizer(vlm, recipe, info.device)
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, recipe.warmup_steps(total_steps), total_steps)
+
+    # -- resume -------------------------------------------------------------------------------------
+    start_step, last_checkpoint = 0, None
+    checkpoint_path = latest_checkpoint_path(run_dir) if resume else None
+    if checkpoint_path is not None:
+        start_step = _restore(checkpoint_path, model, vlm, optimizer, scheduler, trainable_names)
+        last_checkpoint = checkpoint_path
+    if info.is_main:
+        atomic_write_json(run_dir / CONFIG_FILE, config_dict)
+        write_run_record(
+            run_dir,
+            config_dict,
+            config.seed,
+            stage=config.stage,
+            recipe=dataclasses.asdict(recipe),
+            total_steps=total_steps,
+            world_size=info.world_size,
+            strategy=strategy,
+            resumed_from_step=start_step,
+            skipped_samples=data.skipped,
+        )
+    metrics = MetricsLog(run_dir, config.logging.loggers, config_dict, enabled=info.is_main)
+    metrics.truncate_after(start_step)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    pad_id = tokenizer.pad_token_id
+    num_patches = vlm.connector.num_output_tokens(vlm.vision_backbone.num_tokens())
+    trainable_params = [p for p in vlm.parameters() if p.requires_grad]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    model.train()
+    with progress_bar(disable=not (show_progress and info.is_main)) as progress:
+        task = progress.add_task("training", total=total_steps, completed=start_step, status="")
+        for step in range(start_step, total_steps):
+            started = time.perf_counter()
+            indices = global_batch_indices(
+                len(data.samples), recipe.global_batch_size, step, steps_per_epoch, config.seed
+            )
+            chunks = rank_micro_batches(indices, info.rank, info.world_size, micro_batch)
+            loss_sum = torch.zeros((), device=info.device)
+            tokens = torch.zeros((), device=info.device)
+            for k, chunk in enumerate(chunks):
+                batch = collate([data.samples[i] for i in chunk], pad_id)
+                vision = features.features(batch.image_indices)
+                with _gradient_sync(model, vlm, strategy, k == len(chunks) - 1), autocast:
+                    out = model(
+                        batch.input_ids.to(info.device),
+                        batch.attention_mask.to(info.device),
+                        batch.labels.to(info.device),
+                        vision_features=vision,
+                        has_image=batch.has_image.to(info.device),
+                    )
+                    # prismatic: the mean loss of each micro-batch, divided by the accumulation steps.
+                    (out.loss / accumulation).backward()
+                loss_sum += out.loss.detach().float()
+                tokens += batch.attention_mask.sum() + num_patches * int(batch.has_image.sum())
+            loss = all_reduce_mean(loss_sum / accumulation, info)
+            grad_norm = _as_local(torch.nn.utils.clip_grad_norm_(trainable_params, recipe.max_grad_norm))
+            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                raise TrainingDivergedError(
+                    f"step {step + 1}: non-finite {'loss' if not torch.isfinite(loss) else 'gradient norm'} "
+                    f"(loss {loss.item()}) on batch records "
+                    f"{[data.samples[i].record_id for i in indices[:8]]}"
+                    f"{'…' if len(indices) > 8 else ''}; last good checkpoint: {last_checkpoint or 'none'}"
+                )
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            elapsed = time.perf_counter() - started
+            total_tokens = float(all_reduce_mean(tokens, info)) * info.world_size
+            record = {
+                "step": done,
+                "epoch": step // steps_per_epoch,
+                "loss": loss.item(),
+                "lr": lr,
+                "grad_norm": grad_norm.item(),
+                "tokens_per_s": total_tokens / elapsed,
+                "step_s": elapsed,
+            }
+            if done % config.logging.log_every == 0 or done == total_steps or done == 1:
+                metrics.log(record, echo=not show_progress or done % (config.logging.log_every * 10) == 0)
+            progress.update(task, advance=1, status=f"loss {record['loss']:.3f}")
+            if _checkpoint_due(done, total_steps, steps_per_epoch, config.logging.checkpoint_every, stop_after):
+                last_checkpoint = _save(
+                    run_dir, done, model, optimizer, scheduler, info, config.logging.keep_checkpoints
+                )
+            if stop_after is not None and done >= stop_after and done < total_steps:
+                metrics.close()
+                return run_dir
+    if info.is_main:
+        weights = {k: v.detach().cpu().contiguous() for k, v in _full_trainable_state(model, vlm).items()}
+        from safetensors.torch import save as save_safetensors
+
+        atomic_write_bytes(run_dir / WEIGHTS_FILE, save_safetensors(weights))
+    else:
+        _full_trainable_state(model, vlm)  # collective under FSDP
+    metrics.close()
+    barrier(info)
+    return run_dir
+
+
+# -- pieces of the loop ----------------------------------------------------------------------------------
+def set_trainable(vlm: VLM, stage: str) -> list[str]:
+    """Freeze everything but the stage's modules; returns the trainable parameter names."""
+    vlm.requires_grad_(False)
+    for name in TRAINABLE_BY_STAGE[stage]:
+        getattr(vlm, name).requires_grad_(True)
+    return [name for name, p in vlm.named_parameters() if p.requires_grad]
+
+
+def build_optimizer(vlm: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with torch defaults; no weight decay on biases and 1-d parameters (norms), as prismatic."""
+    decay, no_decay = [], []
+    for name, param in vlm.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=recipe.learning_rate, fused=device.type == "cuda")
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "auto":
+        return device.type == "cuda"
+    if precision == "bf16" and device.type != "cuda":
+        raise ConfigError("distributed.precision", "bf16 autocast is used on CUDA only; use fp32 on CPU")
+    return precision == "bf16"
+
+
+@contextlib.contextmanager
+def _gradient_sync(model: nn.Module, vlm: VLM, strategy: str, sync: bool) -> Iterator[None]:
+    """Reduce gradients only on the last micro-batch of a step."""
+    if strategy == "ddp" and not sync:
+        with model.no_sync():
+            yield
+        return
+    if strategy == "fsdp":
+        vlm.set_requires_gradient_sync(sync)  # recurses into every FSDP unit
+    yield
+
+
+def _as_local(value: torch.Tensor) -> torch.Tensor:
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
+def _checkpoint_due(done: int, total: int, per_epoch: int, every: int, stop_after: int | None) -> bool:
+    return (
+        done == total
+        or (every > 0 and done % every == 0)
+        or (every == 0 and done % per_epoch == 0)
+        or (stop_after is not None and done == stop_after)
+    )
+
+
+def _state_options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, ignore_frozen_params=True)
+
+
+def _full_trainable_state(model: nn.Module, vlm: VLM) -> dict[str, torch.Tensor]:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(vlm, options=_state_options())
+
+
+def _save(
+    run_dir: Path, step: int, model: nn.Module, optimizer: Any, scheduler: Any, info: DistInfo, keep: int
+) -> Path:
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    vlm = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    trainable = {k: v.detach().cpu().contiguous() for k, v in _full_trainable_state(model, vlm).items()}
+    optimizer_state = get_optimizer_state_dict(vlm, optimizer, options=_state_options())
+    path = run_dir / "checkpoints" / f"step-{step:08d}"
+    if info.is_main:
+        path = save_checkpoint(run_dir, step, trainable, optimizer_state, scheduler.state_dict(), keep=keep)
+    barrier(info)
+    return path
+
+
+def _restore(path: Path, model: nn.Module, vlm: VLM, optimizer: Any, scheduler: Any, names: list[str]) -> int:
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    checkpoint = load_checkpoint(path)
+    own = vlm.state_dict()
+    check_fits(checkpoint.trainable, {k: own[k] for k in names}, path)
+    set_model_state_dict(vlm, checkpoint.trainable, options=_state_options())
+    set_optimizer_state_dict(vlm, optimizer, checkpoint.optimizer, options=_state_options())
+    scheduler.load_state_dict(checkpoint.scheduler)
+    _restore_rng(checkpoint.rng, checkpoint.rng_tensors)
+    console.print(f"resumed from {path} (step {checkpoint.step})", highlight=False)
+    return checkpoint.step
+
+
+def _init_connector(vlm: VLM, align_run: str | None) -> None:
+    if not align_run:
+        raise ConfigError("connector_init", "the finetune stage starts from an align run's connector; give its dir")
+    load_trained_weights(vlm, Path(align_run) / WEIGHTS_FILE)
+
+
+def _check_resumable(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
+    if not (run_dir / CONFIG_FILE).is_file():
+        return
+    if not resume and latest_checkpoint_path(run_dir) is not None:
+        raise ConfigError("--out", f"{run_dir} already holds a run; pass --resume to continue it or pick a new dir")
+    saved = read_json(run_dir / CONFIG_FILE)
+    for key in sorted(set(saved) | set(config)):
+        if key not in RESUMABLE_CHANGES and saved.get(key) != config.get(key):
+            raise ConfigError(
+                key,
+                f"differs from the run in {run_dir} ({saved.get(key)!r} there); "
+                "use a new --out to train another configuration",
+            )

@@ -1,0 +1,157 @@
+"""Building a VLM from its config, saving its trained weights, and loading a trained run back.
+
+A run directory holds ``config.json`` (the resolved training config, whose ``model`` section is a
+:class:`VLMConfig`), ``tokenizer/`` (Hugging Face format) and ``model.safetensors`` (the trained weights only:
+connector, plus the LLM when it was trained). The frozen encoder is rebuilt from the zoo and its checkpoint,
+a tiny LLM from its preset and the run seed, a local LLM from its directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ssmvlm.config import from_dict
+from ssmvlm.connectors import build_connector
+from ssmvlm.utils.errors import CheckpointError
+from ssmvlm.utils.io import read_json
+from ssmvlm.vlm.llm import (
+    TINY_LLAMA_PRESETS,
+    build_tiny_llm,
+    check_vocab_fits,
+    is_tiny_preset,
+    load_local_llm,
+    load_tokenizer,
+    train_tokenizer,
+)
+from ssmvlm.vlm.model import VLM
+from ssmvlm.vlm.prompts import get_prompt_format
+
+TOKENIZER_DIR = "tokenizer"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class VLMConfig:
+    """What a VLM is made of. Only ``backbone``, ``checkpoint``, ``image_size``, ``resize_strategy`` and
+    ``feature_tap`` change between the runs of a study; the rest is the fixed recipe."""
+
+    backbone: str = "vit_nano"
+    checkpoint: str | None = None
+    image_size: int = 224
+    resize_strategy: Literal["resize-naive", "resize-crop", "letterbox", "letterbox-br"] = "letterbox"
+    feature_tap: str | None = None
+    vision_dtype: Literal["float32", "bfloat16"] = "float32"
+    connector: Literal["linear", "gelu-mlp", "fused-gelu-mlp"] = "gelu-mlp"
+    token_pool: int = 1
+    llm: str = "tiny-llama-2m"  # a tiny preset name or a local Hugging Face model directory
+    llm_dtype: Literal["float32", "bfloat16"] = "float32"
+    prompt_format: Literal["vicuna-v15", "plain"] = "vicuna-v15"
+    tokenizer_vocab_size: int | None = None  # tiny presets: BPE size (default: the preset's)
+    max_length: int = 2048  # text tokens per sample, before the image patches are inserted
+
+
+def tokenizer_corpus(turn_lists: Iterable[list[tuple[str, str]]], prompt_format: str) -> Iterator[str]:
+    """The strings the model will see: every turn wrapped in the prompt format (system prompt included)."""
+    fmt = get_prompt_format(prompt_format)
+    for turns in turn_lists:
+        yield from fmt.turn_strings(turns)
+
+
+def prepare_tokenizer(
+    config: VLMConfig, run_dir: Path, turn_lists: Iterable[list[tuple[str, str]]] | None = None
+) -> Any:
+    """The run's tokenizer: saved in ``run_dir/tokenizer`` (trained there first for a tiny preset)."""
+    saved = Path(run_dir) / TOKENIZER_DIR
+    if saved.is_dir():
+        return load_tokenizer(saved)
+    if is_tiny_preset(config.llm):
+        if turn_lists is None:
+            raise CheckpointError(f"{saved}: tokenizer of a tiny LLM preset not found")
+        vocab = config.tokenizer_vocab_size or TINY_LLAMA_PRESETS[config.llm].vocab_size
+        train_tokenizer(tokenizer_corpus(turn_lists, config.prompt_format), vocab, saved)
+        return load_tokenizer(saved)
+    tokenizer = load_tokenizer(Path(config.llm))
+    tokenizer.save_pretrained(str(saved))
+    return tokenizer
+
+
+def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
+    from ssmvlm.backbones import create_vision_backbone
+
+    backbone = create_vision_backbone(
+        config.backbone,
+        checkpoint=config.checkpoint,
+        image_size=config.image_size,
+        feature_tap=config.feature_tap,
+        resize_strategy=config.resize_strategy,
+    )
+    if is_tiny_preset(config.llm):
+        llm = build_tiny_llm(config.llm, tokenizer, seed).to(DTYPES[config.llm_dtype])
+    else:
+        llm = load_local_llm(Path(config.llm), tokenizer, DTYPES[config.llm_dtype])
+    check_vocab_fits(tokenizer, llm, f"model.llm={config.llm}")
+    grid = _token_grid(backbone, config.image_size) if config.token_pool > 1 else None
+    connector = build_connector(
+        config.connector, backbone.embed_dim, llm.config.hidden_size, pool=config.token_pool, grid_hw=grid
+    ).to(DTYPES[config.llm_dtype])
+    return VLM(
+        backbone,
+        connector,
+        llm,
+        tokenizer,
+        get_prompt_format(config.prompt_format),
+        vision_dtype=DTYPES[config.vision_dtype],
+    )
+
+
+def _token_grid(backbone: Any, image_size: int | tuple[int, int]) -> tuple[int, int]:
+    info = backbone.tap_info(backbone.feature_tap)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if info.extra_tokens:
+        raise CheckpointError(f"{backbone.name}: token pooling needs a tap without class tokens")
+    return -(-height // info.stride), -(-width // info.stride)
+
+
+def trainable_state(vlm: VLM, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    state = vlm.state_dict()
+    return {name: state[name].detach().cpu().contiguous() for name in names}
+
+
+def load_trained_weights(vlm: VLM, path: Path) -> None:
+    """Load ``model.safetensors`` into ``vlm``; every tensor must exist there with the same shape."""
+    from ssmvlm.utils.io import load_state_dict
+
+    weights = load_state_dict(path)
+    own = vlm.state_dict()
+    unknown = [k for k in weights if k not in own]
+    wrong = [k for k in weights if k in own and own[k].shape != weights[k].shape]
+    if unknown or wrong:
+        example = unknown[:2] or [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:2]]
+        raise CheckpointError(
+            f"{path}: checkpoint of another architecture ({len(unknown)} unknown tensors, {len(wrong)} of "
+            f"another shape, e.g. {example})"
+        )
+    if not any(k.startswith("connector.") for k in weights):
+        raise CheckpointError(f"{path}: holds no connector weights")
+    vlm.load_state_dict(weights, strict=False)
+
+
+def load_vlm(run_dir: str | Path, device: str | torch.device | None = None) -> VLM:
+    """A trained VLM from its run directory, in eval mode on ``device`` (default: CUDA when available)."""
+    run_dir = Path(run_dir)
+    saved = read_json(run_dir / CONFIG_FILE)
+    config = from_dict(VLMConfig, saved.get("model", {}), path="model")
+    tokenizer = prepare_tokenizer(config, run_dir)
+    vlm = build_vlm(config, tokenizer, int(saved.get("seed", 0)))
+    if not (run_dir / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{run_dir / WEIGHTS_FILE}: trained weights not found (did the run finish?)")
+    load_trained_weights(vlm, run_dir / WEIGHTS_FILE)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return vlm.to(device).eval()

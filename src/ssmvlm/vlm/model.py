@@ -1,0 +1,227 @@
+"""The VLM: frozen vision encoder → connector → LLM, with patch embeddings inserted right after BOS.
+
+Sequence layout (prismatic-vlms): ``[BOS, p_1 … p_K, text …]`` with the K patch positions masked out of the
+loss. A text-only sample in a mixed batch gets K zero embeddings appended at its end instead, with attention
+mask False and label -100, so its text keeps the positions it would have alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ssmvlm.connectors import Connector
+from ssmvlm.utils.errors import ConfigError
+from ssmvlm.vlm.prompts import PromptFormat
+
+IGNORE_INDEX = -100
+
+
+class VLM(nn.Module):
+    def __init__(
+        self,
+        vision_backbone: nn.Module,
+        connector: Connector,
+        llm: nn.Module,
+        tokenizer: Any,
+        prompt_format: PromptFormat,
+        *,
+        vision_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.vision_backbone = vision_backbone
+        self.connector = connector
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.prompt_format = prompt_format
+        self.vision_dtype = vision_dtype
+        self.vision_backbone.to(dtype=vision_dtype)
+        self.vision_backbone.requires_grad_(False)
+        self.vision_backbone.eval()
+
+    # -- the frozen encoder never leaves eval mode -------------------------------------------------------
+    def train(self, mode: bool = True) -> VLM:
+        super().train(mode)
+        self.vision_backbone.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.connector.parameters()).device
+
+    @property
+    def image_transform(self) -> Any:
+        return self.vision_backbone.image_transform
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Frozen encoder tokens (B, N, D) in fp32 (what the feature cache stores)."""
+        return self.vision_backbone(pixel_values.to(self.vision_dtype)).float()
+
+    def project(self, vision_features: torch.Tensor) -> torch.Tensor:
+        weight = next(self.connector.parameters())
+        return self.connector(vision_features.to(weight.dtype))
+
+    # -- training forward ----------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        has_image: torch.Tensor | None = None,
+    ) -> Any:
+        """Loss and logits for a right-padded batch; images as pixels or as cached encoder features."""
+        if vision_features is None and pixel_values is not None:
+            vision_features = self.encode_images(pixel_values)
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        if vision_features is not None:
+            if has_image is None:
+                has_image = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            patches = self.project(vision_features).to(embeds.dtype)
+            embeds, attention_mask, labels = insert_patches(embeds, attention_mask, labels, patches, has_image)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
+
+    # -- inference -------------------------------------------------------------------------------------
+    def _prompt_inputs(
+        self, images: Sequence[Image.Image | None], prompts: Sequence[str], blind: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``inputs_embeds`` and attention mask for a batch of single-turn prompts."""
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
+        device = self.device
+        embedding = self.llm.get_input_embeddings()
+        rows: list[torch.Tensor] = []
+        patches_by_row: dict[int, torch.Tensor] = {}
+        with_image = [i for i, image in enumerate(images) if image is not None]
+        if with_image:
+            pixels = torch.stack([self.image_transform(images[i]) for i in with_image]).to(device)
+            features = self.encode_images(pixels)
+            if blind:
+                features = torch.zeros_like(features)
+            patches = self.project(features).to(embedding.weight.dtype)
+            patches_by_row = dict(zip(with_image, patches, strict=True))
+        for index, prompt in enumerate(prompts):
+            text = self.prompt_format.inference_prompt(prompt)
+            ids = torch.tensor(self.tokenizer(text).input_ids, device=device)
+            text_embeds = embedding(ids)
+            if index in patches_by_row:
+                text_embeds = torch.cat([text_embeds[:1], patches_by_row[index], text_embeds[1:]])
+            rows.append(text_embeds)
+        longest = max(row.shape[0] for row in rows)
+        embeds = torch.zeros(len(rows), longest, rows[0].shape[-1], dtype=rows[0].dtype, device=device)
+        mask = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
+        for index, row in enumerate(rows):
+            embeds[index, longest - row.shape[0] :] = row
+            mask[index, longest - row.shape[0] :] = 1
+        return embeds, mask
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Sequence[Image.Image | None],
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 128,
+        min_new_tokens: int = 0,
+        blind: bool = False,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        use_cache: bool = True,
+    ) -> list[str]:
+        """Answers to single-turn ``prompts`` (raw user messages), greedy by default, stopping at EOS."""
+        was_training = self.training
+        self.eval()
+        embeds, mask = self._prompt_inputs(images, prompts, blind)
+        sampling = {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
+        output = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=use_cache,
+            **sampling,
+        )
+        self.train(was_training)
+        return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+    def candidate_token_id(self, candidate: str) -> int:
+        """The single token the model emits to start answer ``candidate`` (tokenized as an answer turn)."""
+        answer = self.prompt_format.wrap_turn("gpt", candidate, 1).rstrip()
+        ids = self.tokenizer(answer, add_special_tokens=False).input_ids
+        if ids and ids[-1] == self.tokenizer.eos_token_id:
+            ids = ids[:-1]
+        if len(ids) != 1:
+            raise ConfigError("candidates", f"candidate {candidate!r} is {len(ids)} tokens, expected exactly 1")
+        return ids[0]
+
+    @torch.no_grad()
+    def first_token_probs(
+        self,
+        images: Sequence[Image.Image | None],
+        prompts: Sequence[str],
+        candidates: Sequence[str],
+        *,
+        blind: bool = False,
+    ) -> list[dict[str, float]]:
+        """Softmax of the first answer token, renormalized over the single-token ``candidates``."""
+        token_ids = torch.tensor([self.candidate_token_id(c) for c in candidates], device=self.device)
+        was_training = self.training
+        self.eval()
+        embeds, mask = self._prompt_inputs(images, prompts, blind)
+        logits = (
+            self.llm(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=_left_padded_positions(mask),
+                use_cache=False,
+            )
+            .logits[:, -1]
+            .float()
+        )
+        self.train(was_training)
+        probs = torch.softmax(logits, dim=-1)[:, token_ids]
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+        return [dict(zip(candidates, row.tolist(), strict=True)) for row in probs]
+
+
+def insert_patches(
+    embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor | None,
+    patches: torch.Tensor,
+    has_image: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Patches after BOS for image rows; K masked zero embeddings at the end for text-only rows."""
+    batch, count = patches.shape[:2]
+    ones = attention_mask.new_ones(batch, count)
+    zeros = attention_mask.new_zeros(batch, count)
+    with_image = has_image[:, None]
+    multimodal = torch.cat([embeds[:, :1], patches, embeds[:, 1:]], dim=1)
+    text_only = torch.cat([embeds, torch.zeros_like(patches)], dim=1)
+    embeds = torch.where(with_image[..., None], multimodal, text_only)
+    attention_mask = torch.where(
+        with_image,
+        torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1),
+        torch.cat([attention_mask, zeros], dim=1),
+    )
+    if labels is not None:
+        ignore = torch.full((batch, count), IGNORE_INDEX, dtype=labels.dtype, device=labels.device)
+        labels = torch.where(
+            with_image,
+            torch.cat([labels[:, :1], ignore, labels[:, 1:]], dim=1),
+            torch.cat([labels, ignore], dim=1),
+        )
+    return embeds, attention_mask, labels
+
+
+def _left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(dim=-1) - 1).clamp(min=0)

@@ -1,0 +1,230 @@
+"""Training on CPU: a tiny end-to-end run, frozen encoder, kill-and-resume identity, faults, the CLIs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from test_train_data import make_mini_llava
+from typer.testing import CliRunner
+
+import ssmvlm.train.loop as loop
+from ssmvlm.config import load_config
+from ssmvlm.train import TrainConfig, train_vlm
+from ssmvlm.utils.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from ssmvlm.vlm import load_vlm
+from ssmvlm.vlm.builder import load_trained_weights
+
+BASE = [
+    "model.backbone=vit_nano",
+    "model.image_size=48",
+    "recipe=shapes",
+    "optim.global_batch_size=8",
+    "optim.per_device_batch_size=4",
+    "logging.log_every=1",
+]
+
+
+def make_config(data: Path, *extra: str) -> TrainConfig:
+    return load_config(TrainConfig, None, [*BASE, f"data.train_json={data}", *extra])
+
+
+@pytest.fixture(scope="module")
+def data_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_mini_llava(tmp_path_factory.mktemp("data"), 14, size=48, text_only=2)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_json: Path):
+    """One short run; captures the VLM that trained so the frozen encoder can be inspected."""
+    captured = {}
+    build = loop.build_vlm
+
+    def capture(*args, **kwargs):
+        vlm = build(*args, **kwargs)
+        captured["vlm"] = vlm
+        captured["encoder_before"] = {k: v.clone() for k, v in vlm.vision_backbone.state_dict().items()}
+        return vlm
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(loop, "build_vlm", capture)
+    run = train_vlm(
+        make_config(data_json, "optim.max_steps=24", "logging.checkpoint_every=1000"),
+        tmp_path_factory.mktemp("run"),
+        show_progress=False,
+    )
+    mp.undo()
+    return run, captured
+
+
+def test_end_to_end_loss_falls(trained) -> None:
+    run, _ = trained
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 25))
+    first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
+    assert last < 0.5 * first, (first, last)
+    assert all(r["tokens_per_s"] > 0 and r["grad_norm"] > 0 for r in records)
+    for name in ("config.json", "run.json", "model.safetensors", "tokenizer/tokenizer.json"):
+        assert (run / name).is_file(), name
+
+
+def test_encoder_is_frozen(trained) -> None:
+    _, captured = trained
+    encoder = captured["vlm"].vision_backbone
+    assert not encoder.training
+    assert all(not p.requires_grad and p.grad is None for p in encoder.parameters())
+    after = encoder.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in captured["encoder_before"].items())
+    saved = load_file(run_weights := trained[0] / "model.safetensors")
+    assert saved and not any(k.startswith("vision_backbone.") for k in saved), run_weights
+    assert any(k.startswith("llm.") for k in saved) and any(k.startswith("connector.") for k in saved)
+
+
+def test_generate_with_cache_equals_without_and_batched_equals_single(trained, data_json: Path) -> None:
+    vlm = load_vlm(trained[0], device="cpu")
+    records = json.loads(data_json.read_text())[:4]
+    images = [Image.open(data_json.parent / r["image"]) for r in records]
+    prompts = [r["conversations"][0]["value"].replace("<image>\n", "") for r in records]
+    # min_new_tokens keeps a barely trained model from stopping at once, so the comparison has substance.
+    cached = vlm.generate(images, prompts, max_new_tokens=6, min_new_tokens=4)
+    assert all(cached)
+    assert cached == vlm.generate(images, prompts, max_new_tokens=6, min_new_tokens=4, use_cache=False)
+    for image, prompt, answer in zip(images, prompts, cached, strict=True):
+        assert vlm.generate([image], [prompt], max_new_tokens=6, min_new_tokens=4) == [answer]
+    probs = vlm.first_token_probs(images, prompts, ["red", "green", "blue", "yellow"])
+    assert all(abs(sum(p.values()) - 1) < 1e-5 for p in probs)
+    blind = vlm.first_token_probs(images[:2], [prompts[0]] * 2, ["red", "green"], blind=True)
+    seeing = vlm.first_token_probs(images[:2], [prompts[0]] * 2, ["red", "green"])
+    assert blind[0] == blind[1] and seeing[0] != seeing[1]  # blind: the image no longer matters
+
+
+def test_kill_and_resume_is_bitwise_identical(tmp_path: Path, data_json: Path) -> None:
+    config = make_config(data_json, "optim.max_steps=6", "logging.checkpoint_every=2")
+    whole = train_vlm(config, tmp_path / "whole", show_progress=False)
+    train_vlm(config, tmp_path / "cut", stop_after=3, show_progress=False)
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        train_vlm(config, tmp_path / "cut", resume=False, show_progress=False)
+    resumed = train_vlm(config, tmp_path / "cut", show_progress=False)
+    a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+
+
+def test_changed_config_does_not_resume(tmp_path: Path, data_json: Path) -> None:
+    train_vlm(make_config(data_json, "optim.max_steps=2"), tmp_path, stop_after=1, show_progress=False)
+    with pytest.raises(ConfigError, match="model: differs"):
+        train_vlm(
+            make_config(data_json, "optim.max_steps=2", "model.connector=linear"),
+            tmp_path,
+            show_progress=False,
+        )
+
+
+def test_nan_loss_stops_naming_step_batch_and_checkpoint(tmp_path: Path, data_json: Path, monkeypatch) -> None:
+    build = loop.build_vlm
+
+    def poisoned(*args, **kwargs):
+        vlm = build(*args, **kwargs)
+        torch.nn.init.constant_(vlm.connector.projector[0].weight, float("nan"))
+        return vlm
+
+    monkeypatch.setattr(loop, "build_vlm", poisoned)
+    with pytest.raises(TrainingDivergedError, match=r"step 1: non-finite loss .*mini-\d+.*last good checkpoint: none"):
+        train_vlm(make_config(data_json, "optim.max_steps=2"), tmp_path, show_progress=False)
+
+
+def test_undecodable_image_is_an_error_or_a_counted_skip(tmp_path: Path) -> None:
+    data = make_mini_llava(tmp_path / "data", 8, size=48)
+    (tmp_path / "data" / "images" / "0003.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"0003\.png.*cannot decode"):
+        train_vlm(make_config(data, "optim.max_steps=1"), tmp_path / "a", show_progress=False)
+    run = train_vlm(make_config(data, "optim.max_steps=1", "data.skip_bad=true"), tmp_path / "b", show_progress=False)
+    assert json.loads((run / "run.json").read_text())["skipped_samples"] == 1
+
+
+def test_checkpoint_of_another_architecture_is_refused(trained, tmp_path: Path) -> None:
+    config = json.loads((trained[0] / "config.json").read_text())
+    config["model"]["connector"] = "fused-gelu-mlp"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes((trained[0] / "model.safetensors").read_bytes())
+    (tmp_path / "tokenizer").symlink_to(trained[0] / "tokenizer")
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_vlm(tmp_path, device="cpu")
+    vlm = load_vlm(trained[0], device="cpu")
+    with pytest.raises(CheckpointError):
+        load_trained_weights(vlm, tmp_path / "missing.safetensors")
+
+
+def test_train_and_chat_cli(tmp_path: Path, trained, data_json: Path) -> None:
+    from ssmvlm.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            *BASE,
+            f"data.train_json={data_json}",
+            "optim.max_steps=1",
+            "--out",
+            str(tmp_path / "cli"),
+            "--config",
+            "shapes-cpu",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli" / "model.safetensors").is_file()
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert (saved["model"]["image_size"], saved["recipe"], saved["device"]) == (48, "shapes", "cpu")
+    image = data_json.parent / "images" / "0001.png"
+    result = runner.invoke(
+        app,
+        [
+            "chat",
+            "--run",
+            str(trained[0]),
+            "--image",
+            str(image),
+            "--prompt",
+            "What color is the shape?",
+            "--max-new-tokens",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    expected = load_vlm(trained[0], device="cpu").generate(
+        [Image.open(image).convert("RGB")], ["What color is the shape?"], max_new_tokens=4
+    )[0]
+    assert result.output.strip() == expected
+
+
+def test_feature_cache_gives_the_uncached_features(trained, data_json: Path) -> None:
+    from ssmvlm.data.llava import load_llava_records
+    from ssmvlm.train.features import ImageFeatureSource
+
+    vlm = load_vlm(trained[0], device="cpu")
+    paths = [r.image for r in load_llava_records(data_json)][:6]
+    cached = ImageFeatureSource(vlm, paths, torch.device("cpu"), cache="on")
+    cached.precompute(show_progress=False)
+    uncached = ImageFeatureSource(vlm, paths, torch.device("cpu"), cache="off")
+    rows = [4, None, 1, 0]
+    a, b = cached.features(rows), uncached.features(rows)
+    assert cached.cache is not None and uncached.cache is None
+    assert torch.equal(a, b) and torch.equal(a[1], torch.zeros_like(a[1]))
+
+
+def test_trains_on_generated_shapescenes(tmp_path: Path) -> None:
+    from ssmvlm.data.shapes import generate_shapescenes
+
+    generate_shapescenes(tmp_path / "shapes", size=10, image_size=48, seed=0, show_progress=False)
+    config = make_config(tmp_path / "shapes" / "train" / "llava.json", "optim.max_steps=3")
+    run = train_vlm(config, tmp_path / "run", show_progress=False)
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and losses[-1] < losses[0]

@@ -1,0 +1,167 @@
+"""VLM pieces on CPU: prompt formats, prismatic loss masking, connectors, patch insertion, tokenizers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssmvlm.connectors import CONNECTORS, build_connector
+from ssmvlm.train.dataset import build_conversation_data, tokenize_caption, tokenize_conversation
+from ssmvlm.utils.errors import CheckpointError, DataError
+from ssmvlm.vlm.llm import build_tiny_llm, check_vocab_fits, train_tokenizer
+from ssmvlm.vlm.model import IGNORE_INDEX, insert_patches
+from ssmvlm.vlm.prompts import VICUNA_SYSTEM_PROMPT, get_prompt_format
+
+TURNS = [
+    ("human", "<image>\nWhat color is the circle?"),
+    ("gpt", "red"),
+    ("human", "How many squares?"),
+    ("gpt", "2"),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    corpus = []
+    for name in ("vicuna-v15", "plain"):
+        corpus += get_prompt_format(name).turn_strings(TURNS) * 20
+    return train_tokenizer(corpus, 300, tmp_path_factory.mktemp("tok"))
+
+
+def test_vicuna_turn_strings_match_prismatic() -> None:
+    turns = get_prompt_format("vicuna-v15").turn_strings(TURNS)
+    assert turns == [
+        VICUNA_SYSTEM_PROMPT + " USER: What color is the circle? ASSISTANT: ",
+        "red</s>",
+        "USER: How many squares? ASSISTANT: ",
+        "2</s>",
+    ]
+    assert get_prompt_format("vicuna-v15").inference_prompt("Hi?") == VICUNA_SYSTEM_PROMPT + " USER: Hi? ASSISTANT:"
+    assert get_prompt_format("plain").turn_strings(TURNS[:2]) == [
+        "In: What color is the circle?\nOut: ",
+        "red</s>",
+    ]
+    assert get_prompt_format("plain").wrap_turn("gpt", "", 1) == " </s>"
+
+
+@pytest.mark.parametrize("format_name", ["vicuna-v15", "plain"])
+def test_loss_mask_is_exactly_the_answers(tokenizer, format_name: str) -> None:
+    fmt = get_prompt_format(format_name)
+    texts = [t.rstrip() for t in fmt.turn_strings(TURNS)]
+    pieces = [tokenizer(t, add_special_tokens=i == 0).input_ids for i, t in enumerate(texts)]
+    assert pieces[0][0] == tokenizer.bos_token_id and pieces[1][-1] == tokenizer.eos_token_id
+    input_ids, labels = tokenize_conversation(TURNS, tokenizer, fmt, 2048, has_image=True)
+    assert input_ids == [token for piece in pieces for token in piece]
+    start_answer1 = len(pieces[0])
+    start_answer2 = start_answer1 + len(pieces[1]) + len(pieces[2])
+    supervised = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+    assert supervised == list(range(start_answer1, start_answer1 + len(pieces[1]))) + list(
+        range(start_answer2, start_answer2 + len(pieces[3]))
+    )
+    assert tokenizer.decode([labels[i] for i in supervised]).replace(" ", "") == "red</s>2</s>"
+    assert all(labels[i] == input_ids[i] for i in supervised)
+
+
+def test_align_stage_supervises_caption_and_eos(tokenizer) -> None:
+    input_ids, labels = tokenize_caption(TURNS[:2], tokenizer, get_prompt_format("vicuna-v15"), 2048, True)
+    assert input_ids[0] == tokenizer.bos_token_id and labels[0] == IGNORE_INDEX
+    assert labels[1:] == input_ids[1:] and input_ids[-1] == tokenizer.eos_token_id
+
+
+def test_fully_truncated_answer_is_an_error_or_a_counted_skip(tokenizer) -> None:
+    from ssmvlm.data.llava import LlavaRecord
+
+    records = [
+        LlavaRecord("long", None, TURNS[:2]),
+        LlavaRecord("short", None, [("human", "Hi"), ("gpt", "red")]),
+    ]
+    fmt = get_prompt_format("plain")
+    prompt_length = len(tokenizer(fmt.turn_strings(TURNS[:2])[0].rstrip()).input_ids)
+    with pytest.raises(DataError, match=r"record long .*max_length"):
+        build_conversation_data(
+            records,
+            tokenizer,
+            fmt,
+            max_length=prompt_length,
+            stage="no-align",
+            source="x.json",
+            skip_bad=False,
+        )
+    data = build_conversation_data(
+        records, tokenizer, fmt, max_length=prompt_length, stage="no-align", source="x.json", skip_bad=True
+    )
+    assert data.skipped == 1 and [s.record_id for s in data.samples] == ["short"]
+
+
+@pytest.mark.parametrize("name", sorted(CONNECTORS))
+def test_connector_shapes(name: str) -> None:
+    connector = build_connector(name, 48, 64)
+    assert connector(torch.randn(2, 36, 48)).shape == (2, 36, 64)
+    linears = [m for m in connector.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == {"linear": 1, "gelu-mlp": 2, "fused-gelu-mlp": 3}[name]
+    if name == "fused-gelu-mlp":
+        assert linears[0].out_features == 4 * 48
+
+
+def test_connector_init_depends_on_vision_width_only() -> None:
+    torch.manual_seed(1)
+    first = build_connector("gelu-mlp", 48, 64)
+    torch.manual_seed(2)
+    second = build_connector("gelu-mlp", 48, 64)
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
+
+
+def test_token_pooling_averages_grid_neighbourhoods() -> None:
+    pooled = build_connector("linear", 4, 8, pool=2, grid_hw=(7, 7))
+    assert pooled.num_output_tokens(49) == 16
+    assert pooled(torch.randn(3, 49, 4)).shape == (3, 16, 8)
+    tokens = torch.arange(16.0).reshape(1, 16, 1).expand(1, 16, 4)
+    grid = build_connector("linear", 4, 8, pool=2, grid_hw=(4, 4)).pool(tokens)
+    assert grid[0, :, 0].tolist() == [2.5, 4.5, 10.5, 12.5]
+
+
+def test_patches_go_after_bos_and_text_only_rows_keep_their_positions() -> None:
+    embeds = torch.arange(2 * 4, dtype=torch.float).reshape(2, 4, 1).expand(2, 4, 3).clone()
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    labels = torch.tensor([[IGNORE_INDEX, 5, 6, 7], [IGNORE_INDEX, 8, 9, IGNORE_INDEX]])
+    patches = torch.full((2, 2, 3), -1.0)
+    out, out_mask, out_labels = insert_patches(embeds, mask, labels, patches, torch.tensor([True, False]))
+    assert out[0, :, 0].tolist() == [0, -1, -1, 1, 2, 3]
+    assert out[1, :, 0].tolist() == [4, 5, 6, 7, 0, 0]
+    assert out_mask.tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]
+    assert out_labels.tolist() == [
+        [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 5, 6, 7],
+        [IGNORE_INDEX, 8, 9, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX],
+    ]
+
+
+def test_tiny_llm_is_seeded_and_sized_to_the_tokenizer(tokenizer) -> None:
+    first, second = (
+        build_tiny_llm("tiny-llama-2m", tokenizer, 3),
+        build_tiny_llm("tiny-llama-2m", tokenizer, 3),
+    )
+    assert first.get_input_embeddings().weight.shape[0] % 64 == 0
+    assert torch.equal(first.lm_head.weight, second.lm_head.weight)
+    assert not torch.equal(first.lm_head.weight, build_tiny_llm("tiny-llama-2m", tokenizer, 4).lm_head.weight)
+
+
+def test_tokenizer_llm_vocab_mismatch_is_a_clear_error(tokenizer, tmp_path: Path) -> None:
+    bigger = train_tokenizer([f"word{i} " * 3 for i in range(400)] * 3, 600, tmp_path)
+    llm = build_tiny_llm("tiny-llama-2m", tokenizer, 0)
+    with pytest.raises(CheckpointError, match=r"tokenizer has \d+ tokens but the LLM embeds only"):
+        check_vocab_fits(bigger, llm, "test")
+
+
+def test_a_local_hugging_face_llm_directory_is_used_as_is(tokenizer, tmp_path: Path) -> None:
+    from ssmvlm.vlm.builder import VLMConfig, build_vlm
+
+    llm = build_tiny_llm("tiny-llama-2m", tokenizer, 5)
+    llm.save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
+    vlm = build_vlm(VLMConfig(backbone="vit_nano", image_size=32, llm=str(tmp_path / "llm")), tokenizer, 0)
+    assert torch.equal(vlm.llm.lm_head.weight, llm.lm_head.weight)
+    ids = torch.tensor([tokenizer("USER: hi ASSISTANT:").input_ids])
+    out = vlm(ids, torch.ones_like(ids), ids.clone(), pixel_values=torch.randn(1, 3, 32, 32))
+    assert out.logits.shape[1] == ids.shape[1] + vlm.vision_backbone.num_tokens() and torch.isfinite(out.loss)
