@@ -1,0 +1,174 @@
+"""The study's adapters to the pipeline stages: one function per stage, from a cell to the stage's API call.
+
+Each adapter takes the cell, its run directory, the results of the cells it depends on (by stage) and the
+device, calls the stage (imported lazily: a study that only plans or reports needs none of them) and returns
+a JSON-serializable result that downstream cells and the results table read. ``STAGE_RUNNERS`` is the
+registry the runner dispatches through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ssmvlm.study.matrix import Cell
+
+Upstream = dict[str, dict[str, Any]]
+StageRunner = Callable[[Cell, Path, Upstream, str], dict[str, Any]]
+
+BACKBONE_FILE = "backbone.safetensors"
+TRAIN_LOG = "metrics.jsonl"
+
+
+def data_root(cell: Cell, upstream: Upstream) -> Path:
+    """The benchmark folder: the generated dataset's, or the ready folder the spec names."""
+    ref = cell.config["data"]
+    return Path(upstream["dataset"]["path"]) if "dataset" in ref else Path(ref["root"])
+
+
+def run_dataset(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
+    from ssmvlm.data.shapes import generate_shapescenes
+
+    config = cell.config
+    manifest = generate_shapescenes(
+        run_dir / "data",
+        size=config["size"],
+        image_size=config["image_size"],
+        seed=config["seed"],
+        splits=config["splits"],
+        **config["scene"],
+    )
+    return {"path": str(Path(manifest).resolve().parent)}
+
+
+def run_pretrain(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
+    from ssmvlm.config import deep_merge, from_dict
+    from ssmvlm.pretrain import run_pretraining
+    from ssmvlm.pretrain.config import PretrainConfig
+
+    config = cell.config
+    init = upstream["pretrain"]["checkpoint"] if config["init"] else None
+    values = {
+        "backbone": config["backbone"],
+        "objective": config["objective"],
+        "init": init,
+        "image_size": config["image_size"],
+        "images_seen": config["images_seen"],
+        "batch_size": config["batch_size"],
+        "seed": config["seed"],
+        "device": device,
+        "data": {"source": "shapes", "root": str(data_root(cell, upstream))},
+    }
+    pretrain_config = from_dict(PretrainConfig, deep_merge(values, _nested(config["overrides"])))
+    metrics = run_pretraining(pretrain_config, run_dir)
+    checkpoint = run_dir / BACKBONE_FILE
+    top1 = metrics.get("top1") if config["objective"] == "classification" else None
+    return {
+        "checkpoint": str(checkpoint.resolve()),
+        "top1": 100.0 * top1 if top1 is not None else None,  # the study's scores are all 0–100
+        "metrics": metrics,
+    }
+
+
+def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
+    from ssmvlm.config import deep_merge, from_dict
+    from ssmvlm.train.loop import train_vlm
+    from ssmvlm.train.recipe import TrainConfig
+
+    config = cell.config
+    checkpoint = config["checkpoint"]
+    if checkpoint is None:
+        checkpoint_file = None
+    elif "pretrain" in checkpoint:
+        checkpoint_file = upstream["pretrain"]["checkpoint"]
+    else:
+        checkpoint_file = checkpoint["file"]
+    root = data_root(cell, upstream)
+    values = {
+        "model": {
+            "backbone": config["backbone"],
+            "checkpoint": checkpoint_file,
+            "image_size": config["image_size"],
+            "resize_strategy": config["resize_strategy"],
+            "feature_tap": config["feature_tap"],
+            "connector": config["connector"],
+            "llm": config["llm"],
+        },
+        "recipe": config["recipe"],
+        "data": {"train_json": str(root / "train" / "llava.json"), "image_root": str(root)},
+        "seed": config["seed"],
+        "device": device,
+    }
+    train_config = from_dict(TrainConfig, deep_merge(values, _nested(config["recipe_overrides"])))
+    trained = Path(train_vlm(train_config, run_dir, show_progress=show_progress()))
+    facts = backbone_facts(config["backbone"], config["image_size"], config["feature_tap"])
+    result = {"run_dir": str(trained.resolve()), "train_log": str((trained / TRAIN_LOG).resolve()), **facts}
+    if "pretrain" in upstream:
+        result["top1"] = upstream["pretrain"].get("top1")
+    return result
+
+
+def run_eval(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
+    from ssmvlm.eval import evaluate_run
+
+    config = cell.config
+    generation = {"max_new_tokens": config["max_new_tokens"]} if config.get("max_new_tokens") else {}
+    results = evaluate_run(
+        Path(upstream["train"]["run_dir"]),
+        list(config["tasks"]),
+        data_root(cell, upstream),
+        split=config["split"],
+        out_dir=run_dir,
+        limit=config["limit"],
+        batch_size=cell.options.get("batch_size", 16),
+        controls=config["controls"],
+        seed=config["seed"],
+        device=device,
+        show_progress=show_progress(),
+        **generation,
+    )
+    return {"results": results}
+
+
+STAGE_RUNNERS: dict[str, StageRunner] = {
+    "dataset": run_dataset,
+    "pretrain": run_pretrain,
+    "train": run_train,
+    "eval": run_eval,
+}
+
+
+def show_progress() -> bool:
+    """Stages draw their own bars only when the console is interactive (workers and CI log lines instead)."""
+    from ssmvlm.utils.progress import console
+
+    return console.is_terminal
+
+
+def backbone_facts(name: str, image_size: int, feature_tap: str | None = None) -> dict[str, Any]:
+    """Family, kind, parameter count and token count of a zoo backbone (built on the meta device)."""
+    import torch
+
+    from ssmvlm.backbones import create_vision_backbone
+
+    with torch.device("meta"):
+        backbone = create_vision_backbone(name, image_size=image_size, feature_tap=feature_tap)
+    return {
+        "family": backbone.spec.family,
+        "kind": backbone.spec.kind,
+        "params": int(backbone.param_count()),
+        "tokens": int(backbone.num_tokens(image_size)),
+    }
+
+
+def _nested(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim.lr": 1e-3}`` → ``{"optim": {"lr": 1e-3}}`` (already nested mappings pass through)."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        node = nested
+        *parents, leaf = str(key).split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested

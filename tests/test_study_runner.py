@@ -1,0 +1,267 @@
+"""Orchestration with cheap fake stages: every cell once, resume/skip, failure isolation, ablations,
+launchers, the report files and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from test_study_spec import FAKE_BACKBONES, fake_zoo  # noqa: F401 - the fixture, used by name
+from typer.testing import CliRunner
+
+from ssmvlm.cli import app
+from ssmvlm.study import stages
+from ssmvlm.study.launchers import GpuPoolLauncher, SubmititLauncher
+from ssmvlm.study.matrix import Cell, StudyMatrix
+from ssmvlm.study.runner import ABLATIONS_FILE, ERROR_FILE, run_study, schedule
+from ssmvlm.study.spec import SlurmSpec, StudySpec, load_spec
+
+SPEC = """
+name: fake
+backbones: [fake_ssm, fake_vit]
+initializations: [shapes-cls]
+resolutions: [64]
+eval:
+  tasks: [shapes-vqa, shapes-refexp]
+stabilization:
+  variants: [connector, geometry, both]
+execution:
+  device: cpu
+"""
+
+
+class FakeStages:
+    """Stage functions that record their calls and produce tiny, plausible outputs."""
+
+    def __init__(self, loc: dict[str, float] | None = None, fail: set[str] | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.loc = loc or {}
+        self.fail = fail or set()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeStages:
+        for stage in ("dataset", "pretrain", "train", "eval"):
+            monkeypatch.setitem(stages.STAGE_RUNNERS, stage, getattr(self, stage))
+        return self
+
+    def count(self, stage: str) -> int:
+        return sum(1 for s, _ in self.calls if s == stage)
+
+    def dataset(self, cell: Cell, run_dir: Path, upstream: dict, device: str) -> dict[str, Any]:
+        self.calls.append(("dataset", ""))
+        return {"path": str(run_dir)}
+
+    def pretrain(self, cell: Cell, run_dir: Path, upstream: dict, device: str) -> dict[str, Any]:
+        backbone = cell.config["backbone"]
+        self.calls.append(("pretrain", backbone))
+        (run_dir / "backbone.safetensors").write_bytes(b"weights")
+        return {"checkpoint": str(run_dir / "backbone.safetensors"), "top1": 40.0 + len(backbone)}
+
+    def train(self, cell: Cell, run_dir: Path, upstream: dict, device: str) -> dict[str, Any]:
+        backbone = cell.config["backbone"]
+        self.calls.append(("train", backbone))
+        assert Path(upstream["pretrain"]["checkpoint"]).is_file() and Path(upstream["dataset"]["path"]).is_dir()
+        if backbone in self.fail:
+            raise RuntimeError(f"boom in {backbone}")
+        with (run_dir / "metrics.jsonl").open("w") as handle:
+            for step in range(1, 21):
+                handle.write(json.dumps({"step": step, "loss": 3.0 / step}) + "\n")
+        return {
+            "run_dir": str(run_dir),
+            "family": backbone.split("_")[1],
+            "kind": FAKE_BACKBONES[backbone],
+            "params": 1000 * len(backbone),
+            "tokens": 16,
+            "top1": upstream["pretrain"]["top1"],
+        }
+
+    def eval(self, cell: Cell, run_dir: Path, upstream: dict, device: str) -> dict[str, Any]:
+        labels = cell.labels
+        self.calls.append(("eval", labels["backbone"]))
+        stabilized = labels["connector"] == "fused-gelu-mlp" and labels["resize_strategy"] == "letterbox-br"
+        loc = 45.0 if stabilized else self.loc.get(labels["backbone"], 50.0)
+        vqa = 60.0 + labels["seed"]
+
+        def block(vqa: float, loc: float) -> dict[str, Any]:
+            return {
+                "tasks": {"shapes-vqa": {"score": vqa}, "shapes-refexp": {"score": loc}},
+                "aggregates": {
+                    "vqa": {"weighted": vqa, "ci95": [vqa - 3, vqa + 3]},
+                    "loc": {"weighted": loc, "ci95": [loc - 3, loc + 3]},
+                    "overall": {"weighted": (vqa + loc) / 2, "ci95": [0.0, 100.0]},
+                },
+            }
+
+        return {"results": {**block(vqa, loc), "controls": {"blind": block(30.0, 0.5), "prior": block(35.0, 2.0)}}}
+
+
+def _spec(tmp_path: Path, overrides: list[str] | None = None) -> StudySpec:
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC)
+    return load_spec(path, overrides=overrides)
+
+
+@pytest.mark.usefixtures("fake_zoo")
+def test_study_runs_each_cell_once_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeStages().install(monkeypatch)
+    out = tmp_path / "study"
+    bench = {"rows": [{"backbone": "fake_ssm", "resolution": 64, "status": "ok", "latency_ms": 1.5}]}
+    (tmp_path / "encoders.json").write_text(json.dumps(bench))
+    outcome = run_study(_spec(tmp_path, [f"bench_results={tmp_path}/encoders.json"]), out, show_progress=False)
+    assert [fake.count(s) for s in ("dataset", "pretrain", "train", "eval")] == [1, 2, 2, 2]
+    assert not outcome.failed and not outcome.ablations
+    assert set(outcome.status.values()) == {"done"}
+    for name in ("report.md", "report.html", "results.csv", "spec.yaml", "matrix.json", "events.jsonl"):
+        assert (out / name).is_file(), name
+    for cell in outcome.matrix:
+        assert (cell.run_dir(out) / "DONE").is_file() and (cell.run_dir(out) / "run.json").is_file()
+    models = outcome.results[outcome.results["row_type"] == "model"]
+    assert sorted(models["backbone"]) == ["fake_ssm", "fake_vit"] and set(models["status"]) == {"done"}
+    assert sorted(outcome.results["row_type"].unique()) == ["blind", "model", "prior"]
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == 6 and set(csv["loc"]) == {50.0, 0.5, 2.0} and "task:shapes-refexp" in csv
+    main = pd.read_csv(out / "main_table.csv").set_index("backbone")
+    assert main.loc["fake_ssm", "latency_ms"] == 1.5 and main.loc["fake_ssm", "top1"] == 48.0
+    html = (out / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') >= 2 and "control: blind" in html
+    markdown = (out / "report.md").read_text()
+    assert "| fake_ssm | ssm | ssm |" in markdown and "](figures/scores.png)" in markdown
+
+    (out / "report.md").unlink()  # `ssmvlm study report DIR` rebuilds it from the finished runs
+    result = CliRunner().invoke(app, ["study", "report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "fake_vit" in (out / "report.md").read_text() and fake.count("train") == 2
+
+    fake.calls.clear()  # an interrupted or repeated study skips everything complete
+    again = run_study(_spec(tmp_path), out, show_progress=False, write_report=False)  # no bench: same ids
+    assert fake.calls == [] and set(again.status.values()) == {"cached"}
+
+    grown_spec = _spec(tmp_path, ["backbones=[fake_ssm, fake_vit, fake_cnn]"])
+    grown = run_study(grown_spec, out, show_progress=False, write_report=False)
+    assert sorted(fake.calls) == [("eval", "fake_cnn"), ("pretrain", "fake_cnn"), ("train", "fake_cnn")]
+    assert len(grown.results[grown.results["row_type"] == "model"]) == 3
+
+
+@pytest.mark.usefixtures("fake_zoo")
+def test_crashed_run_is_recorded_and_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeStages(fail={"fake_vit"}).install(monkeypatch)
+    out = tmp_path / "study"
+    outcome = run_study(_spec(tmp_path), out, show_progress=False)
+    failed = {key.split("/")[0]: outcome.status[key] for key in outcome.failed}
+    assert failed == {"train": "failed", "eval": "blocked"}
+    train_key = next(key for key in outcome.failed if key.startswith("train/"))
+    error = (out / "runs" / train_key / ERROR_FILE).read_text()
+    assert "RuntimeError: boom in fake_vit" in error and "Traceback" in error
+    assert ("eval", "fake_ssm") in fake.calls and ("eval", "fake_vit") not in fake.calls
+    rows = outcome.results.set_index("backbone")
+    assert rows.loc["fake_vit", "status"] == "blocked" and "boom" in rows.loc["fake_vit", "error"]
+    assert "boom in fake_vit" in (out / "report.md").read_text()
+
+    fake.fail.clear()
+    fake.calls.clear()  # rerunning retries only the failed cell and what it blocked
+    outcome = run_study(_spec(tmp_path), out, show_progress=False, write_report=False)
+    assert sorted(fake.calls) == [("eval", "fake_vit"), ("train", "fake_vit")] and not outcome.failed
+
+
+@pytest.mark.usefixtures("fake_zoo")
+def test_collapse_triggers_stabilization_ablation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeStages(loc={"fake_vit": 1.0}).install(monkeypatch)
+    out = tmp_path / "study"
+    outcome = run_study(_spec(tmp_path, ["backbones=[fake_ssm, fake_vit, fake_cnn]"]), out, show_progress=False)
+    assert [(r.variant, r.connector, r.resize_strategy) for r in outcome.ablations] == [
+        ("connector", "fused-gelu-mlp", "letterbox"),
+        ("geometry", "gelu-mlp", "letterbox-br"),
+        ("both", "fused-gelu-mlp", "letterbox-br"),
+    ]
+    assert fake.count("pretrain") == 3  # the ablations reuse the pretraining
+    assert fake.count("train") == 3 + 3 and (out / ABLATIONS_FILE).is_file()
+    report = (out / "report.md").read_text()
+    assert "loc-collapse" in report and "recovered" in report and "not recovered" in report
+    assert (out / "figures" / "stabilization.png").is_file()
+
+
+PROBE = """
+import json, os
+from pathlib import Path
+
+
+def trivial_cell(cell, out, device, threads):
+    marker = Path(out) / "ran" / f"{cell.id}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}))
+    return {"status": "done", "seconds": 0.0, "error": None}
+"""
+
+
+@pytest.fixture
+def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A trivial cell function in a module of its own, importable by workers without torch or the tests."""
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    (folder / "_study_probe.py").write_text(PROBE)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
+    import _study_probe
+
+    return _study_probe.trivial_cell
+
+
+def _independent_cells(count: int) -> StudyMatrix:
+    matrix = StudyMatrix()
+    for index in range(count):
+        matrix.add(Cell("dataset", {"generator": "shapescenes", "seed": index}, labels={"benchmark": str(index)}))
+    return matrix
+
+
+def test_submitit_debug_executor_runs_cells(tmp_path: Path, probe) -> None:
+    # submitit's debug executor runs its jobs in this process through the same submit/result API as Slurm;
+    # its local executor (a subprocess per job) needs several seconds per job to import torch here.
+    matrix = _independent_cells(2)
+    launcher = SubmititLauncher(tmp_path, SlurmSpec(timeout_min=5), cluster="debug", cell_function=probe)
+    assert launcher.executor.cluster == "debug"
+    status = schedule(matrix, tmp_path, launcher, show_progress=False, poll_seconds=0.05)
+    assert status == {cell.key: "done" for cell in matrix}
+    assert len(list((tmp_path / "ran").glob("*.json"))) == 2
+
+
+def test_gpu_pool_pins_one_gpu_per_worker(tmp_path: Path, probe) -> None:
+    matrix = _independent_cells(2)
+    launcher = GpuPoolLauncher(tmp_path, gpus=2, cell_function=probe)
+    try:
+        status = schedule(matrix, tmp_path, launcher, show_progress=False, poll_seconds=0.05)
+    finally:
+        launcher.close()
+    assert set(status.values()) == {"done"}
+    seen = [json.loads(p.read_text()) for p in (tmp_path / "ran").glob("*.json")]
+    assert len(seen) == 2 and {s["gpu"] for s in seen} <= {"0", "1"}
+    by_pid: dict[int, set[str]] = {}
+    for record in seen:
+        by_pid.setdefault(record["pid"], set()).add(record["gpu"])
+    assert all(len(gpus) == 1 for gpus in by_pid.values()) and os.getpid() not in by_pid
+
+
+@pytest.mark.usefixtures("fake_zoo")
+def test_cli_dry_run_and_overrides(tmp_path: Path) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(SPEC)
+    runner = CliRunner()
+    out = tmp_path / "study"
+    result = runner.invoke(app, ["study", "--spec", str(spec_file), "--out", str(out), "--dry-run", "seeds=[0,1]"])
+    assert result.exit_code == 0, result.output
+    assert "eval 4" in result.output and "pretrain 4" in result.output and not out.joinpath("runs").exists()
+    bad = runner.invoke(app, ["study", "--spec", str(spec_file), "--dry-run", "execution.gpu=2"])
+    assert "execution.gpu: unknown key" in str(bad.exception)
+    missing = runner.invoke(app, ["study", "--dry-run"])
+    assert "give --preset NAME or --spec FILE" in str(missing.exception)
+
+
+@pytest.mark.usefixtures("fake_zoo")
+def test_report_when_every_run_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeStages(fail={"fake_ssm", "fake_vit"}).install(monkeypatch)
+    outcome = run_study(_spec(tmp_path), tmp_path / "study", show_progress=False)
+    assert len(outcome.failed) == 4 and outcome.results["status"].isin(["failed", "blocked"]).all()
+    markdown = (tmp_path / "study" / "report.md").read_text()
+    assert "No finished model runs." in markdown and "boom in fake_ssm" in markdown

@@ -1,0 +1,169 @@
+"""Study spec loading and validation, and the run matrix: expansion, deduplication, stable ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ssmvlm.backbones import registry
+from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
+from ssmvlm.study.matrix import cell_id, expand_matrix
+from ssmvlm.study.spec import load_spec, preset_path, validate_spec
+from ssmvlm.utils.errors import ConfigError
+
+FAKE_BACKBONES = {"fake_ssm": "ssm", "fake_vit": "transformer", "fake_cnn": "cnn"}
+
+
+class _FakeBackbone(VisionBackbone):
+    """A stride-16 patch embedding whose windows need the input side to be a multiple of 32."""
+
+    def forward_tokens(self, pixel_values: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
+        if pixel_values.shape[-1] % 32 or pixel_values.shape[-2] % 32:
+            raise ValueError(f"input side must be a multiple of 32, got {tuple(pixel_values.shape[-2:])}")
+        return self.trunk(pixel_values).flatten(2).transpose(1, 2)
+
+    def tap_info(self, tap: FeatureTap) -> TapInfo:
+        return TapInfo(dim=8, stride=16)
+
+    def forward_stages(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        return [self.trunk(pixel_values)]
+
+    @property
+    def stage_dims(self) -> list[int]:
+        return [8]
+
+
+def _build_trunk(image_size: int = 96, **_: object) -> nn.Module:
+    return nn.Conv2d(3, 8, kernel_size=16, stride=16)
+
+
+@pytest.fixture
+def fake_zoo(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Three tiny backbones registered for the test only (removed again afterwards)."""
+    registry._ensure_families_loaded()
+    for name, kind in FAKE_BACKBONES.items():
+        spec = BackboneSpec(name=name, family=name.split("_")[1], kind=kind, default_tap="s1")
+        monkeypatch.setitem(registry._REGISTRY, name, registry.RegisteredBackbone(spec, _build_trunk, _FakeBackbone))
+    return list(FAKE_BACKBONES)
+
+
+def _spec(tmp_path: Path, text: str, overrides: list[str] | None = None):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return load_spec(path, overrides=overrides)
+
+
+BASE = """
+name: t
+backbones: [fake_ssm, fake_vit]
+initializations: [shapes-cls]
+resolutions: [64]
+"""
+
+
+def test_valid_spec_passes(fake_zoo: list[str], tmp_path: Path) -> None:
+    spec = _spec(tmp_path, BASE)
+    validate_spec(spec)
+    assert spec.backbones == ["fake_ssm", "fake_vit"] and spec.stabilization.connector == "fused-gelu-mlp"
+
+
+def test_unknown_key_names_path_and_allowed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"execution\.gpu: unknown key.*allowed: device, gpus, launcher"):
+        _spec(tmp_path, BASE + "execution:\n  gpu: 2\n")
+    with pytest.raises(ConfigError, match=r"stabilization\.apply_to: invalid value 'some'"):
+        _spec(tmp_path, BASE, ["stabilization.apply_to=some"])
+
+
+def test_unknown_backbone_lists_allowed(fake_zoo: list[str], tmp_path: Path) -> None:
+    spec = _spec(tmp_path, BASE, ["backbones=[fake_ssm, vmamba_nanoo]"])
+    with pytest.raises(ConfigError, match=r"backbones\[1\]: unknown backbone 'vmamba_nanoo'.*allowed:.*fake_vit"):
+        validate_spec(spec)
+
+
+def test_missing_checkpoint_rejected(fake_zoo: list[str], tmp_path: Path) -> None:
+    (tmp_path / "fake_ssm.safetensors").write_bytes(b"x")
+    spec = _spec(tmp_path, BASE, [f"initializations=['{tmp_path}/{{backbone}}.safetensors']"])
+    with pytest.raises(ConfigError, match=r"initializations\[0\]: checkpoint file .*fake_vit.safetensors not found"):
+        validate_spec(spec)
+    validate_spec(_spec(tmp_path, BASE, [f"initializations=[{tmp_path}/fake_ssm.safetensors]"]))
+
+
+def test_impossible_resolution_rejected(fake_zoo: list[str], tmp_path: Path) -> None:
+    spec = _spec(tmp_path, BASE, ["resolutions=[64, 80]"])
+    with pytest.raises(ConfigError, match=r"resolutions\[1\]: fake_ssm cannot take 80x80 input: .*multiple of 32"):
+        validate_spec(spec)
+    with pytest.raises(ConfigError, match=r"pretrain\.image_size: fake_ssm cannot take 48x48"):
+        validate_spec(_spec(tmp_path, BASE, ["pretrain.image_size=48"]))
+
+
+def test_unknown_names_of_other_stages(fake_zoo: list[str], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"connectors\[0\]: unknown value 'mlp3'.*fused-gelu-mlp"):
+        validate_spec(_spec(tmp_path, BASE, ["connectors=[mlp3]"]))
+    with pytest.raises(ConfigError, match=r"resize_strategies\[0\]: unknown value 'pad'.*letterbox-br"):
+        validate_spec(_spec(tmp_path, BASE, ["resize_strategies=[pad]"]))
+    with pytest.raises(ConfigError, match=r"seeds: must list at least one value"):
+        validate_spec(_spec(tmp_path, BASE, ["seeds=[]"]))
+
+
+def test_presets_load_with_the_promised_design() -> None:
+    quick = load_spec(preset="quick")
+    assert quick.backbones == ["vmamba_nano", "mambavision_nano", "vit_nano"]
+    assert quick.initializations == ["shapes-cls"] and quick.execution.device == "cpu"
+    paper = load_spec(preset="paper")
+    assert len(paper.backbones) == 7 and paper.seeds == [0, 1, 2]
+    assert set(paper.initializations) == {"shapes-cls", "shapes-det", "shapes-seg"}
+    assert paper.stabilization.enabled and paper.execution.gpus == 4
+    with pytest.raises(ConfigError, match=r"unknown study preset 'quik'.*allowed: paper, quick"):
+        preset_path("quik")
+
+
+def test_matrix_expansion_dedup_and_stable_ids(fake_zoo: list[str], tmp_path: Path) -> None:
+    spec = _spec(
+        tmp_path,
+        BASE,
+        ["initializations=[shapes-cls, shapes-det, none]", "seeds=[0, 1]", "connectors=[gelu-mlp, linear]"],
+    )
+    matrix = expand_matrix(spec)
+    counts = matrix.counts()
+    # 2 backbones × 3 inits × 2 seeds × 2 connectors VLM cells; one dataset; one pretraining per
+    # backbone × produced init × seed (the det one chained from the cls one), shared by both connectors.
+    assert counts == {"dataset": 1, "pretrain": 2 * 2 * 2, "train": 24, "eval": 24}
+    det = [c for c in matrix.by_stage("pretrain") if c.config["objective"] == "detection"]
+    assert all(any(dep.startswith("pretrain/") for dep in c.deps) for c in det)
+    keys = [c.key for c in matrix]
+    for cell in matrix:  # dependencies come first
+        assert all(keys.index(dep) < keys.index(cell.key) for dep in cell.deps)
+    again = expand_matrix(
+        _spec(
+            tmp_path,
+            BASE,
+            [
+                "seeds=[0, 1]",
+                "initializations=[shapes-cls, shapes-det, none]",
+                "connectors=[gelu-mlp, linear]",
+            ],
+        )
+    )
+    assert [c.key for c in again] == keys  # same spec, same ids
+    changed = expand_matrix(_spec(tmp_path, BASE, ["pretrain.images_seen=999"]))
+    base = expand_matrix(_spec(tmp_path, BASE))
+    assert changed.by_stage("dataset")[0].id == base.by_stage("dataset")[0].id
+    assert {c.id for c in changed.by_stage("train")}.isdisjoint({c.id for c in base.by_stage("train")})
+
+
+def test_cell_id_ignores_key_order() -> None:
+    assert cell_id("train", {"a": 1, "b": {"c": 2, "d": 3}}) == cell_id("train", {"b": {"d": 3, "c": 2}, "a": 1})
+    assert cell_id("train", {"a": 1}) != cell_id("eval", {"a": 1})
+    assert len(cell_id("train", {})) == 12
+
+
+def test_quick_preset_validates_against_the_zoo() -> None:
+    from ssmvlm.backbones import list_vision_backbones
+
+    spec = load_spec(preset="quick")
+    if not set(spec.backbones) <= set(list_vision_backbones()):
+        pytest.skip("the quick preset's backbones are not all registered yet")
+    validate_spec(spec)
