@@ -76,9 +76,7 @@ def count_flops(backbone: torch.nn.Module, resolution: int) -> tuple[float, floa
     return (counter.get_total_flops() + scans.flops) / 1e9, scans.flops / 1e9
 
 
-def measure_encoder(
-    name: str, resolution: int, config: EncoderBenchConfig, device: torch.device
-) -> EncoderMeasurement:
+def measure_encoder(name: str, resolution: int, config: EncoderBenchConfig, device: torch.device) -> EncoderMeasurement:
     from ssmvlm.backbones import create_vision_backbone
 
     try:
@@ -178,9 +176,7 @@ def markdown_table(rows: list[EncoderMeasurement], exponents: dict[str, float | 
         f"- {name}: latency ∝ tokens^{exp:.2f}" if exp is not None else f"- {name}: not enough points"
         for name, exp in exponents.items()
     )
-    return (
-        header + "\n".join(lines) + "\n\nFitted scaling exponents (high-resolution range):\n\n" + fits + "\n"
-    )
+    return header + "\n".join(lines) + "\n\nFitted scaling exponents (high-resolution range):\n\n" + fits + "\n"
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -29,9 +29,7 @@ def encoders(
     repeats: int = typer.Option(10, help="Timed calls; the median is reported."),
     no_throughput: bool = typer.Option(False, "--no-throughput", help="Only batch-1 latency."),
     no_flops: bool = typer.Option(False, "--no-flops", help="Skip FLOP counting."),
-    fit_min_tokens: int = typer.Option(
-        16384, help="Fit the scaling exponent on points with ≥ this many tokens."
-    ),
+    fit_min_tokens: int = typer.Option(16384, help="Fit the scaling exponent on points with ≥ this many tokens."),
     out: Path = typer.Option(Path("runs/bench"), help="Output folder (JSON, Markdown, plot)."),
 ) -> None:
     """Throughput, batch-1 latency, peak memory, tokens and FLOPs of encoders against resolution."""
@@ -56,3 +54,33 @@ def encoders(
     rows = run_encoder_bench(config, out)
     typer.echo(markdown_table(rows, scaling_exponents(rows, config.fit_min_tokens)))
     typer.echo(f"wrote {out}/encoders.json, encoders.md, encoders.png")
+
+
+@app.command("vlm")
+def vlm(
+    runs: list[Path] = typer.Option(..., "--run", help="Trained run directories (repeat for several encoders)."),
+    resolutions: list[str] = typer.Option(
+        ["96", "192"], "--resolutions", "-r", help="Square input sides (repeat, or comma/space separated)."
+    ),
+    batch_size: int = typer.Option(1, help="Images per generate call."),
+    new_tokens: int = typer.Option(32, help="Greedy tokens decoded with the KV cache."),
+    device: str = typer.Option("auto", help="cuda, cpu or auto."),
+    repeats: int = typer.Option(5, help="Timed calls; the median is reported."),
+    out: Path = typer.Option(Path("runs/bench_vlm"), help="Output folder (JSON, Markdown)."),
+) -> None:
+    """Encoder, prefill and decode latency of trained VLMs as the visual token count grows."""
+    from ssmvlm.bench.vlm import VLMBenchConfig, markdown_table, run_vlm_bench
+    from ssmvlm.config import from_dict
+
+    config = from_dict(
+        VLMBenchConfig,
+        {
+            "runs": [str(r) for r in runs],
+            "resolutions": _split(resolutions),
+            "batch_size": batch_size,
+            "new_tokens": new_tokens,
+            "device": device,
+            "repeats": repeats,
+        },
+    )
+    typer.echo(markdown_table(run_vlm_bench(config, out)))

@@ -1,0 +1,149 @@
+"""End-to-end VLM cost: how the visual token count moves the LLM's prefill and decode cost.
+
+For each trained run and resolution, the run's frozen encoder is rebuilt at that resolution (same weights,
+position embeddings adapted by the backbone), then three phases are timed separately: the encoder forward,
+the LLM prefill over ``[BOS, patches, prompt]``, and greedy decoding of ``new_tokens`` tokens with the KV cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ssmvlm.bench.timing import is_out_of_memory, median_ms, resolve_device
+from ssmvlm.utils.io import atomic_write_json, atomic_write_text
+from ssmvlm.utils.progress import progress_bar
+from ssmvlm.utils.provenance import write_run_record
+
+DEFAULT_PROMPT = "What color is the largest object?\nAnswer the question using a single word or phrase."
+
+
+@dataclass
+class VLMBenchConfig:
+    runs: list[str] = field(default_factory=list)
+    resolutions: list[int] = field(default_factory=lambda: [96, 192])
+    batch_size: int = 1
+    new_tokens: int = 32
+    prompt: str = DEFAULT_PROMPT
+    device: str = "auto"
+    warmup: int = 2
+    repeats: int = 5
+    seed: int = 0
+
+
+@dataclass
+class VLMMeasurement:
+    run: str
+    backbone: str
+    resolution: int
+    visual_tokens: int
+    prefill_tokens: int
+    status: str = "ok"
+    encoder_ms: float | None = None
+    prefill_ms: float | None = None
+    decode_ms_per_token: float | None = None
+    decode_tokens_per_s: float | None = None
+    end_to_end_ms: float | None = None
+
+
+def _rebuild_encoder(vlm: torch.nn.Module, resolution: int, device: torch.device) -> None:
+    from ssmvlm.backbones import create_vision_backbone
+
+    old = vlm.vision_backbone
+    backbone = create_vision_backbone(
+        old.name, image_size=resolution, feature_tap=str(old.feature_tap), resize_strategy=old.resize_strategy
+    )
+    # The trained trunk's weights carry over; the family adapts size-dependent ones (position embeddings).
+    backbone.trunk.load_state_dict(backbone.adapt_state_dict(old.trunk.state_dict()))
+    vlm.vision_backbone = backbone.to(device=device, dtype=vlm.vision_dtype).eval().requires_grad_(False)
+
+
+def measure_run(run_dir: Path, resolution: int, config: VLMBenchConfig, vlm: torch.nn.Module) -> VLMMeasurement:
+    device = vlm.device
+    _rebuild_encoder(vlm, resolution, device)
+    rng = np.random.default_rng(config.seed)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8))
+        for _ in range(config.batch_size)
+    ]
+    prompts = [config.prompt] * config.batch_size
+    embeds, mask = vlm._prompt_inputs(images, prompts, blind=False)
+    visual = vlm.vision_backbone.num_tokens(resolution)
+    result = VLMMeasurement(str(run_dir), vlm.vision_backbone.name, resolution, visual, embeds.shape[1])
+    pixels = torch.stack([vlm.image_transform(image) for image in images]).to(device)
+    llm = vlm.llm
+
+    def prefill() -> object:
+        return llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
+
+    # transformers renamed ``past_key_values`` to ``cache`` (5.2x); accept both so any 5.x works.
+    cache_name = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
+
+    def decode() -> None:
+        out = prefill()
+        cache, step_mask = getattr(out, cache_name), mask
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(config.new_tokens):
+            step_mask = torch.cat([step_mask, step_mask.new_ones(step_mask.shape[0], 1)], dim=1)
+            out = llm(input_ids=token, attention_mask=step_mask, use_cache=True, **{cache_name: cache})
+            cache, token = getattr(out, cache_name), out.logits[:, -1].argmax(-1, keepdim=True)
+
+    timing = {"warmup": config.warmup, "repeats": config.repeats}
+    with torch.inference_mode():
+        result.encoder_ms = median_ms(lambda: vlm.encode_images(pixels), device, **timing)
+        result.prefill_ms = median_ms(prefill, device, **timing)
+        total_ms = median_ms(decode, device, **timing)
+    decode_ms = max(total_ms - result.prefill_ms, 0.0)
+    result.decode_ms_per_token = decode_ms / config.new_tokens
+    result.decode_tokens_per_s = config.batch_size * config.new_tokens / (decode_ms / 1e3) if decode_ms else None
+    result.end_to_end_ms = result.encoder_ms + total_ms
+    return result
+
+
+def markdown_table(rows: list[VLMMeasurement]) -> str:
+    lines = [
+        "| run | backbone | res | visual tokens | prefill tokens | encoder (ms) | prefill (ms) "
+        "| decode (ms/token) | decode (tokens/s) | end to end (ms) | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        cells = [r.encoder_ms, r.prefill_ms, r.decode_ms_per_token, r.decode_tokens_per_s, r.end_to_end_ms]
+        text = " | ".join("–" if v is None else f"{v:.2f}" for v in cells)
+        lines.append(
+            f"| {Path(r.run).name} | {r.backbone} | {r.resolution} | {r.visual_tokens} | {r.prefill_tokens} "
+            f"| {text} | {r.status} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_vlm_bench(config: VLMBenchConfig, out_dir: Path) -> list[VLMMeasurement]:
+    """Measure every run × resolution; write ``vlm.json`` and ``vlm.md`` into ``out_dir``."""
+    from ssmvlm.config import to_dict
+    from ssmvlm.vlm import load_vlm
+
+    device = resolve_device(config.device)
+    out_dir = Path(out_dir)
+    write_run_record(out_dir, to_dict(config), seed=config.seed)
+    rows: list[VLMMeasurement] = []
+    with progress_bar() as progress:
+        task = progress.add_task("bench vlm", total=len(config.runs) * len(config.resolutions), status="")
+        for run in config.runs:
+            vlm = load_vlm(run, device=device)
+            for resolution in config.resolutions:
+                progress.update(task, status=f"{Path(run).name} @ {resolution}²")
+                try:
+                    rows.append(measure_run(Path(run), resolution, config, vlm))
+                except Exception as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    torch.cuda.empty_cache()
+                    rows.append(VLMMeasurement(run, vlm.vision_backbone.name, resolution, 0, 0, status="oom"))
+                progress.advance(task)
+    atomic_write_json(out_dir / "vlm.json", {"device": str(device), "rows": [asdict(r) for r in rows]})
+    atomic_write_text(out_dir / "vlm.md", markdown_table(rows))
+    return rows
