@@ -69,7 +69,7 @@ def _claim_gpu(gpu_ids: Any) -> None:
 
 
 class GpuPoolLauncher:
-    """One spawned worker process per GPU, each pinned to its GPU with ``CUDA_VISIBLE_DEVICES``."""
+    """Spawned worker processes, ``workers_per_gpu`` per GPU, each pinned with ``CUDA_VISIBLE_DEVICES``."""
 
     def __init__(
         self,
@@ -78,16 +78,18 @@ class GpuPoolLauncher:
         threads: int | None = None,
         cell_function: CellFunction | None = None,
         device: str = "cuda",
+        workers_per_gpu: int = 1,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         gpu_ids = context.Queue()
-        for gpu in range(gpus):
-            gpu_ids.put(gpu)
-        self.capacity = gpus
+        for _ in range(workers_per_gpu):
+            for gpu in range(gpus):
+                gpu_ids.put(gpu)
+        self.capacity = gpus * workers_per_gpu
         self.out, self.threads, self.device = str(out), threads, device
         self.cell_function = cell_function or _default_cell_function()
         self.pool = ProcessPoolExecutor(
-            max_workers=gpus, mp_context=context, initializer=_claim_gpu, initargs=(gpu_ids,)
+            max_workers=self.capacity, mp_context=context, initializer=_claim_gpu, initargs=(gpu_ids,)
         )
 
     def submit(self, cell: Cell) -> Handle:
@@ -143,10 +145,11 @@ def make_launcher(
     threads: int | None,
     slurm: SlurmSpec,
     cell_function: CellFunction | None = None,
+    workers_per_gpu: int = 1,
 ) -> Launcher:
-    """The launcher for ``execution``: submitit, a GPU pool when more than one GPU, else in-process."""
+    """The launcher for ``execution``: submitit, a GPU pool for several GPU workers, else in-process."""
     if kind == "submitit":
         return SubmititLauncher(out, slurm, device=device, threads=threads, cell_function=cell_function)
-    if gpus > 1:
-        return GpuPoolLauncher(out, gpus, threads, cell_function)
+    if gpus * workers_per_gpu > 1:
+        return GpuPoolLauncher(out, gpus, threads, cell_function, workers_per_gpu=workers_per_gpu)
     return InProcessLauncher(out, device, threads, cell_function)

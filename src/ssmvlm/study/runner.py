@@ -272,6 +272,7 @@ def run_study(
             out,
             device=execution.device,
             gpus=execution.gpus,
+            workers_per_gpu=execution.workers_per_gpu,
             threads=execution.threads,
             slurm=execution.slurm,
             cell_function=cell_function,

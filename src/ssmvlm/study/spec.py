@@ -118,7 +118,8 @@ class SlurmSpec:
 @dataclass
 class ExecutionSpec:
     device: str = "auto"  # auto | cpu | cuda
-    gpus: int = 0  # > 1: one worker process per GPU
+    gpus: int = 0  # > 1: worker processes pinned to GPUs
+    workers_per_gpu: int = 1  # nano-sized cells leave most of a GPU idle: several share one
     launcher: Literal["local", "submitit"] = "local"
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     threads: int | None = None  # torch threads per worker (None: leave torch's default)
