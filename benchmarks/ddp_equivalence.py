@@ -61,13 +61,15 @@ def main() -> None:
     for nproc in (1, args.nproc):
         run_dir = args.out / f"run-{nproc}proc"
         shutil.rmtree(run_dir, ignore_errors=True)
-        ssmvlm = shutil.which("ssmvlm") or str(Path(sys.executable).parent / "ssmvlm")
+        # `-m ssmvlm.cli` rather than the `ssmvlm` script: it also works where the package is only on PYTHONPATH.
         command = [
-            "torchrun",
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
             "--standalone",
             f"--nproc-per-node={nproc}",
-            "--no-python",
-            ssmvlm,
+            "-m",
+            "ssmvlm.cli",
             "train",
             *overrides,
             "--out",
