@@ -48,6 +48,7 @@ def build(config: BenchConfig, device: torch.device, weights_bf16: bool, checkpo
 
     from ssmvlm.backbones import create_vision_backbone
     from ssmvlm.connectors import build_connector
+    from ssmvlm.train.distributed import enable_activation_checkpointing
     from ssmvlm.train.loop import build_optimizer, set_trainable
     from ssmvlm.train.recipe import RECIPES
     from ssmvlm.vlm.llm import TINY_LLAMA_PRESETS, llama_config
@@ -72,7 +73,7 @@ def build(config: BenchConfig, device: torch.device, weights_bf16: bool, checkpo
     ).to(device)
     set_trainable(vlm, "no-align")
     if checkpointing:
-        vlm.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(vlm.llm)
     optimizer = build_optimizer(vlm, RECIPES["prismatic-finetune"], device)
     return vlm, optimizer, llm_config
 

@@ -115,3 +115,15 @@ def decoder_layers(llm: nn.Module) -> list[nn.Module]:
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") and not hasattr(model, "connector") else model
+
+
+def enable_activation_checkpointing(llm: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing on every decoder layer of a transformers LLM.
+
+    transformers 5.2x renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``; GPU images
+    still ship earlier 5.x releases, so use whichever the installed version has.
+    """
+    if hasattr(llm, "activation_checkpointing_enable"):
+        llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -34,6 +34,7 @@ from ssmvlm.train.distributed import (
     DistInfo,
     all_reduce_mean,
     barrier,
+    enable_activation_checkpointing,
     init_distributed,
     resolve_strategy,
     wrap_model,
@@ -120,7 +121,7 @@ def train_vlm(
     bf16 = _use_bf16(config.distributed.precision, info.device)
     checkpointing = config.distributed.activation_checkpointing
     if checkpointing if checkpointing is not None else strategy == "fsdp":
-        vlm.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(vlm.llm)
     text_only = any(sample.image_index is None for sample in data.samples)
     model = wrap_model(vlm, strategy, info, bf16=bf16, text_only_batches=text_only)
     optimizer = build_optimizer(vlm, recipe, info.device)
