@@ -55,3 +55,15 @@ def test_mini_llava_is_loadable(tmp_path: Path) -> None:
     records = load_llava_records(make_mini_llava(tmp_path, 8, text_only=2))
     assert len(records) == 10 and all(r.image is not None and r.image.is_file() for r in records[:8])
     assert records[-1].image is None
+
+
+def test_split_turns_gives_one_sample_per_question(tmp_path: Path) -> None:
+    from ssmvlm.data.llava import LlavaRecord
+    from ssmvlm.train.dataset import split_into_turns
+
+    record = LlavaRecord("r1", tmp_path / "a.png", [("human", "q1"), ("gpt", "a1"), ("human", "q2"), ("gpt", "a2")])
+    split = split_into_turns([record])
+    assert [(r.id, r.image, r.turns) for r in split] == [
+        ("r1#0", tmp_path / "a.png", [("human", "q1"), ("gpt", "a1")]),
+        ("r1#1", tmp_path / "a.png", [("human", "q2"), ("gpt", "a2")]),
+    ]

@@ -79,6 +79,15 @@ TOKENIZERS_BY_STAGE = {
 }
 
 
+def split_into_turns(records: Sequence[LlavaRecord]) -> list[LlavaRecord]:
+    """One record per human→gpt pair, each with the conversation's image (ids ``ID#k``)."""
+    return [
+        LlavaRecord(f"{record.id}#{k // 2}", record.image, list(record.turns[k : k + 2]))
+        for record in records
+        for k in range(0, len(record.turns), 2)
+    ]
+
+
 def build_conversation_data(
     records: Sequence[LlavaRecord],
     tokenizer: Any,
@@ -88,9 +97,12 @@ def build_conversation_data(
     stage: str,
     source: str | Path,
     skip_bad: bool,
+    split_turns: bool = False,
 ) -> ConversationData:
     """Tokenize every record; a record whose answers are fully truncated raises, or is counted and skipped."""
     tokenize = TOKENIZERS_BY_STAGE[stage]
+    if split_turns:
+        records = split_into_turns(records)
     image_index: dict[Path, int] = {}
     data = ConversationData([], [])
     for record in records:

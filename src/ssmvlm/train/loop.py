@@ -99,6 +99,7 @@ def train_vlm(
         stage=config.stage,
         source=config.data.train_json,
         skip_bad=config.data.skip_bad,
+        split_turns=config.data.split_turns,
     )
     features = ImageFeatureSource(vlm, data.image_paths, info.device, cache=config.data.cache_features)
     if config.data.skip_bad:

@@ -40,6 +40,9 @@ class TinyLlamaPreset:
 
 TINY_LLAMA_PRESETS: dict[str, TinyLlamaPreset] = {
     "tiny-llama-2m": TinyLlamaPreset(128, 8, 4, 4, 344, 1024),
+    # Half the depth of tiny-llama-2m: twice the optimizer steps per CPU second, which a from-scratch LM on
+    # ShapeScenes needs more than depth (the `quick` study's LLM).
+    "tiny-llama-1m": TinyLlamaPreset(128, 4, 4, 4, 344, 1024),
     "tiny-llama-10m": TinyLlamaPreset(256, 8, 8, 8, 688, 4096),
     # The TinyLlama-1.1B shape, randomly initialized (throughput benchmarks, scale-out tests).
     "tinyllama-1b-shape": TinyLlamaPreset(2048, 22, 32, 4, 5632, 32000),
