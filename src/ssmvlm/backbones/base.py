@@ -149,20 +149,27 @@ class VisionBackbone(nn.Module, abc.ABC):
 
         state = load_state_dict(path)
         try:
-            # Family converters (timm's checkpoint filters among them) fail with KeyError/AttributeError on
-            # another architecture's keys; load_state_dict raises RuntimeError on shape mismatches.
-            state = self.adapt_state_dict(state)
+            # A state dict that already fits (ssmvlm's own outputs) is loaded as it is: family converters
+            # guess the layout from the keys (timm's Swin filter takes a headless state dict for the authors'
+            # layout and moves its downsamples). They fail with KeyError/AttributeError on another
+            # architecture's keys; load_state_dict raises RuntimeError on shape mismatches.
+            if not self._fits_as_is(state):
+                state = self.adapt_state_dict(state)
             missing, unexpected = self.trunk.load_state_dict(state, strict=False)
         except (KeyError, AttributeError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path}: does not fit {self.name}: {_first_line(exc)}") from None
-        head_only = [k for k in missing if self.is_head_key(k)]
+        # Backbone-only checkpoints (no classifier head) are expected and fine.
         missing = [k for k in missing if not self.is_head_key(k)]
         if strict and (missing or unexpected):
             raise CheckpointError(
                 f"{path}: does not fit {self.name}: {len(missing)} missing keys (e.g. {missing[:3]}), "
                 f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
             )
-        del head_only  # backbone-only checkpoints (no classifier head) are expected and fine
+
+    def _fits_as_is(self, state: dict[str, torch.Tensor]) -> bool:
+        own = self.trunk.state_dict()
+        same_shapes = all(key in own and own[key].shape == value.shape for key, value in state.items())
+        return same_shapes and all(key in state or self.is_head_key(key) for key in own)
 
     def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Family hook: rename legacy keys, interpolate position embeddings for this resolution."""
