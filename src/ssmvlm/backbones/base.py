@@ -46,6 +46,14 @@ class FeatureTap:
         block = int(match["block"]) if match["block"] is not None else -1
         return cls(stage, block)
 
+    def block_index(self, depth: int, model_name: str) -> int:
+        """This tap's 0-based block in a plain (single-stage) model of ``depth`` blocks."""
+        if self.stage not in (None, 1):
+            raise ValueError(f"{model_name} is a plain ViT: taps are blocks 'bK', got {self}")
+        if not -depth <= self.block < depth:
+            raise ValueError(f"{model_name} has {depth} blocks, tap {self} is out of range")
+        return self.block % depth
+
     def __str__(self) -> str:
         if self.stage is None:
             return f"b{self.block}"

@@ -22,6 +22,7 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
+from ssmvlm.backbones.init import init_linear_and_layernorm
 from ssmvlm.backbones.registry import register_backbone
 from ssmvlm.backbones.timm_register import register_family
 from ssmvlm.backbones.vmamba import ScanBackendSetting, set_scan_backend
@@ -232,7 +233,8 @@ class MambaVision(nn.Module):
         self.norm = nn.BatchNorm2d(self.dims[-1])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(self.dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        # As the release does, every Linear is re-initialised here, dt_proj included.
+        self.apply(init_linear_and_layernorm)
         set_scan_backend(self, scan_backend)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,17 +252,6 @@ class MambaVision(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.head
-
-
-def _init_weights(module: nn.Module) -> None:
-    # As the release does, every Linear is re-initialised here, dt_proj included.
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class MambaVisionBackbone(ScanBackendSetting, VisionBackbone):

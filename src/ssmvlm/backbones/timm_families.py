@@ -65,11 +65,7 @@ class TimmViTBackbone(VisionBackbone):
         return len(self.trunk.blocks)
 
     def _block_index(self, tap: FeatureTap) -> int:
-        if tap.stage not in (None, 1):
-            raise ValueError(f"{self.name} is a plain ViT: taps are blocks 'bK', got {tap}")
-        if not -self.depth <= tap.block < self.depth:
-            raise ValueError(f"{self.name} has {self.depth} blocks, tap {tap} is out of range")
-        return tap.block % self.depth
+        return tap.block_index(self.depth, self.name)
 
     def _check_input(self, pixel_values: torch.Tensor) -> None:
         check_image_size(self.name, tuple(pixel_values.shape[-2:]), self.patch_size, "the patch size")

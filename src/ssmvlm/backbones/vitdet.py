@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone, _as_hw
+from ssmvlm.backbones.init import init_linear_and_layernorm
 from ssmvlm.backbones.registry import register_backbone
 from ssmvlm.utils.errors import CheckpointError, ConfigError
 
@@ -69,7 +70,7 @@ class ViTDet(nn.Module):
             for index in range(depth)
         )
         trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(_init_weights)
+        self.apply(init_linear_and_layernorm)
 
     def abs_pos(self, grid: tuple[int, int]) -> torch.Tensor:
         """Position embeddings (1, H, W, C) for a token grid: the pretraining grid without the class slot,
@@ -94,16 +95,6 @@ class ViTDet(nn.Module):
         return self.forward_features(pixel_values).permute(0, 3, 1, 2)
 
 
-def _init_weights(module: nn.Module) -> None:
-    from timm.layers import trunc_normal_
-
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class ViTDetBackbone(VisionBackbone):
@@ -114,11 +105,7 @@ class ViTDetBackbone(VisionBackbone):
         return len(self.trunk.blocks)
 
     def _block_index(self, tap: FeatureTap) -> int:
-        if tap.stage not in (None, 1):
-            raise ValueError(f"{self.name} is a plain ViT: taps are blocks 'bK', got {tap}")
-        if not -self.depth <= tap.block < self.depth:
-            raise ValueError(f"{self.name} has {self.depth} blocks, tap {tap} is out of range")
-        return tap.block % self.depth
+        return tap.block_index(self.depth, self.name)
 
     def tap_info(self, tap: FeatureTap) -> TapInfo:
         self._block_index(tap)

@@ -23,6 +23,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
+from ssmvlm.backbones.init import init_linear_and_layernorm
 from ssmvlm.backbones.registry import register_backbone
 from ssmvlm.backbones.timm_register import register_family
 from ssmvlm.ops import cross_merge, cross_scan, selective_scan
@@ -279,7 +280,7 @@ class VSSM(nn.Module):
             avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1),
             head=nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity(),
         ))  # fmt: skip
-        self.apply(_init_weights)
+        self.apply(init_linear_and_layernorm)
         set_scan_backend(self, scan_backend)
 
     def to_bchw(self, x: torch.Tensor) -> torch.Tensor:
@@ -303,16 +304,6 @@ class VSSM(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.classifier.head
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 # Legacy names of early releases → current names (VSSM._load_from_state_dict in the release does the same).
