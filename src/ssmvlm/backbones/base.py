@@ -54,6 +54,15 @@ class FeatureTap:
             raise ValueError(f"{model_name} has {depth} blocks, tap {self} is out of range")
         return self.block % depth
 
+    def stage_block_index(self, stage_depths: list[int], model_name: str) -> tuple[int, int]:
+        """This tap's 0-based (stage, block) in a hierarchical model whose stages have ``stage_depths`` blocks."""
+        if self.stage is None or not 1 <= self.stage <= len(stage_depths):
+            raise ValueError(f"{model_name} has stages s1..s{len(stage_depths)}; tap {self} names none of them")
+        depth = stage_depths[self.stage - 1]
+        if not -depth <= self.block < depth:
+            raise ValueError(f"{model_name}: stage {self.stage} has {depth} blocks; tap {self} is out of range")
+        return self.stage - 1, self.block % depth
+
     def __str__(self) -> str:
         if self.stage is None:
             return f"b{self.block}"

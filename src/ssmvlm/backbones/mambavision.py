@@ -262,13 +262,7 @@ class MambaVisionBackbone(ScanBackendSetting, VisionBackbone):
         return TapInfo(dim=self.trunk.dims[stage], stride=4 * 2**stage)
 
     def _resolve(self, tap: FeatureTap) -> tuple[int, int]:
-        levels = self.trunk.levels
-        if tap.stage is None or not 1 <= tap.stage <= len(levels):
-            raise ValueError(f"{self.name}: feature tap {tap} needs a stage in 1..{len(levels)}")
-        depth = len(levels[tap.stage - 1].blocks)
-        if not -depth <= tap.block < depth:
-            raise ValueError(f"{self.name}: stage {tap.stage} has {depth} blocks; tap {tap} is out of range")
-        return tap.stage - 1, tap.block % depth
+        return tap.stage_block_index([len(level.blocks) for level in self.trunk.levels], self.name)
 
     def forward_tokens(self, pixel_values: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
         stage, block = self._resolve(tap)

@@ -188,12 +188,7 @@ class TimmHierarchicalBackbone(VisionBackbone):
         return [info for info in self.trunk.feature_info if info["module"].startswith(prefix)]
 
     def _locate(self, tap: FeatureTap) -> tuple[int, int]:
-        if tap.stage is None or not 1 <= tap.stage <= len(self.stages):
-            raise ValueError(f"{self.name} has stages s1..s{len(self.stages)}, tap {tap} names none of them")
-        depth = len(self.stages[tap.stage - 1].blocks)
-        if not -depth <= tap.block < depth:
-            raise ValueError(f"{self.name} stage {tap.stage} has {depth} blocks, tap {tap} is out of range")
-        return tap.stage - 1, tap.block % depth
+        return tap.stage_block_index([len(stage.blocks) for stage in self.stages], self.name)
 
     def tap_info(self, tap: FeatureTap) -> TapInfo:
         stage_index, _ = self._locate(tap)

@@ -325,12 +325,7 @@ class VMambaBackbone(ScanBackendSetting, VisionBackbone):
 
     def _resolve(self, tap: FeatureTap) -> tuple[int, int]:
         """0-based (stage, block) for a tap, validated against this trunk."""
-        if tap.stage is None or not 1 <= tap.stage <= len(self.trunk.layers):
-            raise ValueError(f"{self.name}: feature tap {tap} needs a stage in 1..{len(self.trunk.layers)}")
-        depth = len(self.trunk.layers[tap.stage - 1].blocks)
-        if not -depth <= tap.block < depth:
-            raise ValueError(f"{self.name}: stage {tap.stage} has {depth} blocks; tap {tap} is out of range")
-        return tap.stage - 1, tap.block % depth
+        return tap.stage_block_index([len(layer.blocks) for layer in self.trunk.layers], self.name)
 
     def forward_tokens(self, pixel_values: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
         stage, block = self._resolve(tap)
