@@ -243,6 +243,32 @@ def test_gpu_pool_pins_one_gpu_per_worker(tmp_path: Path, probe) -> None:
     assert all(len(gpus) == 1 for gpus in by_pid.values()) and os.getpid() not in by_pid
 
 
+def test_several_workers_share_a_gpu(tmp_path: Path, probe) -> None:
+    from ssmvlm.study.launchers import InProcessLauncher, make_launcher
+
+    shared = make_launcher(
+        "local",
+        tmp_path,
+        device="cuda",
+        gpus=1,
+        threads=None,
+        slurm=SlurmSpec(),
+        cell_function=probe,
+        workers_per_gpu=3,
+    )
+    pool = GpuPoolLauncher(tmp_path, gpus=2, cell_function=probe, workers_per_gpu=3)
+    single = make_launcher(
+        "local", tmp_path, device="cuda", gpus=1, threads=None, slurm=SlurmSpec(), cell_function=probe
+    )
+    try:
+        assert isinstance(shared, GpuPoolLauncher) and shared.capacity == 3
+        assert pool.capacity == 6
+        assert isinstance(single, InProcessLauncher)
+    finally:
+        shared.close()
+        pool.close()
+
+
 @pytest.mark.usefixtures("fake_zoo")
 def test_cli_dry_run_and_overrides(tmp_path: Path) -> None:
     spec_file = tmp_path / "spec.yaml"
