@@ -17,7 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssmvlm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, build_image_transform
+from ssmvlm.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageTransform,
+    as_height_width,
+    build_image_transform,
+)
 from ssmvlm.utils.errors import CheckpointError
 
 _TAP_PATTERN = re.compile(r"^(?:s(?P<stage>\d+))?(?:\.?b(?P<block>-?\d+))?$")
@@ -148,7 +154,7 @@ class VisionBackbone(nn.Module, abc.ABC):
         return self.tap_info(self.feature_tap).dim
 
     def num_tokens(self, image_size: int | tuple[int, int] | None = None) -> int:
-        height, width = _as_hw(image_size if image_size is not None else self.image_size)
+        height, width = as_height_width(image_size if image_size is not None else self.image_size)
         info = self.tap_info(self.feature_tap)
         return math.ceil(height / info.stride) * math.ceil(width / info.stride) + info.extra_tokens
 
@@ -198,12 +204,6 @@ class VisionBackbone(nn.Module, abc.ABC):
 
     def extra_repr(self) -> str:
         return f"name={self.name}, tap={self.feature_tap}, image_size={self.image_size}"
-
-
-def _as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    return int(size[0]), int(size[1])
 
 
 def _first_line(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ from ssmvlm.backbones.init import init_linear_and_layernorm
 from ssmvlm.backbones.registry import register_backbone
 from ssmvlm.backbones.timm_register import register_family
 from ssmvlm.backbones.vmamba import ScanBackendSetting, set_scan_backend
+from ssmvlm.data.transforms import as_height_width
 from ssmvlm.ops import selective_scan
 
 CONV_STAGES = 2
@@ -335,7 +336,7 @@ def _register(name: str, config: dict[str, Any], checkpoint: str | None, descrip
     def build(image_size: int | tuple[int, int] = 224, **overrides: Any) -> MambaVision:
         settings = {**config, **overrides}
         if "window_size" not in settings:
-            height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+            height, width = as_height_width(image_size)
             settings["window_size"] = (8, 8, math.ceil(max(height, width) / 16))
         return MambaVision(**settings)
 

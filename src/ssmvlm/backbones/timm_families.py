@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone, _as_hw
+from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
 from ssmvlm.backbones.registry import register_backbone
+from ssmvlm.data.transforms import as_height_width
 from ssmvlm.utils.errors import ConfigError
 
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -27,7 +28,7 @@ TIMM_MODEL_NAMES: dict[str, str] = {}
 
 def check_image_size(name: str, image_size: int | tuple[int, int], multiple: int, why: str) -> None:
     """Raise a one-line ConfigError unless both sides of ``image_size`` are multiples of ``multiple``."""
-    height, width = _as_hw(image_size)
+    height, width = as_height_width(image_size)
     if height <= 0 or width <= 0 or height % multiple or width % multiple:
         raise ConfigError(
             "image_size", f"{name} needs height and width that are multiples of {multiple} ({why}), "
@@ -104,7 +105,7 @@ def _register_vit(spec: BackboneSpec, timm_name: str, fixed: dict[str, Any]) -> 
         check_image_size(spec.name, image_size, 16, "the patch size")
         # Position embeddings are built for the target grid (checkpoints are resampled to it on load);
         # dynamic_img_size lets other input sizes through by interpolating on the fly.
-        return create(img_size=_as_hw(image_size), dynamic_img_size=True, **overrides)
+        return create(img_size=as_height_width(image_size), dynamic_img_size=True, **overrides)
 
     register_backbone(spec, TimmViTBackbone)(build)
 
@@ -201,8 +202,8 @@ class TimmHierarchicalBackbone(VisionBackbone):
 
     def _check_input(self, pixel_values: torch.Tensor) -> None:
         height, width = pixel_values.shape[-2:]
-        if self.fixed_input_size and (height, width) != _as_hw(self.image_size):
-            built_h, built_w = _as_hw(self.image_size)
+        if self.fixed_input_size and (height, width) != as_height_width(self.image_size):
+            built_h, built_w = as_height_width(self.image_size)
             raise ConfigError(
                 "image_size", f"{self.name} was built for {built_h}x{built_w} inputs (its attention windows "
                 f"depend on it), got {height}x{width}; build it with image_size=({height}, {width})"
@@ -281,7 +282,7 @@ def _register_hierarchical(
 
     def build(image_size: int | tuple[int, int] = 224, **overrides: Any) -> nn.Module:
         check_image_size(spec.name, image_size, wrapper.size_multiple, "four stride-2 stages")
-        return create(**{**size_kwargs(_as_hw(image_size)), **overrides})
+        return create(**{**size_kwargs(as_height_width(image_size)), **overrides})
 
     register_backbone(spec, wrapper)(build)
 

@@ -28,6 +28,7 @@ from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackb
 from ssmvlm.backbones.registry import register_backbone
 from ssmvlm.backbones.timm_register import register_family
 from ssmvlm.backbones.vmamba import ScanBackendSetting, init_dt_projection, set_scan_backend
+from ssmvlm.data.transforms import as_height_width
 from ssmvlm.ops import selective_scan
 
 PATCH_SIZE = 16
@@ -311,7 +312,7 @@ def _register(name: str, config: dict[str, Any], checkpoint: str | None, descrip
     )  # fmt: skip
 
     def build(image_size: int | tuple[int, int] = 224, **overrides: Any) -> VisionMamba:
-        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+        height, width = as_height_width(image_size)
         return VisionMamba(**{"grid": (height // PATCH_SIZE, width // PATCH_SIZE), **config, **overrides})
 
     register_backbone(spec, VimBackbone)(build)

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone, _as_hw
+from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
 from ssmvlm.backbones.init import init_linear_and_layernorm
 from ssmvlm.backbones.registry import register_backbone
+from ssmvlm.data.transforms import as_height_width
 from ssmvlm.utils.errors import CheckpointError, ConfigError
 
 DETECTRON2_PREFIX = "backbone.net."
@@ -49,7 +50,7 @@ class ViTDet(nn.Module):
         from timm.models.vision_transformer_sam import Block
 
         super().__init__()
-        height, width = _as_hw(img_size)
+        height, width = as_height_width(img_size)
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.global_block_indexes = tuple(global_block_indexes)
@@ -182,7 +183,7 @@ VITDET_BASE = BackboneSpec(
 
 @register_backbone(VITDET_BASE, ViTDetBackbone)
 def vitdet_base(image_size: int | tuple[int, int] = 1024, **overrides: Any) -> nn.Module:
-    height, width = _as_hw(image_size)
+    height, width = as_height_width(image_size)
     if height % 16 or width % 16:
         raise ConfigError(
             "image_size", f"vitdet_base needs multiples of 16 (the patch size), got {height}x{width}"

@@ -60,7 +60,8 @@ class Geometry:
         )
 
 
-def _as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+def as_height_width(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``224`` → ``(224, 224)``; ``(height, width)`` as ints."""
     if isinstance(size, int):
         return size, size
     height, width = size
@@ -178,4 +179,4 @@ def build_image_transform(
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
 ) -> ImageTransform:
-    return ImageTransform(strategy, _as_hw(size), tuple(mean), tuple(std))  # type: ignore[arg-type]
+    return ImageTransform(strategy, as_height_width(size), tuple(mean), tuple(std))  # type: ignore[arg-type]

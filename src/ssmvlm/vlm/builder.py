@@ -17,6 +17,7 @@ import torch
 
 from ssmvlm.config import from_dict
 from ssmvlm.connectors import build_connector
+from ssmvlm.data.transforms import as_height_width
 from ssmvlm.utils.errors import CheckpointError
 from ssmvlm.utils.io import read_json
 from ssmvlm.vlm.llm import (
@@ -113,7 +114,7 @@ def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
 
 def _token_grid(backbone: Any, image_size: int | tuple[int, int]) -> tuple[int, int]:
     info = backbone.tap_info(backbone.feature_tap)
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    height, width = as_height_width(image_size)
     if info.extra_tokens:
         raise CheckpointError(f"{backbone.name}: token pooling needs a tap without class tokens")
     return -(-height // info.stride), -(-width // info.stride)
