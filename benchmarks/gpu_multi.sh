@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The multi-GPU session (4 GPUs), from the repo root: OUT=/some/dir bash benchmarks/gpu_multi.sh [checks] [study]
+# The multi-GPU session (4 GPUs), from the repo root:
+#   OUT=/some/dir bash benchmarks/gpu_multi.sh [checks] [pretrain] [study]
 #   checks: at once, on separate GPUs: DDP and FSDP2 equivalence (GPUs 0-1), training throughput/MFU (GPU 2),
 #           the full selective-scan check (GPU 3);
+#   pretrain: matched classification pretraining of the 7 nanos (benchmarks/pretrain_speed.py), one group of
+#           backbones per GPU so that each is timed alone on its card;
 #   study:  the `paper` study on all 4 GPUs, then its report (rebuilt from whatever finished if time ran out).
 # Work happens in $WORK; logs, JSON, Markdown, CSV, HTML and PNG files are packed into $OUT/gpu_multi.tar.gz.
 set -u
@@ -31,6 +34,19 @@ wait
 tail -n 3 "$OUT"/ddp.log "$OUT"/fsdp.log "$OUT"/train_*.log "$OUT"/scan_check.log
 fi
 
+if [[ " $parts " == *" pretrain "* ]]; then
+PRETRAIN_ARGS="--device cuda --images-seen ${PRETRAIN_IMAGES:-360000} --evals 6 --workers 8"
+python3 benchmarks/pretrain_speed.py $PRETRAIN_ARGS --out "$OUT/pretrain" --generate-only > "$OUT/pretrain_gen.log" 2>&1
+gpu=0
+for group in vmamba_nano vim_nano,vit_nano mambavision_nano,convnext_nano maxvit_nano,swin_nano; do
+  CUDA_VISIBLE_DEVICES=$gpu timeout "${PRETRAIN_LIMIT:-290}" python3 benchmarks/pretrain_speed.py $PRETRAIN_ARGS \
+    --backbones "$group" --data "$OUT/pretrain/shapescenes" --out "$OUT/pretrain/gpu$gpu" > "$OUT/pretrain_gpu$gpu.log" 2>&1 &
+  gpu=$((gpu + 1))
+done
+wait
+tail -n 12 "$OUT"/pretrain_gen.log "$OUT"/pretrain_gpu*.log
+fi
+
 if [[ " $parts " == *" study "* ]]; then
 start=$(date +%s)
 timeout "$STUDY_LIMIT" python3 -m ssmvlm.cli study --preset paper --out "$OUT/paper" --gpus 4 \
@@ -42,5 +58,5 @@ fi
 tar -czf "$FINAL/gpu_multi.tar.gz" -C "$OUT" \
   $(cd "$OUT" && find . \( -name '*.log' -o -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.png' \
     -o -name '*.txt' -o -name '*.csv' -o -name '*.html' -o -name '*.yaml' \) -size -4M \
-    -not -path '*/checkpoint*' -not -path '*/dataset/*' -not -path '*/images/*' -not -path '*/masks/*' \
+    -not -path '*/checkpoint*' -not -path '*/dataset/*' -not -path '*/shapescenes/*' -not -path '*/images/*' -not -path '*/masks/*' \
     -not -name 'llava.json' -not -name 'predictions.jsonl' -not -path '*/tokenizer/*')

@@ -32,13 +32,16 @@ NANO_BACKBONES = (
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--images-seen", type=int, default=300_000, help="matched budget per backbone")
+    parser.add_argument("--images-seen", type=int, default=360_000, help="matched budget per backbone")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=None, help="peak lr at --batch-size (default: the recipe's)")
     parser.add_argument("--evals", type=int, default=3, help="held-out evaluations spread over the budget")
     parser.add_argument("--data", type=Path, default=None, help="existing ShapeScenes directory")
     parser.add_argument("--scenes", type=int, default=40_000, help="scenes to generate when --data is not given")
+    parser.add_argument("--max-objects", type=int, default=3, help="generated scenes: objects (as the paper preset)")
+    parser.add_argument("--clutter", default="low", help="generated scenes: distractor strokes (as the paper preset)")
+    parser.add_argument("--generate-only", action="store_true", help="make the scenes and stop (for parallel runs)")
     parser.add_argument("--workers", type=int, default=8, help="processes for generation and image loading")
     parser.add_argument("--backbones", default=",".join(NANO_BACKBONES))
     parser.add_argument("--seed", type=int, default=0)
@@ -63,9 +66,17 @@ def main() -> None:
         if not (data / "manifest.json").is_file():
             start = time.perf_counter()
             generate_shapescenes(
-                data, size=args.scenes, image_size=args.image_size, seed=args.seed, workers=args.workers
+                data,
+                size=args.scenes,
+                image_size=args.image_size,
+                seed=args.seed,
+                workers=args.workers,
+                max_objects=args.max_objects,
+                clutter=args.clutter,
             )
             print(f"generated {args.scenes} scenes in {time.perf_counter() - start:.0f} s")
+    if args.generate_only:
+        return
 
     rows = []
     for name in [b for b in args.backbones.split(",") if b]:
@@ -110,7 +121,8 @@ def main() -> None:
 
     header = (
         f"`python benchmarks/pretrain_speed.py --device {args.device} --images-seen {args.images_seen} "
-        f"--image-size {args.image_size} --batch-size {args.batch_size}` · {device_description()} · "
+        f"--image-size {args.image_size} --batch-size {args.batch_size} --scenes {args.scenes} "
+        f"--max-objects {args.max_objects} --clutter {args.clutter}` · {device_description()} · "
         f"commit {git_commit()} · {time.strftime('%Y-%m-%d', time.gmtime())}"
     )
     lines = [

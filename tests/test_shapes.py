@@ -376,14 +376,16 @@ def test_refer_and_classification_layouts(root: Path) -> None:
     classification = _json(root, "val", "classification.json")
     assert len(classification["classes"]) == len(SHAPES) * len(COLORS)
     scenes = {s["file_name"]: s for s in _scenes(root, "val")}
+    labelled = {sample["image"] for sample in classification["samples"]}
+    for file_name, scene in scenes.items():
+        sizes = sorted((SIZE_ORDER[o["size"]] for o in scene["objects"]), reverse=True)
+        # A scene is a classification sample exactly when one object is of a larger size class than the rest.
+        assert (file_name in labelled) == (len(sizes) == 1 or sizes[0] > sizes[1])
+    assert labelled, "no scene of the fixture has a salient object"
     for sample in classification["samples"]:
         objects = scenes[sample["image"]]["objects"]
-        largest_size = max(SIZE_ORDER[o["size"]] for o in objects)
-        label = classification["classes"][sample["label"]]
-        # The label names one of the objects of the largest size class (ties go to the most pixels).
-        assert label in {
-            f"{o['color']} {o['shape']}" for o in objects if SIZE_ORDER[o["size"]] == largest_size
-        }
+        largest = max(objects, key=lambda o: SIZE_ORDER[o["size"]])
+        assert classification["classes"][sample["label"]] == f"{largest['color']} {largest['shape']}"
 
 
 def test_llava_conversations_load_and_ground_correctly(root: Path) -> None:

@@ -129,8 +129,13 @@ def test_matrix_expansion_dedup_and_stable_ids(fake_zoo: list[str], tmp_path: Pa
     matrix = expand_matrix(spec)
     counts = matrix.counts()
     # 2 backbones × 3 inits × 2 seeds × 2 connectors VLM cells; one dataset; one pretraining per
-    # backbone × produced init × seed (the det one chained from the cls one), shared by both connectors.
-    assert counts == {"dataset": 1, "pretrain": 2 * 2 * 2, "train": 24, "eval": 24}
+    # backbone × produced init (the det one chained from the cls one), shared by both seeds and connectors.
+    assert counts == {"dataset": 1, "pretrain": 2 * 2, "train": 24, "eval": 24}
+    assert {c.config["seed"] for c in matrix.by_stage("pretrain")} == {0}
+    per_seed = expand_matrix(
+        _spec(tmp_path, BASE, ["initializations=[shapes-cls, shapes-det, none]", "seeds=[0, 1]", "pretrain.seed=null"])
+    )
+    assert per_seed.counts()["pretrain"] == 2 * 2 * 2
     det = [c for c in matrix.by_stage("pretrain") if c.config["objective"] == "detection"]
     assert all(any(dep.startswith("pretrain/") for dep in c.deps) for c in det)
     keys = [c.key for c in matrix]

@@ -1,6 +1,9 @@
 """The heads put on a backbone's ``forward_stages`` features: the same small head for every family.
 
-- :class:`LinearClassifier`: global average pool of the last stage, LayerNorm, one linear layer.
+- :class:`LinearClassifier`: global max pool of the last stage, LayerNorm, one linear layer. ShapeScenes
+  objects cover a few percent of the image: an average pool dilutes them into the background and leaves the
+  nanos near chance for thousands of steps (measured on CPU, one-object 64-px scenes, 20k images: top-1
+  6% -> 19% for vit_nano, 2% -> 7% for convnext_nano with the max pool).
 - :class:`PyramidFusion`: an FPN-lite neck: every stage projected to ``dim`` channels (1x1 conv + GroupNorm),
   resized to one output stride, summed and refined by a 3x3 conv. It works the same for hierarchical
   backbones (four stages) and plain ones (a single stride-16 map), so dense heads stay matched.
@@ -32,7 +35,7 @@ class LinearClassifier(nn.Module):
 
     def forward(self, stages: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
         del image_hw  # every head takes it; a pooled classifier does not depend on it
-        pooled = stages[-1].float().mean(dim=(2, 3))
+        pooled = stages[-1].float().amax(dim=(2, 3))
         return self.fc(self.norm(pooled))
 
 

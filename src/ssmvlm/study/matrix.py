@@ -2,8 +2,8 @@
 
 Stages form a chain ``dataset → pretrain → train → eval``. A cell's config holds the ids of the cells it
 depends on, so a change upstream changes every id below it, and identical work gets one id: one dataset per
-benchmark setting, one pretraining per backbone × initialization × seed, shared by all its VLM cells. A cell's
-run directory is ``OUT/runs/<stage>/<id>/``.
+benchmark setting, one pretraining per backbone × initialization (× seed when ``pretrain.seed`` is None), shared
+by all its VLM cells. A cell's run directory is ``OUT/runs/<stage>/<id>/``.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def add_vlm_cells(matrix: StudyMatrix, spec: StudySpec, choice: VlmChoice) -> Ce
     deps = [data_dep] if data_dep else []
     checkpoint: Any = None
     if choice.init in PRODUCED_INITS:
-        pretrain = _add_pretrain(matrix, spec, choice.backbone, choice.init, choice.seed, data_dep, data_ref)
+        pretrain_seed = choice.seed if spec.pretrain.seed is None else spec.pretrain.seed
+        pretrain = _add_pretrain(matrix, spec, choice.backbone, choice.init, pretrain_seed, data_dep, data_ref)
         deps.append(pretrain.key)
         checkpoint = {"pretrain": pretrain.id}
     else:

@@ -57,6 +57,9 @@ class PretrainSpec:
     images_seen: int = 20_000
     batch_size: int = 64
     dense_from_classification: bool = True  # det/seg start from the cls weights (IN1K → COCO/ADE20K)
+    # One encoder per backbone × init pretrained with this seed and shared by every VLM seed, as a released
+    # checkpoint is in the paper (seeds then measure VLM-training variance); None: one per VLM seed.
+    seed: int | None = 0
     overrides: dict[str, Any] = field(default_factory=dict)  # extra PretrainConfig fields, e.g. optim.lr
 
 

@@ -189,25 +189,26 @@ def coco_instances(records: list[SceneRecord], split: str) -> dict[str, Any]:
     }
 
 
-def salient_object(scene: dict[str, Any], areas: list[int]) -> dict[str, Any]:
-    """The largest object: the biggest size class, then the most pixels, then the first."""
-    ranked = sorted(
-        zip(scene["objects"], areas, strict=True),
-        key=lambda pair: (-SIZE_RANK[pair[0]["size"]], -pair[1], pair[0]["id"]),
-    )
-    return ranked[0][0]
+def salient_object(scene: dict[str, Any]) -> dict[str, Any] | None:
+    """The one object of a strictly larger size class than all others, or None when the largest size is shared.
+
+    Like an ImageNet photo, a classification sample must show one object that is clearly *the* subject: with
+    two objects of the largest size class, which one the label names would hinge on a few pixels of area.
+    """
+    ranked = sorted(scene["objects"], key=lambda obj: -SIZE_RANK[obj["size"]])
+    if len(ranked) > 1 and ranked[0]["size"] == ranked[1]["size"]:
+        return None
+    return ranked[0]
 
 
 def classification(records: list[SceneRecord]) -> dict[str, Any]:
+    """Colour x shape of the salient object, for the scenes that have one."""
     samples = []
     for r in records:
-        target = salient_object(r["scene"], r["areas"])
-        samples.append(
-            {
-                "image": r["scene"]["file_name"],
-                "label": CLASSIFICATION_CLASSES.index(f"{target['color']} {target['shape']}"),
-            }
-        )
+        target = salient_object(r["scene"])
+        if target is not None:
+            label = CLASSIFICATION_CLASSES.index(f"{target['color']} {target['shape']}")
+            samples.append({"image": r["scene"]["file_name"], "label": label})
     return {"classes": list(CLASSIFICATION_CLASSES), "samples": samples}
 
 
