@@ -8,11 +8,11 @@
 #   study:  the `paper` study on all 4 GPUs, then its report (rebuilt from whatever finished if time ran out).
 # Work happens in $WORK; logs, JSON, Markdown, CSV, HTML and PNG files are packed into $OUT/gpu_multi.tar.gz.
 set -u
-export PYTHONPATH=src PYTHONUNBUFFERED=1
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # keeps carried wheels (/tmp/site) importable
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never NVLink multicast
 FINAL=${OUT:-gpu_multi_out}
 OUT=${WORK:-/tmp/gpu_multi}
-STUDY_LIMIT=${STUDY_LIMIT:-330}
+STUDY_LIMIT=${STUDY_LIMIT:-560}
 mkdir -p "$OUT" "$FINAL"
 parts=${*:-checks study}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -39,7 +39,7 @@ PRETRAIN_ARGS="--device cuda --images-seen ${PRETRAIN_IMAGES:-360000} --evals 6 
 python3 benchmarks/pretrain_speed.py $PRETRAIN_ARGS --out "$OUT/pretrain" --generate-only > "$OUT/pretrain_gen.log" 2>&1
 gpu=0
 for group in vmamba_nano vim_nano,vit_nano mambavision_nano,convnext_nano maxvit_nano,swin_nano; do
-  CUDA_VISIBLE_DEVICES=$gpu timeout "${PRETRAIN_LIMIT:-290}" python3 benchmarks/pretrain_speed.py $PRETRAIN_ARGS \
+  OMP_NUM_THREADS=16 CUDA_VISIBLE_DEVICES=$gpu timeout "${PRETRAIN_LIMIT:-290}" python3 benchmarks/pretrain_speed.py $PRETRAIN_ARGS \
     --backbones "$group" --data "$OUT/pretrain/shapescenes" --out "$OUT/pretrain/gpu$gpu" > "$OUT/pretrain_gpu$gpu.log" 2>&1 &
   gpu=$((gpu + 1))
 done

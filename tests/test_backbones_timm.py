@@ -315,3 +315,25 @@ def test_authors_layout_checkpoints_load(name: str, to_official, tmp_path: Path)
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixels), source(pixels))
         torch.testing.assert_close(loaded.trunk(pixels), source.trunk(pixels))  # the head came across too
+
+
+def test_own_swin_checkpoint_moves_to_another_resolution(tmp_path: Path) -> None:
+    # Dense adaptation loads a headless 96² classification checkpoint into a 192² Swin: only the relative-position
+    # tables change size; the downsample weights must stay where they are (not be taken for the authors' layout).
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    source = create_vision_backbone("swin_nano", image_size=96)
+    for parameter in source.trunk.parameters():
+        parameter.data.normal_(std=0.02)
+    state = {k: v.contiguous() for k, v in source.trunk.state_dict().items() if "relative_position_index" not in k}
+    path = tmp_path / "backbone.safetensors"
+    save_file({k: v for k, v in state.items() if "attn_mask" not in k}, path)
+    target = create_vision_backbone("swin_nano", image_size=192, checkpoint=path)
+    for key, value in target.trunk.state_dict().items():
+        if key in state and "relative_position_bias_table" not in key and value.shape == state[key].shape:
+            torch.testing.assert_close(value, state[key], msg=key)
+    norm = "layers.2.downsample.norm.weight"
+    torch.testing.assert_close(target.trunk.state_dict()[norm], state[norm])
+    table = "layers.0.blocks.0.attn.relative_position_bias_table"
+    assert target.trunk.state_dict()[table].shape != state[table].shape

@@ -15,7 +15,7 @@ from ssmvlm.data.transforms import build_image_transform
 from ssmvlm.pretrain.augment import augment_batch
 from ssmvlm.pretrain.config import AugmentConfig, DataConfig, PretrainConfig
 from ssmvlm.pretrain.data import FrameDataset, load_task_data
-from ssmvlm.pretrain.dense import DETECTION_STRIDE, DetectionTask, segmentation_scores
+from ssmvlm.pretrain.dense import DETECTION_STRIDE, DetectionTask, coco_box_map, segmentation_scores
 from ssmvlm.pretrain.loop import lr_at, peak_lr
 from ssmvlm.utils.errors import DataError
 
@@ -159,3 +159,21 @@ def test_ade20k_layout_and_reduce_zero_label(tmp_path: Path) -> None:
     (tmp_path / "annotations" / "training" / "a.png").unlink()
     with pytest.raises(DataError, match=r"a\.png: annotation for image a\.jpg not found"):
         load_task_data(config)
+
+
+def test_coco_box_map_on_ground_truth_without_info() -> None:
+    # 'info' is optional in COCO files, but pycocotools 2.0.9-2.0.10 read it in loadRes.
+    ground_truth = {
+        "images": [{"id": 1, "width": 20, "height": 20}, {"id": 2, "width": 20, "height": 20}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 6, 6], "area": 36, "iscrowd": 0},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [10, 10, 8, 8], "area": 64, "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "square"}],
+    }
+    hit = {"image_id": 1, "category_id": 1, "bbox": [2, 2, 6, 6], "score": 0.9}
+    miss = {"image_id": 2, "category_id": 1, "bbox": [0, 0, 3, 3], "score": 0.8}
+    assert coco_box_map(ground_truth, [hit], [1]) == pytest.approx((1.0, 1.0))
+    map50, _ = coco_box_map(ground_truth, [hit, miss], [1, 2])
+    assert map50 == pytest.approx(0.5, abs=0.02)
+    assert "info" not in ground_truth  # the caller's dict is left as it was

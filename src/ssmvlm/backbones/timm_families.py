@@ -243,11 +243,25 @@ class TimmSwinBackbone(TimmHierarchicalBackbone):
     fixed_input_size = True
 
     def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # Moves the official end-of-stage downsample to timm's start-of-stage layout, drops the non-persistent
-        # buffers (relative_position_index, attn_mask) and resizes relative-position tables to these windows.
-        from timm.models.swin_transformer import checkpoint_filter_fn
+        # Official checkpoints: timm's filter moves the end-of-stage downsample to timm's start-of-stage layout,
+        # drops the non-persistent buffers and resizes relative-position tables to these windows. A headless
+        # state dict already in timm's layout (ssmvlm's own, from another resolution) would be taken for the
+        # official layout (timm tells them apart by the head), so only its tables are resized here.
+        own = self.trunk.state_dict()
+        if not set(state) <= set(own):
+            from timm.models.swin_transformer import checkpoint_filter_fn
 
-        return checkpoint_filter_fn(state, self.trunk)
+            return checkpoint_filter_fn(state, self.trunk)
+        from timm.layers import resize_rel_pos_bias_table
+
+        resized = dict(state)
+        for key, value in state.items():
+            if key.endswith("relative_position_bias_table") and value.shape != own[key].shape:
+                attention = self.trunk.get_submodule(key.removesuffix(".relative_position_bias_table"))
+                resized[key] = resize_rel_pos_bias_table(
+                    value, new_window_size=attention.window_size, new_bias_shape=own[key].shape
+                )
+        return resized
 
 
 class TimmMaxViTBackbone(TimmHierarchicalBackbone):

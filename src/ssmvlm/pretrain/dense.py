@@ -149,7 +149,8 @@ def coco_box_map(
         return 0.0, 0.0
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and summary
         coco = COCO()
-        coco.dataset = ground_truth
+        # pycocotools 2.0.9-2.0.10 copy 'info' in loadRes; files without it (it is optional) must still work
+        coco.dataset = {"info": {}, **ground_truth}
         coco.createIndex()
         detections = coco.loadRes(results)
         evaluator = COCOeval(coco, detections, iouType="bbox")
