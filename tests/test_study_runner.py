@@ -277,7 +277,8 @@ def test_cli_dry_run_and_overrides(tmp_path: Path) -> None:
     out = tmp_path / "study"
     result = runner.invoke(app, ["study", "--spec", str(spec_file), "--out", str(out), "--dry-run", "seeds=[0,1]"])
     assert result.exit_code == 0, result.output
-    assert "eval 4" in result.output and "pretrain 4" in result.output and not out.joinpath("runs").exists()
+    # two seeds share each backbone's pretraining (pretrain.seed defaults to 0)
+    assert "eval 4" in result.output and "pretrain 2," in result.output and not out.joinpath("runs").exists()
     bad = runner.invoke(app, ["study", "--spec", str(spec_file), "--dry-run", "execution.gpu=2"])
     assert "execution.gpu: unknown key" in str(bad.exception)
     missing = runner.invoke(app, ["study", "--dry-run"])
