@@ -52,6 +52,36 @@ def test_torch_backend_mixed_fixed_and_grouped_bc() -> None:
     assert torch.allclose(fast, ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("case", shape_variants(45, 4, dim=12), ids=lambda c: c.label())
+def test_torch_backend_in_channel_blocks_matches_reference(case: ScanCase, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a CPU, inference scans run a block of channels at a time; force tiny blocks on every B/C layout.
+    from ssmvlm.ops import scan_torch
+
+    monkeypatch.setattr(scan_torch, "_CPU_BLOCK_ELEMENTS", 2 * 4 * 45)
+    u = torch.empty(case.batch, case.dim, case.length)
+    assert scan_torch._channel_block(u, case.dim // max(case.groups, 1), case.n_state, False) < case.dim
+    errors = compare_backend(case, "torch", dtype=torch.float64, seed=11, gradients=False)
+    assert set(errors) == ({"y", "last_state"} if case.last_state else {"y"})
+    _assert_close(errors, 1e-6)
+
+
+def test_torch_backend_blocks_never_straddle_bc_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssmvlm.ops import scan_torch
+
+    monkeypatch.setattr(scan_torch, "_CPU_BLOCK_ELEMENTS", 3 * 40 * 4)
+    gen = torch.Generator().manual_seed(12)
+    u = torch.randn(1, 12, 40, generator=gen, dtype=torch.float64)
+    delta = torch.rand(1, 12, 40, generator=gen, dtype=torch.float64)
+    A = -torch.rand(12, 4, generator=gen, dtype=torch.float64)
+    B = torch.randn(1, 3, 4, 40, generator=gen, dtype=torch.float64)  # 3 groups of 4 channels
+    C = torch.randn(1, 2, 4, 40, generator=gen, dtype=torch.float64)  # 2 groups of 6 channels
+    assert scan_torch._channel_block(u, 12 // 6, 4, False) == 2  # a divisor of the lcm groups' 2 channels
+    ref, ref_last = selective_scan(u, delta, A, B, C, return_last_state=True, backend="reference")
+    fast, fast_last = selective_scan(u, delta, A, B, C, return_last_state=True, backend="torch")
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fast_last, ref_last, rtol=1e-10, atol=1e-10)
+
+
 def test_torch_backend_large_decays_take_the_stable_path() -> None:
     # Δ·A sums far beyond exp's range inside a chunk: the doubling path must give the reference exactly.
     case = ScanCase(2, 4, 70, 4, "grouped", groups=2)
