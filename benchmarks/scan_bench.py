@@ -187,14 +187,18 @@ def run_gpu(args: argparse.Namespace) -> dict:
             "cross_scan": cross, "tile_sweep": sweep}
 
 
-def time_cpu(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_cpu_pairs(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Interleaved timings (ms): one call of each function per round, so load from other processes on a shared
+    machine falls on both sides of a ratio alike."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def run_cpu(args: argparse.Namespace) -> dict:
@@ -202,14 +206,15 @@ def run_cpu(args: argparse.Namespace) -> dict:
     for shape in CPU_SHAPES:
         inputs = make_inputs(shape, "cpu", torch.float32, requires_grad=False)
         with torch.no_grad():
-            times = {
-                name: time_cpu(lambda name=name, inputs=inputs: selective_scan(**inputs, backend=name),
-                               args.repeats)
+            calls = {
+                name: lambda name=name, inputs=inputs: selective_scan(**inputs, backend=name)
                 for name in ("reference", "torch")
             }
+            times = time_cpu_pairs(calls, args.repeats)
+        ratios = [r / t for r, t in zip(times["reference"], times["torch"], strict=True)]
         row = {"shape": shape.name, "dims": asdict(shape), "threads": torch.get_num_threads(),
-               "reference_ms": times["reference"], "torch_ms": times["torch"],
-               "speedup": times["reference"] / times["torch"]}
+               "reference_ms": statistics.median(times["reference"]), "torch_ms": statistics.median(times["torch"]),
+               "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios)}
         print(json.dumps(row), flush=True)
         rows.append(row)
     return {"device": "cpu", "threads": torch.get_num_threads(), "scan": rows}
@@ -217,12 +222,13 @@ def run_cpu(args: argparse.Namespace) -> dict:
 
 def markdown(report: dict) -> str:
     if report["device"] == "cpu":
-        lines = ["| shape (batch, dim, L, N, G) | reference fwd ms | torch fwd ms | speedup |",
-                 "|---|---|---|---|"]
+        lines = ["| shape (batch, dim, L, N, G) | reference fwd ms | torch fwd ms | speedup (median of rounds) "
+                 "| slowest–fastest round |", "|---|---|---|---|---|"]
         for r in report["scan"]:
             d = r["dims"]
             dims = f"({d['batch']}, {d['dim']}, {d['length']}, {d['n_state']}, {d['groups']})"
-            times = f"{r['reference_ms']:.1f} | {r['torch_ms']:.1f} | {r['speedup']:.1f}×"
+            times = (f"{r['reference_ms']:.1f} | {r['torch_ms']:.1f} | {r['speedup']:.1f}× | "
+                     f"{r['speedup_min']:.1f}–{r['speedup_max']:.1f}×")
             lines.append(f"| {r['shape']} {dims} | {times} |")
         return "\n".join(lines)
     lines = [f"copy bandwidth {report['copy_GBps']:.0f} GB/s on {report['device']}", "",

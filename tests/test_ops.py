@@ -82,6 +82,24 @@ def test_torch_backend_blocks_never_straddle_bc_groups(monkeypatch: pytest.Monke
     torch.testing.assert_close(fast_last, ref_last, rtol=1e-10, atol=1e-10)
 
 
+def test_torch_backend_halves_chunks_when_log_space_would_overflow() -> None:
+    # float32, Δ·A ≈ −8 a step: a 16-step chunk sums to ≈ −128, beyond exp's safe range (60), a 4-step one fits.
+    from ssmvlm.ops import scan_torch
+
+    gen = torch.Generator().manual_seed(13)
+    u = torch.randn(2, 6, 100, generator=gen)
+    delta = 0.8 + 0.4 * torch.rand(2, 6, 100, generator=gen)
+    A = -8 - torch.rand(6, 3, generator=gen)
+    B = torch.randn(2, 3, 100, generator=gen)
+    C = torch.randn(2, 3, 100, generator=gen)
+    per_step = delta.view(2, 1, 6, 1, 100) * -A.view(1, 1, 6, 3, 1)
+    assert float(scan_torch._largest_chunk_sum(delta.view(2, 1, 6, 1, 100), A.view(1, 1, 6, 3, 1), 16)) > 60
+    assert float(per_step.unflatten(-1, (25, 4)).sum(-1).max()) < 60
+    ref = selective_scan(u.double(), delta.double(), A.double(), B.double(), C.double(), backend="reference")
+    fast = selective_scan(u, delta, A, B, C, backend="torch")
+    assert float((fast.double() - ref).norm() / ref.norm()) < 1e-5
+
+
 def test_torch_backend_large_decays_take_the_stable_path() -> None:
     # Δ·A sums far beyond exp's range inside a chunk: the doubling path must give the reference exactly.
     case = ScanCase(2, 4, 70, 4, "grouped", groups=2)
