@@ -404,3 +404,41 @@ def test_vim_mixer_equals_its_two_directional_branches() -> None:
         )
         expected = mixer.out_proj(((forward + backward.flip(-1)) / 2).transpose(1, 2))
         torch.testing.assert_close(mixer(hidden), expected)
+
+
+def test_vmamba_inference_scans_one_direction_at_a_time_at_high_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    backbone = small("vmamba_nano", image_size=(64, 96)).double()
+    vmamba = sys.modules["ssmvlm.backbones.vmamba"]
+    by_direction = vmamba.SS2D.scan_2d_by_direction
+    calls: list[int] = []
+
+    def counted(self, x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[-2] * x.shape[-1])
+        return by_direction(self, x)
+
+    monkeypatch.setattr(vmamba.SS2D, "scan_2d_by_direction", counted)
+    x = torch.randn(1, 3, 64, 96, dtype=torch.float64)
+    with torch.no_grad():
+        four_at_once = backbone(x)
+        assert not calls  # maps of 16x24 tokens and less stay below the threshold
+        monkeypatch.setattr(vmamba, "DIRECTION_AT_A_TIME_TOKENS", 1)
+        one_at_a_time = backbone(x)
+    assert calls and max(calls) == 16 * 24
+    torch.testing.assert_close(one_at_a_time, four_at_once, rtol=1e-10, atol=1e-10)
+    calls.clear()
+    backbone(x.requires_grad_()).sum().backward()  # under autograd the four directions run together
+    assert not calls
+
+
+def test_vmamba_v0_mixer_one_direction_at_a_time_matches() -> None:
+    import sys
+
+    small("vmamba_nano")  # imports the module
+    mixer = sys.modules["ssmvlm.backbones.vmamba"].SS2D(
+        16, d_state=4, ssm_ratio=2.0, version="v0", conv_bias=True, channel_first=False
+    ).double()
+    x = torch.randn(2, 32, 5, 7, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer.scan_2d_by_direction(x), mixer.scan_2d(x), rtol=1e-12, atol=1e-12)

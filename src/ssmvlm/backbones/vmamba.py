@@ -29,6 +29,10 @@ from ssmvlm.backbones.timm_register import register_family
 from ssmvlm.ops import cross_merge, cross_scan, selective_scan
 
 SCAN_DIRECTIONS = 4
+# From this many tokens per map an inference call scans the four directions one after another: the four-direction
+# tensors (inputs, Δ, outputs) dominate peak memory at high resolution (VMamba-S at 1024² on a CPU: forward peak
+# 1,113 → 525 MiB, benchmarks/ss2d_memory.py), and at this size three more launches are small next to the work.
+DIRECTION_AT_A_TIME_TOKENS = 128 * 128
 
 
 class ScanBackendSetting:
@@ -156,6 +160,9 @@ class SS2D(nn.Module):
         """(B, D, H, W) → (B, D, H, W): the four-direction selective scan, merged by summing."""
         batch, channels, height, width = x.shape
         length = height * width
+        recording = torch.is_grad_enabled() and (x.requires_grad or self.x_proj_weight.requires_grad)
+        if not recording and length >= DIRECTION_AT_A_TIME_TOKENS:
+            return self.scan_2d_by_direction(x)
         xs = cross_scan(x)  # (B, 4, D, L)
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
         dts, b_groups, c_groups = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
@@ -173,6 +180,39 @@ class SS2D(nn.Module):
         )
         y = cross_merge(ys.view(batch, SCAN_DIRECTIONS, channels, length), height, width)
         return y.view(batch, channels, height, width).to(x.dtype)
+
+    def scan_2d_by_direction(self, x: torch.Tensor) -> torch.Tensor:
+        """``scan_2d`` one scan order at a time, summing into one map: the same result, with one order's
+        tensors alive at a time instead of all four."""
+        batch, channels = x.shape[:2]
+        A = -torch.exp(self.A_logs.float()).view(SCAN_DIRECTIONS, channels, self.d_state)
+        Ds = self.Ds.float().view(SCAN_DIRECTIONS, channels)
+        delta_bias = self.dt_projs_bias.float()
+        merged = x.new_zeros(x.shape, dtype=torch.promote_types(x.dtype, torch.float32))  # sums in >= fp32
+        for k in range(SCAN_DIRECTIONS):
+            # orders as in cross_scan: row-major, column-major, then both reversed
+            grid = x if k % 2 == 0 else x.transpose(2, 3)
+            xs = grid.flatten(2)
+            if k >= 2:
+                xs = xs.flip(-1)
+            x_dbl = torch.einsum("bdl,cd->bcl", xs, self.x_proj_weight[k])
+            dts, b, c = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+            y = selective_scan(
+                xs.contiguous(),
+                torch.einsum("brl,dr->bdl", dts, self.dt_projs_weight[k]),
+                A[k],
+                b.contiguous(),
+                c.contiguous(),
+                Ds[k],
+                delta_bias=delta_bias[k],
+                delta_softplus=True,
+                backend=self.scan_backend,
+            )
+            if k >= 2:
+                y = y.flip(-1)
+            y = y.view(batch, channels, *grid.shape[2:])
+            merged += y if k % 2 == 0 else y.transpose(2, 3)
+        return merged.to(x.dtype)
 
 
 class Mlp(nn.Module):
