@@ -77,12 +77,12 @@ def chunked_linear_scan(
     if decay_scale is not None:
         running = running * decay_scale
     running = running.expand_as(x)
-    if nonpositive:
-        largest = -running[..., -1].min()
+    if nonpositive:  # the halving above left chunk_size > 1 only where the range fits
+        fits = chunk_size > 1
     else:
         low, high = torch.aminmax(running)
-        largest = torch.maximum(-low, high)
-    if chunk_size > 1 and bool(largest <= limit):
+        fits = chunk_size > 1 and bool(torch.maximum(-low, high) <= limit)
+    if fits:
         decay_from_start = running.exp()
         local = decay_from_start * (x / decay_from_start).cumsum(-1)
     else:
