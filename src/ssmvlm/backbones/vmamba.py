@@ -163,31 +163,13 @@ class SS2D(nn.Module):
         recording = torch.is_grad_enabled() and (x.requires_grad or self.x_proj_weight.requires_grad)
         if not recording and length >= DIRECTION_AT_A_TIME_TOKENS:
             return self.scan_2d_by_direction(x)
-        xs = cross_scan(x)  # (B, 4, D, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
-        dts, b_groups, c_groups = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
-        ys = selective_scan(
-            xs.reshape(batch, -1, length),
-            dts.reshape(batch, -1, length),
-            -torch.exp(self.A_logs.float()),
-            b_groups.contiguous(),
-            c_groups.contiguous(),
-            self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(),
-            delta_softplus=True,
-            backend=self.scan_backend,
-        )
-        y = cross_merge(ys.view(batch, SCAN_DIRECTIONS, channels, length), height, width)
+        ys = self.scan_orders(cross_scan(x), slice(None))
+        y = cross_merge(ys, height, width)
         return y.view(batch, channels, height, width).to(x.dtype)
 
     def scan_2d_by_direction(self, x: torch.Tensor) -> torch.Tensor:
         """``scan_2d`` one scan order at a time, summing into one map: the same result, with one order's
         tensors alive at a time instead of all four."""
-        batch, channels = x.shape[:2]
-        A = -torch.exp(self.A_logs.float()).view(SCAN_DIRECTIONS, channels, self.d_state)
-        Ds = self.Ds.float().view(SCAN_DIRECTIONS, channels)
-        delta_bias = self.dt_projs_bias.float()
         merged = x.new_zeros(x.shape, dtype=torch.promote_types(x.dtype, torch.float32))  # sums in >= fp32
         for k in range(SCAN_DIRECTIONS):
             # orders as in cross_scan: row-major, column-major, then both reversed
@@ -195,24 +177,35 @@ class SS2D(nn.Module):
             xs = grid.flatten(2)
             if k >= 2:
                 xs = xs.flip(-1)
-            x_dbl = torch.einsum("bdl,cd->bcl", xs, self.x_proj_weight[k])
-            dts, b, c = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
-            y = selective_scan(
-                xs.contiguous(),
-                torch.einsum("brl,dr->bdl", dts, self.dt_projs_weight[k]),
-                A[k],
-                b.contiguous(),
-                c.contiguous(),
-                Ds[k],
-                delta_bias=delta_bias[k],
-                delta_softplus=True,
-                backend=self.scan_backend,
-            )
+            y = self.scan_orders(xs[:, None], slice(k, k + 1))[:, 0]
             if k >= 2:
                 y = y.flip(-1)
-            y = y.view(batch, channels, *grid.shape[2:])
+            y = y.view(grid.shape)
             merged += y if k % 2 == 0 else y.transpose(2, 3)
         return merged.to(x.dtype)
+
+    def scan_orders(self, xs: torch.Tensor, orders: slice) -> torch.Tensor:
+        """Sequences (B, K, D, L) in the scan orders ``orders`` (K of the four) → their scan outputs, same shape.
+
+        Each order has its own projections, A, D and Δ bias, and its B/C form one group.
+        """
+        batch, count, channels, length = xs.shape
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight[orders])
+        dts, b_groups, c_groups = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight[orders])
+        A_logs = self.A_logs.view(SCAN_DIRECTIONS, channels, self.d_state)[orders].reshape(-1, self.d_state)
+        ys = selective_scan(
+            xs.reshape(batch, -1, length),
+            dts.reshape(batch, -1, length),
+            -torch.exp(A_logs.float()),
+            b_groups.contiguous(),
+            c_groups.contiguous(),
+            self.Ds.view(SCAN_DIRECTIONS, channels)[orders].reshape(-1).float(),
+            delta_bias=self.dt_projs_bias[orders].reshape(-1).float(),
+            delta_softplus=True,
+            backend=self.scan_backend,
+        )
+        return ys.view(batch, count, channels, length)
 
 
 class Mlp(nn.Module):
