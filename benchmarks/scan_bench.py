@@ -142,25 +142,31 @@ def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | No
 
 
 def bench_cross_scan_gpu(copy_bw: float) -> list[dict]:
+    """cross_scan from plain and channels-last maps, cross_merge to plain and channels-last memory: tensor ops
+    against the fused kernels."""
     rows = []
     for batch, channels, size in [(128, 384, 14), (8, 384, 64), (64, 192, 56)]:
-        x = torch.randn(batch, channels, size, size, device="cuda", dtype=torch.bfloat16)
+        plain = torch.randn(batch, channels, size, size, device="cuda", dtype=torch.bfloat16)
         y = torch.randn(batch, 4, channels, size * size, device="cuda", dtype=torch.bfloat16)
-        nbytes = 5 * x.numel() * x.element_size()
-        for fused in (False, True):
-            scan_ms = time_gpu(lambda x=x, fused=fused: cross_scan(x, fused=fused))
-            merge_ms = time_gpu(lambda y=y, size=size, fused=fused: cross_merge(y, size, size, fused=fused))
-            rows.append({"shape": f"{batch}x{channels}x{size}x{size}", "fused": fused,
-                         "scan_ms": scan_ms, "merge_ms": merge_ms,
-                         "scan_frac_copy": nbytes / (scan_ms * 1e-3) / copy_bw,
-                         "merge_frac_copy": nbytes / (merge_ms * 1e-3) / copy_bw})
+        nbytes = 5 * plain.numel() * plain.element_size()
+        for layout, x in (("plain", plain), ("channels_last", plain.contiguous(memory_format=torch.channels_last))):
+            for fused in (False, True):
+                cl = layout == "channels_last"
+                scan_ms = time_gpu(lambda x=x, fused=fused: cross_scan(x, fused=fused))
+                merge_ms = time_gpu(
+                    lambda y=y, size=size, fused=fused, cl=cl: cross_merge(y, size, size, fused=fused, channels_last=cl)
+                )
+                rows.append({"shape": f"{batch}x{channels}x{size}x{size}", "layout": layout, "fused": fused,
+                             "scan_ms": scan_ms, "merge_ms": merge_ms,
+                             "scan_frac_copy": nbytes / (scan_ms * 1e-3) / copy_bw,
+                             "merge_frac_copy": nbytes / (merge_ms * 1e-3) / copy_bw})
     return rows
 
 
 def tile_sweep(copy_bw: float) -> list[dict]:
     """Forward and forward+backward time of the Triton kernels for other tiles and warps (guides the default)."""
-    n1 = [(4, 256, 8), (4, 256, 4), (8, 128, 4), (16, 64, 8), (2, 512, 8), (8, 64, 4), (32, 32, 8), (2, 256, 4)]
-    n16 = [(8, 32, 8), (2, 32, 4), (4, 16, 4), (8, 16, 8), (1, 64, 4)]
+    n1 = [(2, 256, 4), (4, 256, 4), (4, 128, 4), (8, 128, 4), (8, 128, 8), (8, 64, 4), (16, 64, 4), (32, 32, 8)]
+    n16 = [(4, 64, 4), (8, 64, 4), (4, 128, 4), (8, 128, 4), (2, 256, 4), (16, 32, 4), (8, 32, 2), (4, 256, 8)]
     rows = []
     for shape in GPU_SHAPES:
         for block_d, block_l, warps in n1 if shape.n_state == 1 else n16:
@@ -174,7 +180,7 @@ def tile_sweep(copy_bw: float) -> list[dict]:
 def run_gpu(args: argparse.Namespace) -> dict:
     copy_bw = gpu_copy_bandwidth()
     print(f"device {torch.cuda.get_device_name()}; copy bandwidth {copy_bw / 1e9:.0f} GB/s", flush=True)
-    backends = [b for b in ("triton", "torch") if b in available_backends()]
+    backends = [b for b in args.backends if b in available_backends()]
     rows = []
     for shape in GPU_SHAPES:
         for backend in backends:
@@ -242,10 +248,10 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['shape']} | {r['backend']} | {r['fwd_ms']:.3f} | {r['fwd_GBps']:.0f} | "
                      f"{100 * r['fwd_frac_copy']:.0f}% | {r['fwdbwd_ms']:.3f} | {r['fwdbwd_GBps']:.0f} | "
                      f"{100 * r['fwdbwd_frac_copy']:.0f}% | {speed} |")
-    lines += ["", "| cross-scan shape | fused | scan ms | merge ms | scan % copy | merge % copy |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| cross-scan shape | map layout | fused | scan ms | merge ms | scan % copy | merge % copy |",
+              "|---|---|---|---|---|---|---|"]
     for r in report["cross_scan"]:
-        lines.append(f"| {r['shape']} | {r['fused']} | {r['scan_ms']:.4f} | {r['merge_ms']:.4f} | "
+        lines.append(f"| {r['shape']} | {r['layout']} | {r['fused']} | {r['scan_ms']:.4f} | {r['merge_ms']:.4f} | "
                      f"{100 * r['scan_frac_copy']:.0f}% | {100 * r['merge_frac_copy']:.0f}% |")
     return "\n".join(lines)
 
@@ -255,7 +261,8 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="torch vs reference on the CPU at L = 1024")
     parser.add_argument("--out", type=Path, help="write the full results as JSON here")
     parser.add_argument("--repeats", type=int, default=5, help="CPU timing repeats (median)")
-    parser.add_argument("--sweep", action="store_true", help="GPU: also sweep Triton tiles on the N=1 shapes")
+    parser.add_argument("--backends", nargs="+", default=["triton", "torch"], help="GPU backends to time")
+    parser.add_argument("--sweep", action="store_true", help="GPU: also sweep Triton tiles and warps")
     args = parser.parse_args()
     report = run_cpu(args) if args.cpu else run_gpu(args)
     try:

@@ -22,7 +22,7 @@ import torch
 from ssmvlm.backbones import create_vision_backbone
 name, size, threshold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 backbone = create_vision_backbone(name, image_size=size).eval()
-sys.modules["ssmvlm.backbones.vmamba"].DIRECTION_AT_A_TIME_TOKENS = threshold
+sys.modules["ssmvlm.backbones.vmamba"].CHUNKED_SCAN_TOKENS = threshold
 pixels = torch.randn(1, 3, size, size)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()

@@ -406,39 +406,57 @@ def test_vim_mixer_equals_its_two_directional_branches() -> None:
         torch.testing.assert_close(mixer(hidden), expected)
 
 
-def test_vmamba_inference_scans_one_direction_at_a_time_at_high_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vmamba_inference_scans_channel_parts_at_high_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     backbone = small("vmamba_nano", image_size=(64, 96)).double()
     vmamba = sys.modules["ssmvlm.backbones.vmamba"]
-    by_direction = vmamba.SS2D.scan_2d_by_direction
-    calls: list[int] = []
+    scan_orders = vmamba.SS2D.scan_orders
+    widths: list[int] = []
 
-    def counted(self, x: torch.Tensor) -> torch.Tensor:
-        calls.append(x.shape[-2] * x.shape[-1])
-        return by_direction(self, x)
+    def counted(self, xs: torch.Tensor, *args) -> torch.Tensor:
+        widths.append(xs.shape[2])
+        return scan_orders(self, xs, *args)
 
-    monkeypatch.setattr(vmamba.SS2D, "scan_2d_by_direction", counted)
+    monkeypatch.setattr(vmamba.SS2D, "scan_orders", counted)
     x = torch.randn(1, 3, 64, 96, dtype=torch.float64)
     with torch.no_grad():
-        four_at_once = backbone(x)
-        assert not calls  # maps of 16x24 tokens and less stay below the threshold
-        monkeypatch.setattr(vmamba, "DIRECTION_AT_A_TIME_TOKENS", 1)
-        one_at_a_time = backbone(x)
-    assert calls and max(calls) == 16 * 24
-    torch.testing.assert_close(one_at_a_time, four_at_once, rtol=1e-10, atol=1e-10)
-    calls.clear()
-    backbone(x.requires_grad_()).sum().backward()  # under autograd the four directions run together
-    assert not calls
+        whole = backbone(x)
+        first_mixer = backbone.trunk.layers[0].blocks[0].op.d_inner
+        assert widths[0] == first_mixer  # maps of 16x24 tokens and less scan all channels at once
+        widths.clear()
+        monkeypatch.setattr(vmamba, "CHUNKED_SCAN_TOKENS", 1)
+        in_parts = backbone(x)
+    assert widths[:4] == [first_mixer // 4] * 4
+    torch.testing.assert_close(in_parts, whole, rtol=1e-10, atol=1e-10)
+    widths.clear()
+    backbone(x.requires_grad_()).sum().backward()  # under autograd every channel scans at once
+    assert widths[0] == first_mixer
 
 
-def test_vmamba_v0_mixer_one_direction_at_a_time_matches() -> None:
+def test_vmamba_projects_once_on_the_map_as_on_the_four_orders() -> None:
+    import sys
+
+    from ssmvlm.ops import cross_scan
+
+    small("vmamba_nano")  # imports the module
+    mixer = sys.modules["ssmvlm.backbones.vmamba"].SS2D(16, d_state=2, ssm_ratio=1.0, version="v2", conv_bias=False)
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64)
+    per_order = torch.einsum("bkdl,kcd->bkcl", cross_scan(x), mixer.x_proj_weight.double())
+    torch.testing.assert_close(mixer.double().project_orders(x), per_order, rtol=1e-12, atol=1e-12)
+
+
+def test_vmamba_v0_mixer_channel_parts_match(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     small("vmamba_nano")  # imports the module
-    mixer = sys.modules["ssmvlm.backbones.vmamba"].SS2D(
-        16, d_state=4, ssm_ratio=2.0, version="v0", conv_bias=True, channel_first=False
-    ).double()
-    x = torch.randn(2, 32, 5, 7, dtype=torch.float64)
+    vmamba = sys.modules["ssmvlm.backbones.vmamba"]
+    mixer = vmamba.SS2D(10, d_state=4, ssm_ratio=2.0, version="v0", conv_bias=True).double()  # 20 channels
+    x = torch.randn(2, 20, 5, 7, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(mixer.scan_2d_by_direction(x), mixer.scan_2d(x), rtol=1e-12, atol=1e-12)
+        whole = mixer.scan_2d(x)
+        monkeypatch.setattr(vmamba, "SCAN_CHANNEL_CHUNKS", 3)  # parts of 7, 7 and 6 channels
+        monkeypatch.setattr(vmamba, "CHUNKED_SCAN_TOKENS", 1)
+        in_parts = mixer.scan_2d(x)
+    assert in_parts.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(in_parts, whole, rtol=1e-12, atol=1e-12)

@@ -47,9 +47,16 @@ def test_encoder_bench_rows_flops_and_outputs(tmp_path: Path) -> None:
     assert vit.gflops > rows[0].gflops  # more tokens, more work
     saved = json.loads((tmp_path / "encoders.json").read_text())
     assert len(saved["rows"]) == 4 and set(saved["exponents"]) == {"vit_nano", "vmamba_nano"}
+    assert saved["mode"] == "eager"
     assert (tmp_path / "encoders.png").stat().st_size > 0 and "| vmamba_nano |" in (
         tmp_path / "encoders.md"
     ).read_text()
+
+
+def test_encoder_bench_refuses_cuda_graphs_without_cuda(tmp_path: Path) -> None:
+    config = EncoderBenchConfig(backbones=["vit_nano"], resolutions=[64], device="cpu", cuda_graph=True)
+    with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
+        run_encoder_bench(config, tmp_path)
 
 
 def test_scaling_exponent_fit_uses_the_high_token_range() -> None:

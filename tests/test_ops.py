@@ -174,6 +174,29 @@ def test_cross_merge_is_adjoint_and_inverts_up_to_four(height: int, width: int) 
     assert torch.allclose(cross_merge(cross_scan(x), height, width), 4 * x.flatten(2))
 
 
+def test_cross_scan_and_merge_accept_channels_last_memory() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(cross_scan(x_cl), cross_scan(x))
+    ys = torch.randn(2, 4, 3, 20, generator=gen, dtype=torch.float64)
+    merged = cross_merge(ys, 4, 5, channels_last=True)
+    assert torch.equal(merged, cross_merge(ys, 4, 5)) and merged.transpose(1, 2).is_contiguous()
+
+
+def test_grouped_cross_scan_takes_order_k_of_group_k_and_merge_is_its_adjoint() -> None:
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4 * 3, 4, 5, generator=gen, dtype=torch.float64)
+    grouped = cross_scan(x, grouped=True)
+    every_order = cross_scan(x).view(2, 4, 4, 3, 20)  # (batch, order, group, channel, position)
+    for k in range(4):
+        assert torch.equal(grouped[:, k], every_order[:, k, k])
+    y = torch.randn(2, 4, 3, 20, generator=gen, dtype=torch.float64)
+    back = cross_merge(y, 4, 5, grouped=True)
+    assert back.shape == (2, 12, 20)
+    assert torch.allclose((grouped * y).sum(), (x.flatten(2) * back).sum())
+
+
 def test_cross_scan_and_merge_gradients() -> None:
     x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     y = torch.randn(1, 4, 2, 12, dtype=torch.float64, requires_grad=True)
@@ -204,17 +227,43 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
             errors = compare_backend(case, "triton", dtype=dtype, seed=len(case.label()))
             bad = {k: v for k, v in errors.items() if not v < tolerance}
             assert not bad, (case.label(), dtype, bad)
-    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
-    y = torch.randn(2, 4, 3, 35, dtype=torch.float64, requires_grad=True)
-    assert torch.equal(cross_scan(x, fused=True), cross_scan(x))
-    assert torch.allclose(cross_merge(y, 5, 7, fused=True), cross_merge(y, 5, 7, fused=False))
-    gx = torch.autograd.grad(cross_scan(x, fused=True), x, y)[0]
-    assert torch.allclose(gx, torch.autograd.grad(cross_scan(x), x, y)[0])
-    gy = torch.autograd.grad(cross_merge(y, 5, 7, fused=True), y, x.flatten(2))[0]
-    assert torch.allclose(gy, torch.autograd.grad(cross_merge(y, 5, 7, fused=False), y, x.flatten(2))[0])
+    y = torch.randn(2, 4, 19, 35, dtype=torch.float64, requires_grad=True)
+    channels_last = torch.randn(2, 5, 7, 23, dtype=torch.float64).permute(0, 3, 1, 2)
+    # plain, channels-last, and a channel slice of a channels-last map (strides of the whole map)
+    for x in (torch.randn(2, 19, 5, 7, dtype=torch.float64), channels_last[:, :19], channels_last[:, 4:]):
+        x.requires_grad_()
+        assert torch.equal(cross_scan(x, fused=True), cross_scan(x, fused=False))
+        gx = torch.autograd.grad(cross_scan(x, fused=True), x, y)[0]
+        assert torch.allclose(gx, torch.autograd.grad(cross_scan(x, fused=False), x, y)[0])
+    groups = torch.randn(2, 5, 7, 4 * 6, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
+    assert torch.equal(cross_scan(groups, fused=True, grouped=True), cross_scan(groups, fused=False, grouped=True))
+    g = torch.randn(2, 4, 6, 35, dtype=torch.float64)
+    assert torch.allclose(torch.autograd.grad(cross_scan(groups, fused=True, grouped=True), groups, g)[0],
+                          torch.autograd.grad(cross_scan(groups, fused=False, grouped=True), groups, g)[0])
+    for channels_last in (False, True):
+        assert torch.allclose(cross_merge(g, 5, 7, fused=True, channels_last=channels_last, grouped=True),
+                              cross_merge(g, 5, 7, fused=False, grouped=True))
+        fused = cross_merge(y, 5, 7, fused=True, channels_last=channels_last)
+        assert torch.allclose(fused, cross_merge(y, 5, 7, fused=False))
+        assert fused.transpose(1, 2).is_contiguous() == channels_last
+        gy = torch.autograd.grad(fused, y, x.flatten(2))[0]
+        assert torch.allclose(gy, torch.autograd.grad(cross_merge(y, 5, 7, fused=False), y, x.flatten(2))[0])
     print("interpreter ok")
     """
 )
+
+
+def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> None:
+    pytest.importorskip("triton")
+    from ssmvlm.ops.scan_triton import launch_config
+
+    wide = launch_config(768, 65536, 1, (4, 4), training=False, batch=64, min_programs=528)
+    narrow = launch_config(768, 65536, 1, (4, 4), training=False, batch=1, min_programs=528)
+    assert (wide["BLOCK_D"], wide["BLOCK_L"]) == (8, 128)
+    # one image: channel blocks shrink until 528 programs run, tiles lengthen by the same factor
+    assert (narrow["BLOCK_D"], narrow["BLOCK_L"]) == (1, 1024)
+    grouped = launch_config(24, 196, 1, (4, 4), training=False, overrides={"BLOCK_D": 16})
+    assert 6 % grouped["BLOCK_D"] == 0  # never straddles a group of 6 channels, overrides included
 
 
 def test_triton_kernels_in_interpreter() -> None:

@@ -1,8 +1,13 @@
-"""VMamba (MzeroMiko/VMamba): v2 (``v05_noz``, channel-first) and v0 / vanilla (channel-last) SS2D backbones.
+"""VMamba (MzeroMiko/VMamba): v2 (``v05_noz``) and v0 / vanilla SS2D backbones.
 
 Module and parameter names follow ``classification/models/vmamba.py`` so the released classification
 checkpoints load with ``strict=True`` (legacy names are renamed by :meth:`VMambaBackbone.adapt_state_dict`).
 The scans run through :func:`ssmvlm.ops.selective_scan` and :func:`ssmvlm.ops.cross_scan`.
+
+Both versions run channel-last ((B, H, W, C) maps, as the release's ``channel_first=False`` variant): the v2
+release computes its 1×1 projections as convolutions and its norms through permutes of channel-first maps,
+which on a GPU cost more in layout copies than in arithmetic; the parameters are the same either way. The
+depthwise convolution and the cross-scan see the map as (B, C, H, W) views in channels-last memory.
 
 Feature taps return the stage's features before its downsample (as the release's ``Backbone_VSSM`` does),
 followed by a parameter-free LayerNorm over channels. ``Backbone_VSSM`` adds a learned ``outnorm`` there, but
@@ -29,10 +34,11 @@ from ssmvlm.backbones.timm_register import register_family
 from ssmvlm.ops import cross_merge, cross_scan, selective_scan
 
 SCAN_DIRECTIONS = 4
-# From this many tokens per map an inference call scans the four directions one after another: the four-direction
-# tensors (inputs, Δ, outputs) dominate peak memory at high resolution (VMamba-S at 1024² on a CPU: forward peak
-# 1,113 → 525 MiB, benchmarks/ss2d_memory.py), and at this size three more launches are small next to the work.
-DIRECTION_AT_A_TIME_TOKENS = 128 * 128
+# From this many tokens per map an inference call scans the channels in parts: the four-order tensors (inputs, Δ,
+# outputs) dominate peak memory at high resolution (benchmarks/ss2d_memory.py), and at this size the extra
+# launches are small next to the work.
+CHUNKED_SCAN_TOKENS = 128 * 128
+SCAN_CHANNEL_CHUNKS = 4
 
 
 class ScanBackendSetting:
@@ -77,18 +83,8 @@ class Permute(nn.Module):
         return x.permute(*self.dims)
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map (same parameters as nn.LayerNorm)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class Linear2d(nn.Linear):
-    """A Linear over the channels of a (B, C, H, W) map, run as a 1×1 conv; loads 2-D or 1×1-conv weights."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+class Linear(nn.Linear):
+    """nn.Linear that also loads the weights of the release's ``Linear2d`` saved as 1×1 convolutions."""
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "weight"
@@ -98,10 +94,10 @@ class Linear2d(nn.Linear):
 
 
 class SS2D(nn.Module):
-    """2-D selective scan: four scan orders, grouped B/C (one group per order), summed back.
+    """2-D selective scan of a (B, H, W, C) map: four scan orders, grouped B/C (one group per order), summed back.
 
-    ``version="v2"`` is the released ``v05_noz`` path (channel-first, no z branch, conv without bias);
-    ``version="v0"`` is the vanilla path (channel-last, SiLU(z) gating, conv with bias).
+    ``version="v2"`` is the released ``v05_noz`` path (no z branch, conv without bias);
+    ``version="v0"`` is the vanilla path (SiLU(z) gating, conv with bias).
     """
 
     def __init__(
@@ -112,20 +108,15 @@ class SS2D(nn.Module):
         ssm_ratio: float,
         version: str,
         conv_bias: bool,
-        channel_first: bool,
     ) -> None:
         super().__init__()
-        self.version = version
-        self.channel_first = channel_first
+        self.gated = gated = version == "v0"
         self.d_inner = d_inner = int(ssm_ratio * d_model)
         self.dt_rank = dt_rank = math.ceil(d_model / 16)
         self.d_state = d_state
         self.scan_backend: str | None = None
-        linear = Linear2d if channel_first else nn.Linear
-        norm = LayerNorm2d if channel_first else nn.LayerNorm
-        gated = version == "v0"
 
-        self.in_proj = linear(d_model, d_inner * (2 if gated else 1), bias=False)
+        self.in_proj = Linear(d_model, d_inner * (2 if gated else 1), bias=False)
         self.conv2d = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner, bias=conv_bias)
         self.x_proj_weight = nn.Parameter(torch.empty(SCAN_DIRECTIONS, dt_rank + 2 * d_state, d_inner))
         self.dt_projs_weight = nn.Parameter(torch.empty(SCAN_DIRECTIONS, d_inner, dt_rank))
@@ -134,8 +125,8 @@ class SS2D(nn.Module):
             torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(SCAN_DIRECTIONS * d_inner, 1)
         )
         self.Ds = nn.Parameter(torch.ones(SCAN_DIRECTIONS * d_inner))
-        self.out_norm = norm(d_inner)
-        self.out_proj = linear(d_inner, d_model, bias=False)
+        self.out_norm = nn.LayerNorm(d_inner)
+        self.out_proj = Linear(d_inner, d_model, bias=False)
 
         with torch.no_grad():  # x_proj keeps nn.Linear's default init in the release
             bound = d_inner**-0.5
@@ -143,95 +134,90 @@ class SS2D(nn.Module):
             init_dt_projection(self.dt_projs_weight, self.dt_projs_bias, dt_rank)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.version == "v0":
-            return self._forward_gated(x)
-        y = F.silu(self.conv2d(self.in_proj(x)))
-        y = self.out_norm(self.scan_2d(y))
+        if self.gated:
+            x, z = self.in_proj(x).chunk(2, dim=-1)
+        else:
+            x = self.in_proj(x)
+        y = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # channels-last memory in, channels-last out
+        y = self.out_norm(self.scan_2d(y).permute(0, 2, 3, 1))
+        if self.gated:
+            y = y * F.silu(z)
         return self.out_proj(y)
 
-    def _forward_gated(self, x: torch.Tensor) -> torch.Tensor:
-        # channel-last (B, H, W, C)
-        x, z = self.in_proj(x).chunk(2, dim=-1)
-        y = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
-        y = self.out_norm(self.scan_2d(y).permute(0, 2, 3, 1))
-        return self.out_proj(y * F.silu(z))
-
     def scan_2d(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D, H, W) → (B, D, H, W): the four-direction selective scan, merged by summing."""
+        """(B, D, H, W) → (B, D, H, W) in channels-last memory: the four-direction selective scan, summed.
+
+        Inference on large maps scans the channels in ``SCAN_CHANNEL_CHUNKS`` parts one after another (every
+        channel's scan is independent): the same result with a fraction of the four-order tensors alive.
+        """
         batch, channels, height, width = x.shape
-        length = height * width
+        x_dbl = self.project_orders(x)
         recording = torch.is_grad_enabled() and (x.requires_grad or self.x_proj_weight.requires_grad)
-        if not recording and length >= DIRECTION_AT_A_TIME_TOKENS:
-            return self.scan_2d_by_direction(x)
-        ys = self.scan_orders(cross_scan(x), slice(None))
-        y = cross_merge(ys, height, width)
-        return y.view(batch, channels, height, width).to(x.dtype)
+        if recording or height * width < CHUNKED_SCAN_TOKENS:
+            ys = self.scan_orders(cross_scan(x), x_dbl)
+            return cross_merge(ys, height, width, channels_last=True).view(batch, channels, height, width)
+        merged = torch.empty_like(x, memory_format=torch.channels_last)
+        step = -(-channels // SCAN_CHANNEL_CHUNKS)
+        for start in range(0, channels, step):
+            part = slice(start, min(start + step, channels))
+            ys = self.scan_orders(cross_scan(x[:, part]), x_dbl, part)
+            merged[:, part] = cross_merge(ys, height, width, channels_last=True).view(batch, -1, height, width)
+        return merged
 
-    def scan_2d_by_direction(self, x: torch.Tensor) -> torch.Tensor:
-        """``scan_2d`` one scan order at a time, summing into one map: the same result, with one order's
-        tensors alive at a time instead of all four."""
-        merged = x.new_zeros(x.shape, dtype=torch.promote_types(x.dtype, torch.float32))  # sums in >= fp32
-        for k in range(SCAN_DIRECTIONS):
-            # orders as in cross_scan: row-major, column-major, then both reversed
-            grid = x if k % 2 == 0 else x.transpose(2, 3)
-            xs = grid.flatten(2)
-            if k >= 2:
-                xs = xs.flip(-1)
-            y = self.scan_orders(xs[:, None], slice(k, k + 1))[:, 0]
-            if k >= 2:
-                y = y.flip(-1)
-            y = y.view(grid.shape)
-            merged += y if k % 2 == 0 else y.transpose(2, 3)
-        return merged.to(x.dtype)
+    def project_orders(self, x: torch.Tensor) -> torch.Tensor:
+        """x_proj of every order, (B, 4, dt_rank + 2N, H·W) in scan order.
 
-    def scan_orders(self, xs: torch.Tensor, orders: slice) -> torch.Tensor:
-        """Sequences (B, K, D, L) in the scan orders ``orders`` (K of the four) → their scan outputs, same shape.
+        The projection is pointwise in space, so it runs once on the map (one GEMM over channels-last
+        memory) and only its narrow output is put into the four orders (order k of projection k), instead
+        of projecting the four re-ordered copies of the map.
+        """
+        x_dbl = F.linear(x.permute(0, 2, 3, 1), self.x_proj_weight.flatten(0, 1))  # (B, H, W, 4·(R + 2N))
+        return cross_scan(x_dbl.permute(0, 3, 1, 2), grouped=True)
+
+    def scan_orders(self, xs: torch.Tensor, x_dbl: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:
+        """The four orders' sequences of ``channels``, (B, 4, D', L), and the orders' x_proj outputs
+        (B, 4, dt_rank + 2N, L) → the scan outputs, (B, 4, D', L).
 
         Each order has its own projections, A, D and Δ bias, and its B/C form one group.
         """
-        batch, count, channels, length = xs.shape
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight[orders])
+        batch, count, width, length = xs.shape
         dts, b_groups, c_groups = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight[orders])
-        A_logs = self.A_logs.view(SCAN_DIRECTIONS, channels, self.d_state)[orders].reshape(-1, self.d_state)
+        dts = torch.matmul(self.dt_projs_weight[:, channels], dts)  # (4, D', R) @ (B, 4, R, L) → (B, 4, D', L)
+        per_order = (SCAN_DIRECTIONS, self.d_inner)
         ys = selective_scan(
             xs.reshape(batch, -1, length),
             dts.reshape(batch, -1, length),
-            -torch.exp(A_logs.float()),
+            -torch.exp(self.A_logs.view(*per_order, self.d_state)[:, channels].reshape(-1, self.d_state).float()),
             b_groups.contiguous(),
             c_groups.contiguous(),
-            self.Ds.view(SCAN_DIRECTIONS, channels)[orders].reshape(-1).float(),
-            delta_bias=self.dt_projs_bias[orders].reshape(-1).float(),
+            self.Ds.view(per_order)[:, channels].reshape(-1).float(),
+            delta_bias=self.dt_projs_bias[:, channels].reshape(-1).float(),
             delta_softplus=True,
             backend=self.scan_backend,
         )
-        return ys.view(batch, count, channels, length)
+        return ys.view(batch, count, width, length)
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, channel_first: bool) -> None:
+    def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        linear = Linear2d if channel_first else nn.Linear
-        self.fc1 = linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
 class VSSBlock(nn.Module):
-    def __init__(
-        self, dim: int, *, drop_path: float, mlp_ratio: float, channel_first: bool, **ssm: Any
-    ) -> None:
+    def __init__(self, dim: int, *, drop_path: float, mlp_ratio: float, **ssm: Any) -> None:
         super().__init__()
-        norm = LayerNorm2d if channel_first else nn.LayerNorm
-        self.norm = norm(dim)
-        self.op = SS2D(dim, channel_first=channel_first, **ssm)
+        self.norm = nn.LayerNorm(dim)
+        self.op = SS2D(dim, **ssm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if mlp_ratio > 0:
-            self.norm2 = norm(dim)
-            self.mlp = Mlp(dim, int(dim * mlp_ratio), channel_first)
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.op(self.norm(x)))
@@ -256,21 +242,22 @@ class PatchMerging2D(nn.Module):
         return self.reduction(self.norm(x))
 
 
-# The releases pair the layouts with the stem/downsample versions: v2 models are channel-first (Identity where
-# the channel-last variant permutes, so the Sequential indices match), v0 models are channel-last.
-def _patch_embed(channel_first: bool, dim: int) -> nn.Sequential:
-    if not channel_first:
+# The stems and downsamples of the two versions, in the release's channel-last form (Permute modules hold the
+# Sequential indices of the channel-first form's Identity modules, so the parameter names match).
+def _patch_embed(version: str, dim: int) -> nn.Sequential:
+    if version == "v0":
         return nn.Sequential(nn.Conv2d(3, dim, 4, 4), Permute(0, 2, 3, 1), nn.LayerNorm(dim))
     return nn.Sequential(
-        nn.Conv2d(3, dim // 2, 3, 2, 1), nn.Identity(), LayerNorm2d(dim // 2), nn.Identity(),
-        nn.GELU(), nn.Conv2d(dim // 2, dim, 3, 2, 1), nn.Identity(), LayerNorm2d(dim),
+        nn.Conv2d(3, dim // 2, 3, 2, 1), Permute(0, 2, 3, 1), nn.LayerNorm(dim // 2), Permute(0, 3, 1, 2),
+        nn.GELU(), nn.Conv2d(dim // 2, dim, 3, 2, 1), Permute(0, 2, 3, 1), nn.LayerNorm(dim),
     )  # fmt: skip
 
 
-def _downsample(channel_first: bool, dim: int) -> nn.Module:
-    if not channel_first:
+def _downsample(version: str, dim: int) -> nn.Module:
+    if version == "v0":
         return PatchMerging2D(dim)
-    return nn.Sequential(nn.Identity(), nn.Conv2d(dim, 2 * dim, 3, 2, 1), nn.Identity(), LayerNorm2d(2 * dim))
+    return nn.Sequential(Permute(0, 3, 1, 2), nn.Conv2d(dim, 2 * dim, 3, 2, 1), Permute(0, 2, 3, 1),
+                         nn.LayerNorm(2 * dim))
 
 
 class VSSM(nn.Module):
@@ -291,33 +278,27 @@ class VSSM(nn.Module):
     ) -> None:
         super().__init__()
         self.version = version
-        self.channel_first = channel_first = version == "v2"
         self.dims = list(dims)
         self.num_classes = num_classes
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         ssm = dict(d_state=d_state, ssm_ratio=ssm_ratio, version=version, conv_bias=version == "v0")
 
-        self.patch_embed = _patch_embed(channel_first, dims[0])
+        self.patch_embed = _patch_embed(version, dims[0])
         self.layers = nn.ModuleList()
         for i, (dim, depth) in enumerate(zip(dims, depths, strict=True)):
             blocks = nn.Sequential(*[
-                VSSBlock(dim, drop_path=rates[sum(depths[:i]) + j], mlp_ratio=mlp_ratio,
-                         channel_first=channel_first, **ssm)
+                VSSBlock(dim, drop_path=rates[sum(depths[:i]) + j], mlp_ratio=mlp_ratio, **ssm)
                 for j in range(depth)
             ])  # fmt: skip
-            downsample = nn.Identity() if i == len(dims) - 1 else _downsample(channel_first, dim)
+            downsample = nn.Identity() if i == len(dims) - 1 else _downsample(version, dim)
             self.layers.append(nn.Sequential(OrderedDict(blocks=blocks, downsample=downsample)))
         self.classifier = nn.Sequential(OrderedDict(
-            norm=LayerNorm2d(dims[-1]) if channel_first else nn.LayerNorm(dims[-1]),
-            permute=nn.Identity() if channel_first else Permute(0, 3, 1, 2),
+            norm=nn.LayerNorm(dims[-1]), permute=Permute(0, 3, 1, 2),
             avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1),
             head=nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity(),
         ))  # fmt: skip
         self.apply(init_linear_and_layernorm)
         set_scan_backend(self, scan_backend)
-
-    def to_bchw(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.channel_first else x.permute(0, 3, 1, 2)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
@@ -366,7 +347,7 @@ class VMambaBackbone(ScanBackendSetting, VisionBackbone):
         for layer in self.trunk.layers[:stage]:
             x = layer(x)
         x = self.trunk.layers[stage].blocks[: block + 1](x)
-        tokens = self.trunk.to_bchw(x).flatten(2).transpose(1, 2)
+        tokens = x.flatten(1, 2)  # (B, H, W, C) → (B, H·W, C)
         return F.layer_norm(tokens, tokens.shape[-1:])
 
     def forward_stages(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
@@ -374,7 +355,7 @@ class VMambaBackbone(ScanBackendSetting, VisionBackbone):
         stages = []
         for layer in self.trunk.layers:
             x = layer.blocks(x)
-            stages.append(self.trunk.to_bchw(x))
+            stages.append(x.permute(0, 3, 1, 2))
             x = layer.downsample(x)
         return stages
 

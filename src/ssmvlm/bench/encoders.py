@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,8 @@ class EncoderBenchConfig:
     measure_throughput: bool = True
     measure_flops: bool = True
     fit_min_tokens: int = 16384  # 2048² at stride 16: where attention's quadratic term dominates
+    compile: bool = False  # torch.compile every backbone (each batch size compiles once, in the warm-up)
+    cuda_graph: bool = False  # time replays of a captured CUDA graph (GPU only): no launch gaps at batch 1
 
 
 @dataclass
@@ -95,6 +98,9 @@ def measure_encoder(name: str, resolution: int, config: EncoderBenchConfig, devi
         result.gflops, result.scan_gflops = count_flops(backbone, resolution)
     dtype = resolve_dtype(config.dtype, device)
     backbone = backbone.to(device).eval()
+    if config.compile:
+        torch._dynamo.reset()  # a fresh cache per backbone: they share forward(), whose guards would pile up
+    module = torch.compile(backbone) if config.compile else backbone
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def run(batch: int) -> tuple[float, float | None]:
@@ -104,8 +110,10 @@ def measure_encoder(name: str, resolution: int, config: EncoderBenchConfig, devi
 
         def forward() -> None:
             with torch.inference_mode(), autocast:
-                backbone(pixels)
+                module(pixels)
 
+        if config.cuda_graph:
+            forward = capture_cuda_graph(forward, warmup=max(1, config.warmup))
         ms = median_ms(forward, device, warmup=config.warmup, repeats=config.repeats)
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         return ms, peak
@@ -133,6 +141,23 @@ def measure_encoder(name: str, resolution: int, config: EncoderBenchConfig, devi
         break
     _release(device)
     return result
+
+
+def capture_cuda_graph(forward: Callable[[], None], warmup: int) -> Callable[[], None]:
+    """``forward`` recorded once into a CUDA graph (after untimed calls that compile and pick kernels); returns
+    its replay."""
+    for _ in range(warmup):
+        forward()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        forward()
+    return graph.replay
+
+
+def execution_mode(config: EncoderBenchConfig) -> str:
+    return " + ".join([m for m, on in (("torch.compile", config.compile), ("CUDA graph", config.cuda_graph)) if on]
+                      or ["eager"])
 
 
 def _release(device: torch.device) -> None:
@@ -240,6 +265,8 @@ def run_encoder_bench(config: EncoderBenchConfig, out_dir: Path) -> list[Encoder
     from ssmvlm.config import to_dict
 
     device = resolve_device(config.device)
+    if config.cuda_graph and device.type != "cuda":
+        raise ValueError(f"bench encoders: cuda_graph needs a CUDA device, got {device}")
     out_dir = Path(out_dir)
     write_run_record(out_dir, to_dict(config), seed=None)
     rows: list[EncoderMeasurement] = []
@@ -256,6 +283,7 @@ def run_encoder_bench(config: EncoderBenchConfig, out_dir: Path) -> list[Encoder
         {
             "device": str(device),
             "dtype": str(resolve_dtype(config.dtype, device)),
+            "mode": execution_mode(config),
             "rows": [asdict(r) for r in rows],
             "exponents": exponents,
         },

@@ -30,6 +30,8 @@ def encoders(
     no_throughput: bool = typer.Option(False, "--no-throughput", help="Only batch-1 latency."),
     no_flops: bool = typer.Option(False, "--no-flops", help="Skip FLOP counting."),
     fit_min_tokens: int = typer.Option(16384, help="Fit the scaling exponent on points with ≥ this many tokens."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile every backbone before timing."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Time replays of a captured CUDA graph (GPU)."),
     out: Path = typer.Option(Path("runs/bench"), help="Output folder (JSON, Markdown, plot)."),
 ) -> None:
     """Throughput, batch-1 latency, peak memory, tokens and FLOPs of encoders against resolution."""
@@ -49,6 +51,8 @@ def encoders(
             "measure_throughput": not no_throughput,
             "measure_flops": not no_flops,
             "fit_min_tokens": fit_min_tokens,
+            "compile": compile_model,
+            "cuda_graph": cuda_graph,
         },
     )
     rows = run_encoder_bench(config, out)

@@ -2,10 +2,12 @@
 
 ``cross_scan``: (B, C, H, W) → (B, 4, C, H·W) in the orders row-major, column-major, reversed row-major,
 reversed column-major. ``cross_merge``: (B, 4, C, H·W) → (B, C, H·W), mapping each order back to row-major
-and summing. The two are adjoint (each one's backward is the other). On CUDA with Triton, ``cross_merge``
-runs a fused kernel (one pass; 1.6–4× faster than the tensor ops on an H100), while ``cross_scan`` keeps
-the tensor ops, which were as fast or faster there except at 14×14 (``benchmarks/notes_scan.md``).
-``fused=True/False`` forces either path.
+and summing. The two are adjoint (each one's backward is the other). Maps may be plain (B, C, H, W) or
+channels-last memory, and ``cross_merge(..., channels_last=True)`` returns its (B, C, H·W) result in
+(B, H·W, C) memory, ready for channel-last layers. On CUDA with Triton both run fused kernels (one pass)
+where they pay: ``cross_merge`` always, ``cross_scan`` on channels-last maps, where the tensor ops would
+transpose in several passes (plain maps keep the tensor ops, as fast or faster there on an H100 except at
+14×14, ``benchmarks/notes_scan.md``). ``fused=True/False`` forces either path.
 """
 
 from __future__ import annotations
@@ -23,23 +25,38 @@ def _fused_available(t: torch.Tensor) -> bool:
     return True
 
 
-def cross_scan(x: torch.Tensor, *, fused: bool = False) -> torch.Tensor:
-    """(B, C, H, W) → (B, 4, C, H·W); ``fused=True`` uses the Triton kernel (CUDA only)."""
+def cross_scan(x: torch.Tensor, *, fused: bool | None = None, grouped: bool = False) -> torch.Tensor:
+    """(B, C, H, W) → (B, 4, C, H·W); ``fused=None`` uses the Triton kernel for channels-last maps on CUDA.
+
+    ``grouped``: x holds four channel groups, (B, 4·C, H, W), and order k is taken of group k alone
+    → (B, 4, C, H·W) (what each order's own projection of a map needs).
+    """
+    if fused is None:
+        fused = _fused_available(x) and x.stride(1) == 1 and x.shape[1] > 1
     if fused:
         from ssmvlm.ops.cross_scan_triton import CrossScanFused
 
-        return CrossScanFused.apply(x)
+        return CrossScanFused.apply(x, grouped)
     batch, channels, height, width = x.shape
+    if grouped:
+        groups = x.view(batch, 4, channels // 4, height, width)
+        rows, cols = groups[:, 0::2].flatten(3), groups[:, 1::2].transpose(3, 4).flatten(3)
+        return torch.stack([rows[:, 0], cols[:, 0], rows[:, 1].flip(-1), cols[:, 1].flip(-1)], dim=1)
     row_major = x.flatten(2)
     col_major = x.transpose(2, 3).flatten(2)
     forward = torch.stack([row_major, col_major], dim=1)
     return torch.cat([forward, forward.flip(-1)], dim=1).view(batch, 4, channels, height * width)
 
 
-def cross_merge(y: torch.Tensor, height: int, width: int, *, fused: bool | None = None) -> torch.Tensor:
+def cross_merge(
+    y: torch.Tensor, height: int, width: int, *, fused: bool | None = None, channels_last: bool = False,
+    grouped: bool = False,
+) -> torch.Tensor:
     """(B, 4, C, H·W) → (B, C, H·W), the sum of the four orders mapped back to row-major.
 
     ``fused=None`` uses the Triton kernel on CUDA when Triton imports; True forces it, False forbids it.
+    ``channels_last`` lays the result out as (B, H·W, C) in memory. ``grouped`` maps order k back into
+    channel group k instead of summing, (B, 4·C, H·W): the adjoint of ``cross_scan(..., grouped=True)``.
     """
     batch, directions, channels, length = y.shape
     if directions != 4 or length != height * width:
@@ -47,8 +64,10 @@ def cross_merge(y: torch.Tensor, height: int, width: int, *, fused: bool | None 
     if fused if fused is not None else _fused_available(y):
         from ssmvlm.ops.cross_scan_triton import CrossMergeFused
 
-        return CrossMergeFused.apply(y, height, width)
-    row = y[:, 0] + y[:, 2].flip(-1)
-    col = y[:, 1] + y[:, 3].flip(-1)
-    col = col.view(batch, channels, width, height).transpose(2, 3).reshape(batch, channels, length)
-    return row + col
+        return CrossMergeFused.apply(y, height, width, channels_last, grouped)
+    rows = [y[:, 0:1], y[:, 2:3].flip(-1)]
+    cols = [order.reshape(batch, 1, channels, width, height).transpose(3, 4).reshape(batch, 1, channels, length)
+            for order in (y[:, 1:2], y[:, 3:4].flip(-1))]
+    orders = torch.cat([rows[0], cols[0], rows[1], cols[1]], dim=1)  # every order back in row-major
+    merged = orders.flatten(1, 2) if grouped else orders.sum(1)
+    return merged.transpose(1, 2).contiguous().transpose(1, 2) if channels_last else merged

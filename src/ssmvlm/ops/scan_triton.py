@@ -1,19 +1,25 @@
 """The selective scan as fused Triton kernels, forward and backward (imported only where Triton exists).
 
-One program owns (a block of BLOCK_D channels × all N states) of one batch row and walks L in tiles of
-BLOCK_L steps. Inside a tile the linear recurrence h_t = a_t·h_{t-1} + x_t is one ``tl.associative_scan``
-over (a, x) pairs; the state at the tile's end is carried to the next tile. Everything is computed in
-float32 from inputs of any float dtype, and the output is stored in the input dtype.
+One program owns a block of BLOCK_D channels of one batch row and walks L in tiles of BLOCK_L steps, as
+mamba's CUDA kernel does: the tile's u and Δ are loaded once, then the N states are visited one after
+another, each a linear recurrence h_t = a_t·h_{t-1} + x_t over the tile computed by one
+``tl.associative_scan`` over (a, x) pairs, its output contribution C_t·h_t summed into the tile's y. The
+state at each tile's end is carried to the next tile in a (BLOCK_D, N) register block. Tiles are 2-D
+(channels × steps) whatever N is, so N = 16 costs 16 passes over a small tile instead of one 3-D tile whose
+scan and sum over states stall on shuffles. Everything is computed in float32 from inputs of any float
+dtype; the output is stored in the input dtype.
 
-The forward saves, only when a gradient is needed, the state at the start of every tile (the checkpoints).
-The backward walks the tiles in reverse: it recomputes the tile's states from its checkpoint, runs the
-adjoint recurrence λ_t = a_{t+1}·λ_{t+1} + C_t·g_t as a reverse scan (carrying λ between tiles, starting from
-the last state's gradient), and forms every input gradient in the same pass. Per-channel parameters (A, D,
-delta_bias, fixed B/C) accumulate in registers over L and are added across batch rows atomically; variable
-B/C gradients are summed over the block's channels and added atomically across channel blocks.
+The forward saves, only when a gradient is needed, the state at the start of every tile (the checkpoints)
+and, with z, the output before gating. The backward walks the tiles in reverse: per state it recomputes the
+tile's states from its checkpoint, runs the adjoint recurrence λ_t = a_{t+1}·λ_{t+1} + C_t·g_t as a reverse
+scan (carrying λ between tiles, starting from the last state's gradient), and forms every input gradient in
+the same pass. Nothing is added atomically: parameter gradients are written per batch row and variable B/C
+gradients per channel block, then summed by torch, so gradients are deterministic.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -21,6 +27,7 @@ import triton.language as tl
 
 # Offsets are int32 inside the kernels.
 _MAX_ELEMENTS = 2**31 - 1
+LOG2_E = tl.constexpr(1.4426950408889634)  # exp(Δ·A) = exp2(Δ·A·log2 e)
 
 
 @triton.jit
@@ -38,6 +45,29 @@ def _softplus(x):
 
 
 @triton.jit
+def _program_tile(dim, n_state, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    """This program's batch row, first channel, channel offsets (BLOCK_D, 1), state and step offsets (1, ·)."""
+    batch_id = tl.program_id(1)
+    d_start = tl.program_id(0) * BLOCK_D
+    offs_d = d_start + tl.arange(0, BLOCK_D)[:, None]
+    offs_n = tl.arange(0, BLOCK_N)[None, :]
+    offs_t = tl.arange(0, BLOCK_L)[None, :]
+    mask_d = offs_d < dim
+    mask_dn = mask_d & (offs_n < n_state)
+    return batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn
+
+
+@triton.jit
+def _load_channel(ptr, offs_d, mask_d, HAS: tl.constexpr):
+    """A per-channel parameter as (BLOCK_D, 1) float32 (0 when absent)."""
+    if HAS:
+        values = tl.load(ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        values = tl.zeros(offs_d.shape, dtype=tl.float32)
+    return values
+
+
+@triton.jit
 def _load_delta(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """Δ after bias and softplus (0 outside the sequence, so padded steps keep the state); raw Δ + bias."""
     raw = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
@@ -50,116 +80,103 @@ def _load_delta(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
 
 
 @triton.jit
-def _load_bc(ptr, offs_d, offs_n, t, mask_dn, mask_t, batch_id, group_id, n_groups, n_state, length,
+def _load_bc(ptr, offs_d, mask_d, n, t, mask_t, batch_id, group, n_groups, n_state, length,
              VARIABLE: tl.constexpr):
+    """State n's B or C: (1, BLOCK_L) over the tile's steps if variable, else (BLOCK_D, 1) per channel."""
     if VARIABLE:
-        base = ((batch_id * n_groups + group_id) * n_state + offs_n) * length
-        values = tl.load(ptr + base + t, mask=(offs_n < n_state) & mask_t, other=0.0).to(tl.float32)
+        values = tl.load(ptr + ((batch_id * n_groups + group) * n_state + n) * length + t, mask=mask_t, other=0.0)
     else:
-        values = tl.load(ptr + offs_d * n_state + offs_n, mask=mask_dn, other=0.0).to(tl.float32)
-    return values
+        values = tl.load(ptr + offs_d * n_state + n, mask=mask_d, other=0.0)
+    return values.to(tl.float32)
+
+
+@triton.jit
+def _column(block, select):
+    """The column ``select`` marks in a (BLOCK_D, ·) block, as (BLOCK_D, 1)."""
+    return tl.sum(tl.where(select, block, 0.0), axis=1)[:, None]
 
 
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-    y_ptr, last_ptr, ckpt_ptr,
+    y_ptr, ypre_ptr, last_ptr, ckpt_ptr,
     dim, length, n_state, n_groups_b, n_groups_c, n_tiles,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_CKPT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    pid_d = tl.program_id(0)
-    batch_id = tl.program_id(1)
-    d_start = pid_d * BLOCK_D
-    offs_d = d_start + tl.arange(0, BLOCK_D)[:, None, None]
-    offs_n = tl.arange(0, BLOCK_N)[None, :, None]
-    offs_t = tl.arange(0, BLOCK_L)[None, None, :]
-    mask_d = offs_d < dim
-    mask_dn = mask_d & (offs_n < n_state)
+    batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn = _program_tile(
+        dim, n_state, BLOCK_D, BLOCK_N, BLOCK_L)
     group_b = d_start // (dim // n_groups_b)
     group_c = d_start // (dim // n_groups_c)
-
-    A = tl.load(A_ptr + offs_d * n_state + offs_n, mask=mask_dn, other=0.0).to(tl.float32)
-    A2 = A * 1.4426950408889634  # exp(Δ·A) = exp2(Δ·A·log2 e)
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_D:
-        skip = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    row = (batch_id * dim + offs_d) * length
-    state = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    bias = _load_channel(bias_ptr, offs_d, mask_d, HAS_BIAS)
+    skip = _load_channel(D_ptr, offs_d, mask_d, HAS_D)
+    channel = batch_id * dim + offs_d
+    row = channel * length
+    states = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     for tile in range(0, n_tiles):
         t = tile * BLOCK_L + offs_t
         mask_t = t < length
         mask = mask_d & mask_t
         if SAVE_CKPT:
-            ckpt_offs = ((batch_id * dim + offs_d) * n_tiles + tile) * n_state + offs_n
-            tl.store(ckpt_ptr + tl.reshape(ckpt_offs, (BLOCK_D, BLOCK_N)), state,
-                     mask=tl.reshape(mask_dn, (BLOCK_D, BLOCK_N)))
+            tl.store(ckpt_ptr + (channel * n_tiles + tile) * n_state + offs_n, states, mask=mask_dn)
         u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
         dt, _ = _load_delta(delta_ptr + row + t, mask, bias, HAS_BIAS, SOFTPLUS)
-        Bt = _load_bc(B_ptr, offs_d, offs_n, t, mask_dn, mask_t, batch_id, group_b, n_groups_b, n_state,
-                      length, B_VARIABLE)
-        Ct = _load_bc(C_ptr, offs_d, offs_n, t, mask_dn, mask_t, batch_id, group_c, n_groups_c, n_state,
-                      length, C_VARIABLE)
-        decay = tl.exp2(dt * A2)
-        x = dt * u * Bt
-        decay_prod, h_local = tl.associative_scan((decay, x), 2, _combine)
-        h = h_local + decay_prod * state[:, :, None]
-        y = tl.sum(h * Ct, axis=1)[:, None, :]
-        if HAS_D:
-            y += skip * u
+        dtu = dt * u
+        y = skip * u
+        for n in range(0, n_state):
+            is_n = offs_n == n
+            a2 = tl.load(A_ptr + offs_d * n_state + n, mask=mask_d, other=0.0).to(tl.float32) * LOG2_E
+            Bn = _load_bc(B_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
+                          B_VARIABLE)
+            Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
+                          C_VARIABLE)
+            decay_prod, h = tl.associative_scan((tl.exp2(dt * a2), dtu * Bn), 1, _combine)
+            h += decay_prod * _column(states, is_n)
+            y += h * Cn
+            # Padded steps hold the state, so the tile's last column is the state after its last real step.
+            states = tl.where(is_n, _column(h, offs_t == BLOCK_L - 1), states)
         if HAS_Z:
+            if SAVE_CKPT:
+                tl.store(ypre_ptr + row + t, y.to(ypre_ptr.dtype.element_ty), mask=mask)
             zt = tl.load(z_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
             y *= zt * tl.sigmoid(zt)
         tl.store(y_ptr + row + t, y.to(y_ptr.dtype.element_ty), mask=mask)
-        # Padded steps hold the state, so the tile's last column is the state after its last real step.
-        state = tl.sum(tl.where(offs_t == BLOCK_L - 1, h, 0.0), axis=2)
-    last_offs = (batch_id * dim + offs_d) * n_state + offs_n
-    tl.store(last_ptr + tl.reshape(last_offs, (BLOCK_D, BLOCK_N)), state,
-             mask=tl.reshape(mask_dn, (BLOCK_D, BLOCK_N)))
+    tl.store(last_ptr + channel * n_state + offs_n, states, mask=mask_dn)
 
 
 @triton.jit
 def _scan_bwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, dy_ptr, dlast_ptr,
-    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
-    dim, length, n_state, n_groups_b, n_groups_c, n_tiles,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, ypre_ptr, dy_ptr, dlast_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    dim, length, n_state, n_groups_b, n_groups_c, n_tiles, batch,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    pid_d = tl.program_id(0)
-    batch_id = tl.program_id(1)
-    d_start = pid_d * BLOCK_D
-    offs_d = d_start + tl.arange(0, BLOCK_D)[:, None, None]
-    offs_n = tl.arange(0, BLOCK_N)[None, :, None]
-    offs_t = tl.arange(0, BLOCK_L)[None, None, :]
-    mask_d = offs_d < dim
-    mask_n = offs_n < n_state
-    mask_dn = mask_d & mask_n
-    group_b = d_start // (dim // n_groups_b)
-    group_c = d_start // (dim // n_groups_c)
-    dn_offs = tl.reshape(offs_d * n_state + offs_n, (BLOCK_D, BLOCK_N))
-    dn_mask = tl.reshape(mask_dn, (BLOCK_D, BLOCK_N))
-
-    A = tl.load(A_ptr + offs_d * n_state + offs_n, mask=mask_dn, other=0.0).to(tl.float32)
-    A2 = A * 1.4426950408889634  # exp(Δ·A) = exp2(Δ·A·log2 e)
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_D:
-        skip = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    row = (batch_id * dim + offs_d) * length
-    adjoint = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    """Gradients: du, dΔ, dz as inputs; dA, dD, dΔ-bias and fixed dB/dC per batch row (batch, dim, ·);
+    variable dB/dC per channel block (blocks per group, batch, G, N, L)."""
+    batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn = _program_tile(
+        dim, n_state, BLOCK_D, BLOCK_N, BLOCK_L)
+    channels_b = dim // n_groups_b
+    channels_c = dim // n_groups_c
+    group_b = d_start // channels_b
+    group_c = d_start // channels_c
+    # Variable-B/C gradient rows of this channel block: its slot within its group, then as the B/C layout.
+    rows_db = (((d_start % channels_b) // BLOCK_D * batch + batch_id) * n_groups_b + group_b) * n_state
+    rows_dc = (((d_start % channels_c) // BLOCK_D * batch + batch_id) * n_groups_c + group_c) * n_state
+    bias = _load_channel(bias_ptr, offs_d, mask_d, HAS_BIAS)
+    skip = _load_channel(D_ptr, offs_d, mask_d, HAS_D)
+    channel = batch_id * dim + offs_d
+    row = channel * length
+    adjoints = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     if HAS_DLAST:
-        adjoint = tl.load(dlast_ptr + (batch_id * dim * n_state) + dn_offs, mask=dn_mask, other=0.0)
+        adjoints = tl.load(dlast_ptr + channel * n_state + offs_n, mask=mask_dn, other=0.0)
     dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     dB_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     dC_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    dD_acc = tl.zeros((BLOCK_D, 1, 1), dtype=tl.float32)
-    dbias_acc = tl.zeros((BLOCK_D, 1, 1), dtype=tl.float32)
+    dD_acc = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
+    dbias_acc = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
     for step in range(0, n_tiles):
         tile = n_tiles - 1 - step
         t = tile * BLOCK_L + offs_t
@@ -168,74 +185,69 @@ def _scan_bwd_kernel(
         u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
         dt, raw = _load_delta(delta_ptr + row + t, mask, bias, HAS_BIAS, SOFTPLUS)
         dt_next, _ = _load_delta(delta_ptr + row + t + 1, mask_d & (t + 1 < length), bias, HAS_BIAS, SOFTPLUS)
-        Bt = _load_bc(B_ptr, offs_d, offs_n, t, mask_dn, mask_t, batch_id, group_b, n_groups_b, n_state,
-                      length, B_VARIABLE)
-        Ct = _load_bc(C_ptr, offs_d, offs_n, t, mask_dn, mask_t, batch_id, group_c, n_groups_c, n_state,
-                      length, C_VARIABLE)
-        start = tl.load(ckpt_ptr + ((batch_id * dim + offs_d) * n_tiles + tile) * n_state + offs_n,
-                        mask=mask_dn, other=0.0)
-        x = dt * u * Bt
-        decay_prod, h_local = tl.associative_scan((tl.exp2(dt * A2), x), 2, _combine)
-        h = h_local + decay_prod * start
-
         g = tl.load(dy_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
         if HAS_Z:
             zt = tl.load(z_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
-            y = tl.sum(h * Ct, axis=1)[:, None, :]
-            if HAS_D:
-                y += skip * u
+            y = tl.load(ypre_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
             gate = tl.sigmoid(zt)
-            dz = g * y * gate * (1.0 + zt * (1.0 - gate))
-            tl.store(dz_ptr + row + t, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+            tl.store(dz_ptr + row + t, (g * y * gate * (1.0 + zt * (1.0 - gate))).to(dz_ptr.dtype.element_ty),
+                     mask=mask)
             g = g * zt * gate
-
-        # λ_t = a_{t+1}·λ_{t+1} + C_t·g_t, with a = 1 past the end and λ_L = d(last state).
-        decay_next_prod, adj_local = tl.associative_scan((tl.exp2(dt_next * A2), Ct * g), 2, _combine,
-                                                         reverse=True)
-        lam = adj_local + decay_next_prod * adjoint[:, :, None]
-        adjoint = tl.sum(tl.where(offs_t == 0, lam, 0.0), axis=2)
-
-        decayed_prev = h - x  # a_t·h_{t-1}
-        ddt = tl.sum(lam * (Bt * u + decayed_prev * A), axis=1)[:, None, :]
-        du = tl.sum(lam * Bt, axis=1)[:, None, :] * dt
+        dtu = dt * u
+        ddt = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+        du = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+        for n in range(0, n_state):
+            is_n = offs_n == n
+            a = tl.load(A_ptr + offs_d * n_state + n, mask=mask_d, other=0.0).to(tl.float32)
+            Bn = _load_bc(B_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
+                          B_VARIABLE)
+            Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
+                          C_VARIABLE)
+            start = tl.load(ckpt_ptr + (channel * n_tiles + tile) * n_state + n, mask=mask_d, other=0.0)
+            x = dtu * Bn
+            decay_prod, h = tl.associative_scan((tl.exp2(dt * (a * LOG2_E)), x), 1, _combine)
+            h += decay_prod * start
+            # λ_t = a_{t+1}·λ_{t+1} + C_t·g_t, with a = 1 past the end and λ_L = d(last state).
+            decay_next_prod, lam = tl.associative_scan((tl.exp2(dt_next * (a * LOG2_E)), Cn * g), 1, _combine,
+                                                       reverse=True)
+            lam += decay_next_prod * _column(adjoints, is_n)
+            adjoints = tl.where(is_n, _column(lam, offs_t == 0), adjoints)
+            decayed_prev = h - x  # a_t·h_{t-1}
+            ddt += lam * (Bn * u + decayed_prev * a)
+            du += lam * Bn
+            dA_acc += tl.where(is_n, tl.sum(lam * decayed_prev * dt, axis=1)[:, None], 0.0)
+            grad_b = lam * dtu
+            grad_c = h * g
+            if B_VARIABLE:
+                tl.store(dB_ptr + (rows_db + n) * length + t, tl.sum(grad_b, axis=0)[None, :], mask=mask_t)
+            else:
+                dB_acc += tl.where(is_n, tl.sum(grad_b, axis=1)[:, None], 0.0)
+            if C_VARIABLE:
+                tl.store(dC_ptr + (rows_dc + n) * length + t, tl.sum(grad_c, axis=0)[None, :], mask=mask_t)
+            else:
+                dC_acc += tl.where(is_n, tl.sum(grad_c, axis=1)[:, None], 0.0)
+        du *= dt
         if HAS_D:
             du += g * skip
-            dD_acc += tl.sum(g * u, axis=2)[:, :, None]
+            dD_acc += tl.sum(g * u, axis=1)[:, None]
         tl.store(du_ptr + row + t, du.to(du_ptr.dtype.element_ty), mask=mask)
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(raw)
         ddt = tl.where(mask, ddt, 0.0)
         tl.store(ddelta_ptr + row + t, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
         if HAS_BIAS:
-            dbias_acc += tl.sum(ddt, axis=2)[:, :, None]
-        dA_acc += tl.sum(lam * decayed_prev * dt, axis=2)
+            dbias_acc += tl.sum(ddt, axis=1)[:, None]
 
-        grad_b = lam * (dt * u)
-        grad_c = h * g
-        if B_VARIABLE:
-            base_b = ((batch_id * n_groups_b + group_b) * n_state + offs_n) * length
-            tl.atomic_add(dB_ptr + tl.reshape(base_b + t, (BLOCK_N, BLOCK_L)),
-                          tl.sum(grad_b, axis=0), mask=tl.reshape(mask_n & mask_t, (BLOCK_N, BLOCK_L)))
-        else:
-            dB_acc += tl.sum(grad_b, axis=2)
-        if C_VARIABLE:
-            base_c = ((batch_id * n_groups_c + group_c) * n_state + offs_n) * length
-            tl.atomic_add(dC_ptr + tl.reshape(base_c + t, (BLOCK_N, BLOCK_L)),
-                          tl.sum(grad_c, axis=0), mask=tl.reshape(mask_n & mask_t, (BLOCK_N, BLOCK_L)))
-        else:
-            dC_acc += tl.sum(grad_c, axis=2)
-
-    tl.atomic_add(dA_ptr + dn_offs, dA_acc, mask=dn_mask)
+    per_state = channel * n_state + offs_n
+    tl.store(dA_ptr + per_state, dA_acc, mask=mask_dn)
     if not B_VARIABLE:
-        tl.atomic_add(dB_ptr + dn_offs, dB_acc, mask=dn_mask)
+        tl.store(dB_ptr + per_state, dB_acc, mask=mask_dn)
     if not C_VARIABLE:
-        tl.atomic_add(dC_ptr + dn_offs, dC_acc, mask=dn_mask)
-    d_offs = tl.reshape(offs_d, (BLOCK_D,))
-    d_mask = tl.reshape(mask_d, (BLOCK_D,))
+        tl.store(dC_ptr + per_state, dC_acc, mask=mask_dn)
     if HAS_D:
-        tl.atomic_add(dD_ptr + d_offs, tl.reshape(dD_acc, (BLOCK_D,)), mask=d_mask)
+        tl.store(dD_ptr + channel, dD_acc, mask=mask_d)
     if HAS_BIAS:
-        tl.atomic_add(dbias_ptr + d_offs, tl.reshape(dbias_acc, (BLOCK_D,)), mask=d_mask)
+        tl.store(dbias_ptr + channel, dbias_acc, mask=mask_d)
 
 
 def _next_pow2(x: int) -> int:
@@ -243,33 +255,33 @@ def _next_pow2(x: int) -> int:
 
 
 def launch_config(
-    dim: int, length: int, n_state: int, groups: tuple[int, ...], *, training: bool
+    dim: int, length: int, n_state: int, groups: tuple[int, ...], *, training: bool, batch: int = 1,
+    min_programs: int = 0, overrides: dict[str, int] | None = None,
 ) -> dict[str, int]:
-    """Tile sizes and warps, the fastest of a sweep on an H100 (benchmarks/notes_scan.md).
+    """Tile sizes and warps, the fastest of a sweep on an H100 (benchmarks/notes_scan.md), then ``overrides``.
 
     Forward alone and forward+backward prefer different tiles; the backward must reuse the forward's BLOCK_L
     (its checkpoints are per tile), so ``training`` (a gradient will be needed) picks the pair for both.
-    A channel block must not straddle two B/C groups (the kernels read one group's B/C per block), so
-    BLOCK_D is halved until it divides every grouped operand's channels per group.
+    Fewer than ``min_programs`` programs (a small batch of long sequences) leave the GPU idle while each one
+    walks L: channel blocks then shrink and tiles lengthen by the same factor. A channel block must not
+    straddle two B/C groups (the kernels read one group's B/C per block), so BLOCK_D is halved until it
+    divides every grouped operand's channels per group.
     """
-    block_n = _next_pow2(n_state)
     short = length <= 256
-    if block_n > 1:
-        block_l = 16 if training else 32
-        block_d, warps = max(1, 1024 // (block_n * block_l)), 4
+    if n_state > 1:
+        block_d, block_l, warps = (16, 32, 4) if short else ((8, 32, 2) if training else (8, 64, 4))
     elif training:
-        block_l, block_d, warps = (256, 2, 4) if short else (64, 8, 4)
+        block_d, block_l, warps = (4, 256, 4) if short else (8, 64, 4)
     else:
-        block_l, block_d, warps = (32, 32, 8) if short else (128, 8, 8)
+        block_d, block_l, warps = (32, 32, 8) if short else (8, 128, 8)
+    while block_d > 1 and -(-dim // block_d) * batch < min_programs:
+        block_d, block_l = block_d // 2, block_l * 2
     block_l = max(16, min(block_l, _next_pow2(length)))
+    cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "bwd_num_warps": warps} | (overrides or {})
     for g in groups:
-        while g > 1 and (dim // g) % block_d:
-            block_d //= 2
-    return {"BLOCK_D": block_d, "BLOCK_N": block_n, "BLOCK_L": block_l, "num_warps": warps, "bwd_num_warps": warps}
-
-
-def _tiles(cfg: dict[str, int]) -> dict[str, int]:
-    return {key: cfg[key] for key in ("BLOCK_D", "BLOCK_N", "BLOCK_L")}
+        while g > 1 and (dim // g) % cfg["BLOCK_D"]:
+            cfg["BLOCK_D"] //= 2
+    return cfg
 
 
 class _Operands:
@@ -285,9 +297,6 @@ class _Operands:
         self.z = z.contiguous() if z is not None else None
         self.delta_bias = delta_bias.contiguous() if delta_bias is not None else None
 
-    def groups(self, bc: torch.Tensor) -> int:
-        return bc.shape[1] if bc.dim() == 4 else 1
-
     def kernel_args(self) -> list:
         dummy = self.u
         return [self.u, self.delta, self.A, self.B, self.C, self.D if self.D is not None else dummy,
@@ -299,6 +308,29 @@ class _Operands:
                 "HAS_Z": self.z is not None, "HAS_BIAS": self.delta_bias is not None}
 
 
+@functools.cache
+def _multiprocessors(device: torch.device) -> int:
+    """The device's SM count (0 off CUDA, as under Triton's CPU interpreter)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+
+
+def _groups(bc: torch.Tensor) -> int:
+    return bc.shape[1] if bc.dim() == 4 else 1
+
+
+def _tiles(cfg: dict[str, int], n_state: int) -> dict[str, int]:
+    return {"BLOCK_D": cfg["BLOCK_D"], "BLOCK_N": _next_pow2(n_state), "BLOCK_L": cfg["BLOCK_L"]}
+
+
+def _bc_grad_buffer(bc: torch.Tensor, batch: int, dim: int, block_d: int) -> torch.Tensor:
+    """Where the backward writes a B/C gradient: per batch row (batch, dim, N) when fixed, per channel block
+    (blocks per group, batch, G, N, L) when variable. Every element is written; the caller sums dim 0."""
+    if bc.dim() == 2:
+        return torch.empty(batch, *bc.shape, device=bc.device, dtype=torch.float32)
+    return torch.empty(triton.cdiv(dim // bc.shape[1], block_d), *bc.shape, device=bc.device,
+                       dtype=torch.float32)
+
+
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, config):
@@ -306,25 +338,30 @@ class _SelectiveScanTriton(torch.autograd.Function):
         batch, dim, length = u.shape
         n_state = A.shape[1]
         save = any(ctx.needs_input_grad)
-        groups = (ops.groups(ops.B), ops.groups(ops.C))
-        cfg = launch_config(dim, length, n_state, groups, training=save) | (config or {})
+        groups = (_groups(ops.B), _groups(ops.C))
+        cfg = launch_config(dim, length, n_state, groups, training=save, batch=batch,
+                            min_programs=4 * _multiprocessors(u.device), overrides=config)
         n_tiles = triton.cdiv(length, cfg["BLOCK_L"])
-        y = torch.empty_like(ops.u)
-        last = torch.empty(batch, dim, n_state, device=u.device, dtype=torch.float32)
-        if max(u.numel(), ops.B.numel(), batch * dim * n_tiles * n_state) > _MAX_ELEMENTS:
+        partial_rows = max(triton.cdiv(dim // g, cfg["BLOCK_D"]) * batch * g * n_state * length for g in groups)
+        if max(u.numel(), batch * dim * n_tiles * n_state, partial_rows if save else 0) > _MAX_ELEMENTS:
             raise ValueError(f"selective_scan triton backend: {tuple(u.shape)} with N={n_state} exceeds int32 "
                              "offsets; use backend='torch'")
-        ckpt = last  # not written unless a gradient is needed
+        y = torch.empty_like(ops.u)
+        last = torch.empty(batch, dim, n_state, device=u.device, dtype=torch.float32)
+        ckpt = ypre = last  # written only when a gradient is needed (ypre: only with z)
         if save:
             ckpt = torch.empty(batch, dim, n_tiles, n_state, device=u.device, dtype=torch.float32)
+            if ops.z is not None:
+                ypre = torch.empty_like(ops.u)
         grid = (triton.cdiv(dim, cfg["BLOCK_D"]), batch)
         _scan_fwd_kernel[grid](
-            *ops.kernel_args(), y, last, ckpt,
-            dim, length, n_state, ops.groups(ops.B), ops.groups(ops.C), n_tiles,
-            SOFTPLUS=delta_softplus, SAVE_CKPT=save, **ops.flags(), **_tiles(cfg), num_warps=cfg["num_warps"],
+            *ops.kernel_args(), y, ypre, last, ckpt,
+            dim, length, n_state, *groups, n_tiles,
+            SOFTPLUS=delta_softplus, SAVE_CKPT=save, **ops.flags(), **_tiles(cfg, n_state),
+            num_warps=cfg["num_warps"],
         )
         if save:
-            ctx.save_for_backward(*[t for t in ops.kernel_args()], ckpt)
+            ctx.save_for_backward(*ops.kernel_args(), ckpt, ypre)
             ctx.flags = ops.flags()
             ctx.original_bc = (B.dim(), C.dim())
             ctx.dtypes = [t.dtype if t is not None else None for t in (A, B, C, D, delta_bias)]
@@ -335,39 +372,40 @@ class _SelectiveScanTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, ckpt, ypre = ctx.saved_tensors
         flags = ctx.flags
         batch, dim, length = u.shape
         n_state = A.shape[1]
-        f32 = {"device": u.device, "dtype": torch.float32}
+        cfg = ctx.cfg
+        per_row = {"device": u.device, "dtype": torch.float32}
         du = torch.empty_like(u)
         ddelta = torch.empty_like(delta)
         dz = torch.empty_like(z) if flags["HAS_Z"] else du
-        dA = torch.zeros(A.shape, **f32)
-        dB = torch.zeros(B.shape, **f32)
-        dC = torch.zeros(C.shape, **f32)
-        dD = torch.zeros(dim, **f32)
-        dbias = torch.zeros(dim, **f32)
-        cfg = ctx.cfg
+        dA = torch.empty(batch, dim, n_state, **per_row)
+        dB = _bc_grad_buffer(B, batch, dim, cfg["BLOCK_D"])
+        dC = _bc_grad_buffer(C, batch, dim, cfg["BLOCK_D"])
+        dD = torch.empty(batch, dim, **per_row)
+        dbias = torch.empty(batch, dim, **per_row)
         grid = (triton.cdiv(dim, cfg["BLOCK_D"]), batch)
         _scan_bwd_kernel[grid](
-            u, delta, A, B, C, D, z, delta_bias, ckpt, dy.contiguous(),
+            u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dy.contiguous(),
             dlast.contiguous() if dlast is not None else dy,
-            du, ddelta, dA, dB, dC, dD, dz, dbias,
-            dim, length, n_state, B.shape[1] if flags["B_VARIABLE"] else 1,
-            C.shape[1] if flags["C_VARIABLE"] else 1, ctx.n_tiles,
-            SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, **flags, **_tiles(cfg),
+            du, ddelta, dz, dA, dB, dC, dD, dbias,
+            dim, length, n_state, _groups(B), _groups(C), ctx.n_tiles, batch,
+            SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, **flags, **_tiles(cfg, n_state),
             num_warps=cfg["bwd_num_warps"],
         )
         a_dtype, b_dtype, c_dtype, d_dtype, bias_dtype = ctx.dtypes
         b_dims, c_dims = ctx.original_bc
+        dB = dB.sum(0)
+        dC = dC.sum(0)
         dB = (dB.squeeze(1) if b_dims == 3 else dB).to(b_dtype)
         dC = (dC.squeeze(1) if c_dims == 3 else dC).to(c_dtype)
         return (
-            du, ddelta, dA.to(a_dtype), dB, dC,
-            dD.to(d_dtype) if flags["HAS_D"] else None,
+            du, ddelta, dA.sum(0).to(a_dtype), dB, dC,
+            dD.sum(0).to(d_dtype) if flags["HAS_D"] else None,
             dz if flags["HAS_Z"] else None,
-            dbias.to(bias_dtype) if flags["HAS_BIAS"] else None,
+            dbias.sum(0).to(bias_dtype) if flags["HAS_BIAS"] else None,
             None, None,
         )
 
