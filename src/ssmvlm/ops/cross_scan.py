@@ -65,9 +65,13 @@ def cross_merge(
         from ssmvlm.ops.cross_scan_triton import CrossMergeFused
 
         return CrossMergeFused.apply(y, height, width, channels_last, grouped)
-    rows = [y[:, 0:1], y[:, 2:3].flip(-1)]
-    cols = [order.reshape(batch, 1, channels, width, height).transpose(3, 4).reshape(batch, 1, channels, length)
-            for order in (y[:, 1:2], y[:, 3:4].flip(-1))]
-    orders = torch.cat([rows[0], cols[0], rows[1], cols[1]], dim=1)  # every order back in row-major
-    merged = orders.flatten(1, 2) if grouped else orders.sum(1)
+
+    def to_row_major(column_major: torch.Tensor) -> torch.Tensor:
+        return column_major.view(batch, channels, width, height).transpose(2, 3).reshape(batch, channels, length)
+
+    if grouped:
+        orders = [y[:, 0], to_row_major(y[:, 1]), y[:, 2].flip(-1), to_row_major(y[:, 3].flip(-1))]
+        merged = torch.cat(orders, dim=1)
+    else:
+        merged = y[:, 0] + y[:, 2].flip(-1) + to_row_major(y[:, 1] + y[:, 3].flip(-1))
     return merged.transpose(1, 2).contiguous().transpose(1, 2) if channels_last else merged
