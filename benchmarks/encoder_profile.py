@@ -74,13 +74,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--chunk-tokens", type=int,
-                        help="override vmamba.CHUNKED_SCAN_TOKENS (maps this large scan their channels in parts)")
+                        help="override vmamba.LARGE_MAP_TOKENS (inference on maps this large works in parts)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.chunk_tokens is not None:
         import sys
 
-        sys.modules["ssmvlm.backbones.vmamba"].CHUNKED_SCAN_TOKENS = args.chunk_tokens
+        sys.modules["ssmvlm.backbones.vmamba"].LARGE_MAP_TOKENS = args.chunk_tokens
 
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "backbone": args.backbone,
               "batch": args.batch_size, "resolution": args.resolution, "modes": {}}

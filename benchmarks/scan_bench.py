@@ -177,6 +177,22 @@ def tile_sweep(copy_bw: float) -> list[dict]:
     return rows
 
 
+def backward_sweep(copy_bw: float) -> list[dict]:
+    """Forward+backward time for backward channel blocks and warps of their own, at a few tile lengths."""
+    n1 = {64: (8, 4), 128: (8, 8), 256: (4, 4)}  # BLOCK_L → the forward's (BLOCK_D, warps)
+    n16 = {32: (8, 2), 64: (8, 4)}
+    rows = []
+    for shape in GPU_SHAPES:
+        for block_l, (block_d, warps) in (n1 if shape.n_state == 1 else n16).items():
+            for bwd_d, bwd_warps in [(2, 2), (4, 2), (4, 4), (8, 4), (16, 4), (16, 8)]:
+                cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "BWD_BLOCK_D": bwd_d,
+                       "bwd_num_warps": bwd_warps}
+                rows.append(bench_scan_gpu(shape, "triton", copy_bw, config=cfg))
+                print(f"bwd-sweep {shape.name} {cfg} fwd+bwd {rows[-1].get('fwdbwd_ms', float('nan')):.4f} ms",
+                      flush=True)
+    return rows
+
+
 def run_gpu(args: argparse.Namespace) -> dict:
     copy_bw = gpu_copy_bandwidth()
     print(f"device {torch.cuda.get_device_name()}; copy bandwidth {copy_bw / 1e9:.0f} GB/s", flush=True)
@@ -189,8 +205,9 @@ def run_gpu(args: argparse.Namespace) -> dict:
             rows.append(row)
     cross = bench_cross_scan_gpu(copy_bw)
     sweep = tile_sweep(copy_bw) if args.sweep else []
+    bwd_sweep = backward_sweep(copy_bw) if args.bwd_sweep else []
     return {"device": torch.cuda.get_device_name(), "copy_GBps": copy_bw / 1e9, "scan": rows,
-            "cross_scan": cross, "tile_sweep": sweep}
+            "cross_scan": cross, "tile_sweep": sweep, "backward_sweep": bwd_sweep}
 
 
 def time_cpu_pairs(fns: dict, repeats: int) -> dict[str, list[float]]:
@@ -263,6 +280,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="CPU timing repeats (median)")
     parser.add_argument("--backends", nargs="+", default=["triton", "torch"], help="GPU backends to time")
     parser.add_argument("--sweep", action="store_true", help="GPU: also sweep Triton tiles and warps")
+    parser.add_argument("--bwd-sweep", action="store_true", help="GPU: also sweep the backward's own tiles")
     args = parser.parse_args()
     report = run_cpu(args) if args.cpu else run_gpu(args)
     try:

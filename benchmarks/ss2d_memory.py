@@ -1,9 +1,9 @@
-"""Peak memory of a VMamba inference forward with SS2D's four scan orders at once vs one at a time (CPU).
+"""Peak memory of a VMamba inference forward with SS2D's channels scanned at once vs in parts (CPU).
 
 Each measurement runs in a fresh process: build the backbone (random weights), note the process's peak resident
 memory, run one forward under ``torch.no_grad``, and report how far the peak rose. The GPU figure (peak CUDA memory
-against ViT-B/16) comes from ``ssmvlm bench encoders``; this script isolates what the one-direction-at-a-time path
-saves, on any machine.
+against ViT-B/16) comes from ``ssmvlm bench encoders``; this script isolates what scanning the channels in parts
+(``SS2D.scan_2d`` above ``LARGE_MAP_TOKENS``) saves, on any machine.
 
     python benchmarks/ss2d_memory.py --backbone vmamba_small_s2l15 --resolutions 512 1024 --out ss2d_memory.json
 """
@@ -22,7 +22,7 @@ import torch
 from ssmvlm.backbones import create_vision_backbone
 name, size, threshold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 backbone = create_vision_backbone(name, image_size=size).eval()
-sys.modules["ssmvlm.backbones.vmamba"].CHUNKED_SCAN_TOKENS = threshold
+sys.modules["ssmvlm.backbones.vmamba"].LARGE_MAP_TOKENS = threshold
 pixels = torch.randn(1, 3, size, size)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
@@ -33,7 +33,7 @@ after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"forward_peak_mib": (after - before) / 1024, "seconds": seconds}))
 """
 
-MODES = {"four orders at once": 2**62, "one order at a time": 1}
+MODES = {"all channels at once": 2**62, "channels in parts": 1}
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
             )
             rows.append({"backbone": args.backbone, "resolution": size, "mode": mode, **json.loads(done.stdout)})
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| resolution | SS2D scan orders | forward peak (MiB above the built model) | forward time (s) |")
+    print("\n| resolution | SS2D channels | forward peak (MiB above the built model) | forward time (s) |")
     print("|---|---|---:|---:|")
     for row in rows:
         print(f"| {row['resolution']}² | {row['mode']} | {row['forward_peak_mib']:.0f} | {row['seconds']:.1f} |")

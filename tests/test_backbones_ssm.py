@@ -425,12 +425,17 @@ def test_vmamba_inference_scans_channel_parts_at_high_resolution(monkeypatch: py
         first_mixer = backbone.trunk.layers[0].blocks[0].op.d_inner
         assert widths[0] == first_mixer  # maps of 16x24 tokens and less scan all channels at once
         widths.clear()
-        monkeypatch.setattr(vmamba, "CHUNKED_SCAN_TOKENS", 1)
+        monkeypatch.setattr(vmamba, "LARGE_MAP_TOKENS", 1)
+        monkeypatch.setattr(vmamba, "TOKEN_PART", 50)  # token-wise sublayers in parts of 50 tokens and a remainder
         in_parts = backbone(x)
     assert widths[:4] == [first_mixer // 4] * 4
     torch.testing.assert_close(in_parts, whole, rtol=1e-10, atol=1e-10)
     widths.clear()
     backbone(x.requires_grad_()).sum().backward()  # under autograd every channel scans at once
+    assert widths[0] == first_mixer
+    widths.clear()
+    with torch.no_grad():
+        backbone.train()(x)  # and in training mode (drop path), whatever the gradient mode
     assert widths[0] == first_mixer
 
 
@@ -451,12 +456,15 @@ def test_vmamba_v0_mixer_channel_parts_match(monkeypatch: pytest.MonkeyPatch) ->
 
     small("vmamba_nano")  # imports the module
     vmamba = sys.modules["ssmvlm.backbones.vmamba"]
-    mixer = vmamba.SS2D(10, d_state=4, ssm_ratio=2.0, version="v0", conv_bias=True).double()  # 20 channels
+    mixer = vmamba.SS2D(10, d_state=4, ssm_ratio=2.0, version="v0", conv_bias=True).double().eval()  # 20 channels
     x = torch.randn(2, 20, 5, 7, dtype=torch.float64)
+    tokens = torch.randn(2, 5, 7, 10, dtype=torch.float64)
     with torch.no_grad():
-        whole = mixer.scan_2d(x)
+        whole, whole_mixer = mixer.scan_2d(x), mixer(tokens)
         monkeypatch.setattr(vmamba, "SCAN_CHANNEL_CHUNKS", 3)  # parts of 7, 7 and 6 channels
-        monkeypatch.setattr(vmamba, "CHUNKED_SCAN_TOKENS", 1)
-        in_parts = mixer.scan_2d(x)
+        monkeypatch.setattr(vmamba, "LARGE_MAP_TOKENS", 1)
+        monkeypatch.setattr(vmamba, "TOKEN_PART", 8)  # the gated output in parts of 8 tokens
+        in_parts, mixer_in_parts = mixer.scan_2d(x), mixer(tokens)
     assert in_parts.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(in_parts, whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mixer_in_parts, whole_mixer, rtol=1e-12, atol=1e-12)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,11 +35,32 @@ from ssmvlm.backbones.timm_register import register_family
 from ssmvlm.ops import cross_merge, cross_scan, selective_scan
 
 SCAN_DIRECTIONS = 4
-# From this many tokens per map an inference call scans the channels in parts: the four-order tensors (inputs, Δ,
-# outputs) dominate peak memory at high resolution (benchmarks/ss2d_memory.py), and at this size the extra
-# launches are small next to the work.
-CHUNKED_SCAN_TOKENS = 128 * 128
+# From this many tokens per map, inference works in parts: SS2D scans its channels in SCAN_CHANNEL_CHUNKS parts
+# (the four-order inputs, Δ and outputs dominate peak memory) and token-wise sublayers (norms, projections, the MLP)
+# take TOKEN_PART tokens at a time (a 4096² input makes 1M-token stage-1 maps, where one fp32 map of 96 channels is
+# 384 MiB). The results are the same; at this size the extra launches are small next to the work.
+LARGE_MAP_TOKENS = 128 * 128
 SCAN_CHANNEL_CHUNKS = 4
+TOKEN_PART = 256 * 256
+
+
+def in_parts(module: nn.Module, x: torch.Tensor, tokens: int) -> bool:
+    """Whether ``module`` works in parts on this input: inference (eval mode, no autograd graph) on a large map."""
+    recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
+    return not module.training and not recording and tokens >= LARGE_MAP_TOKENS
+
+
+def token_parts(fn: Callable[..., torch.Tensor], *maps: torch.Tensor) -> torch.Tensor:
+    """``fn`` of (B, H, W, ·) maps, applied to ``TOKEN_PART`` tokens at a time: ``fn`` must be token-wise."""
+    batch, height, width = maps[0].shape[:3]
+    rows = [m.reshape(batch, height * width, m.shape[-1]) for m in maps]
+    out = None
+    for start in range(0, height * width, TOKEN_PART):
+        part = fn(*(r[:, start : start + TOKEN_PART] for r in rows))
+        if out is None:
+            out = part.new_empty(batch, height * width, part.shape[-1])
+        out[:, start : start + part.shape[1]] = part
+    return out.view(batch, height, width, -1)
 
 
 class ScanBackendSetting:
@@ -134,15 +156,21 @@ class SS2D(nn.Module):
             init_dt_projection(self.dt_projs_weight, self.dt_projs_bias, dt_rank)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Each step rebinds x, so the previous map (the caller's normed input first) is freed as soon as it is used.
+        large = in_parts(self, x, x.shape[1] * x.shape[2])
+        x = self.in_proj(x)
+        z = None
         if self.gated:
-            x, z = self.in_proj(x).chunk(2, dim=-1)
-        else:
-            x = self.in_proj(x)
-        y = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # channels-last memory in, channels-last out
-        y = self.out_norm(self.scan_2d(y).permute(0, 2, 3, 1))
-        if self.gated:
-            y = y * F.silu(z)
-        return self.out_proj(y)
+            x, z = x.chunk(2, dim=-1)
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)), inplace=large)  # channels-last memory in and out
+        x = self.scan_2d(x).permute(0, 2, 3, 1)
+        maps = (x,) if z is None else (x, z)
+        return token_parts(self.output, *maps) if large else self.output(*maps)
+
+    def output(self, y: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """out_norm, the SiLU(z) gate of v0, out_proj: token-wise."""
+        y = self.out_norm(y)
+        return self.out_proj(y if z is None else y * F.silu(z))
 
     def scan_2d(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) → (B, D, H, W) in channels-last memory: the four-direction selective scan, summed.
@@ -152,8 +180,7 @@ class SS2D(nn.Module):
         """
         batch, channels, height, width = x.shape
         x_dbl = self.project_orders(x)
-        recording = torch.is_grad_enabled() and (x.requires_grad or self.x_proj_weight.requires_grad)
-        if recording or height * width < CHUNKED_SCAN_TOKENS:
+        if not in_parts(self, x, height * width):
             ys = self.scan_orders(cross_scan(x), x_dbl)
             return cross_merge(ys, height, width, channels_last=True).view(batch, channels, height, width)
         merged = torch.empty_like(x, memory_format=torch.channels_last)
@@ -221,9 +248,11 @@ class VSSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.op(self.norm(x)))
-        if hasattr(self, "mlp"):
-            x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x
+        if not hasattr(self, "mlp"):
+            return x
+        if in_parts(self, x, x.shape[1] * x.shape[2]):
+            return token_parts(lambda tokens: tokens + self.mlp(self.norm2(tokens)), x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class PatchMerging2D(nn.Module):

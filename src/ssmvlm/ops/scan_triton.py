@@ -261,7 +261,8 @@ def launch_config(
     """Tile sizes and warps, the fastest of a sweep on an H100 (benchmarks/notes_scan.md), then ``overrides``.
 
     Forward alone and forward+backward prefer different tiles; the backward must reuse the forward's BLOCK_L
-    (its checkpoints are per tile), so ``training`` (a gradient will be needed) picks the pair for both.
+    (its checkpoints are per tile), so ``training`` (a gradient will be needed) picks the pair for both. The
+    backward's channel block and warps (BWD_BLOCK_D, bwd_num_warps) are its own: checkpoints are per channel.
     Fewer than ``min_programs`` programs (a small batch of long sequences) leave the GPU idle while each one
     walks L: channel blocks then shrink and tiles lengthen by the same factor. A channel block must not
     straddle two B/C groups (the kernels read one group's B/C per block), so BLOCK_D is halved until it
@@ -277,10 +278,12 @@ def launch_config(
     while block_d > 1 and -(-dim // block_d) * batch < min_programs:
         block_d, block_l = block_d // 2, block_l * 2
     block_l = max(16, min(block_l, _next_pow2(length)))
-    cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "bwd_num_warps": warps} | (overrides or {})
-    for g in groups:
-        while g > 1 and (dim // g) % cfg["BLOCK_D"]:
-            cfg["BLOCK_D"] //= 2
+    cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "BWD_BLOCK_D": block_d,
+           "bwd_num_warps": warps} | (overrides or {})
+    for key in ("BLOCK_D", "BWD_BLOCK_D"):
+        for g in groups:
+            while g > 1 and (dim // g) % cfg[key]:
+                cfg[key] //= 2
     return cfg
 
 
@@ -318,8 +321,8 @@ def _groups(bc: torch.Tensor) -> int:
     return bc.shape[1] if bc.dim() == 4 else 1
 
 
-def _tiles(cfg: dict[str, int], n_state: int) -> dict[str, int]:
-    return {"BLOCK_D": cfg["BLOCK_D"], "BLOCK_N": _next_pow2(n_state), "BLOCK_L": cfg["BLOCK_L"]}
+def _tiles(cfg: dict[str, int], n_state: int, block_d: str = "BLOCK_D") -> dict[str, int]:
+    return {"BLOCK_D": cfg[block_d], "BLOCK_N": _next_pow2(n_state), "BLOCK_L": cfg["BLOCK_L"]}
 
 
 def _bc_grad_buffer(bc: torch.Tensor, batch: int, dim: int, block_d: int) -> torch.Tensor:
@@ -342,7 +345,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         cfg = launch_config(dim, length, n_state, groups, training=save, batch=batch,
                             min_programs=4 * _multiprocessors(u.device), overrides=config)
         n_tiles = triton.cdiv(length, cfg["BLOCK_L"])
-        partial_rows = max(triton.cdiv(dim // g, cfg["BLOCK_D"]) * batch * g * n_state * length for g in groups)
+        partial_rows = max(triton.cdiv(dim // g, cfg["BWD_BLOCK_D"]) * batch * g * n_state * length for g in groups)
         if max(u.numel(), batch * dim * n_tiles * n_state, partial_rows if save else 0) > _MAX_ELEMENTS:
             raise ValueError(f"selective_scan triton backend: {tuple(u.shape)} with N={n_state} exceeds int32 "
                              "offsets; use backend='torch'")
@@ -382,17 +385,17 @@ class _SelectiveScanTriton(torch.autograd.Function):
         ddelta = torch.empty_like(delta)
         dz = torch.empty_like(z) if flags["HAS_Z"] else du
         dA = torch.empty(batch, dim, n_state, **per_row)
-        dB = _bc_grad_buffer(B, batch, dim, cfg["BLOCK_D"])
-        dC = _bc_grad_buffer(C, batch, dim, cfg["BLOCK_D"])
+        dB = _bc_grad_buffer(B, batch, dim, cfg["BWD_BLOCK_D"])
+        dC = _bc_grad_buffer(C, batch, dim, cfg["BWD_BLOCK_D"])
         dD = torch.empty(batch, dim, **per_row)
         dbias = torch.empty(batch, dim, **per_row)
-        grid = (triton.cdiv(dim, cfg["BLOCK_D"]), batch)
+        grid = (triton.cdiv(dim, cfg["BWD_BLOCK_D"]), batch)
         _scan_bwd_kernel[grid](
             u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dy.contiguous(),
             dlast.contiguous() if dlast is not None else dy,
             du, ddelta, dz, dA, dB, dC, dD, dbias,
             dim, length, n_state, _groups(B), _groups(C), ctx.n_tiles, batch,
-            SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, **flags, **_tiles(cfg, n_state),
+            SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, **flags, **_tiles(cfg, n_state, "BWD_BLOCK_D"),
             num_warps=cfg["bwd_num_warps"],
         )
         a_dtype, b_dtype, c_dtype, d_dtype, bias_dtype = ctx.dtypes
