@@ -195,6 +195,8 @@ def test_grouped_cross_scan_takes_order_k_of_group_k_and_merge_is_its_adjoint() 
     back = cross_merge(y, 4, 5, grouped=True)
     assert back.shape == (2, 12, 20)
     assert torch.allclose((grouped * y).sum(), (x.flatten(2) * back).sum())
+    with pytest.raises(ValueError, match="four channel groups"):
+        cross_scan(x[:, :10], grouped=True)
 
 
 def test_cross_scan_and_merge_gradients() -> None:

@@ -31,6 +31,8 @@ def cross_scan(x: torch.Tensor, *, fused: bool | None = None, grouped: bool = Fa
     ``grouped``: x holds four channel groups, (B, 4·C, H, W), and order k is taken of group k alone
     → (B, 4, C, H·W) (what each order's own projection of a map needs).
     """
+    if grouped and x.shape[1] % 4:
+        raise ValueError(f"cross_scan(grouped=True) needs four channel groups; got {x.shape[1]} channels")
     if fused is None:
         fused = _fused_available(x) and x.stride(1) == 1 and x.shape[1] > 1
     if fused:

@@ -4,8 +4,10 @@ Each program owns a (BLOCK_H × BLOCK_W × BLOCK_C) tile of one batch row's map.
 reverse are written from the tile as loaded; the column-major order and its reverse from the same registers,
 so the transposition costs no extra pass over memory. The map may be channel-first (B, C, H, W) or
 channels-last memory ((B, H, W, C) underneath a (B, C, H, W) view): only the strides and the tile shape
-differ (a plane tile of one channel, or a spatial tile across channels so both sides stay coalesced). Each
-op's backward is the other op (they are adjoint).
+differ (a plane tile of one channel, or a spatial tile across channels so both sides stay coalesced; channel
+slices of a map work in place). The grouped variants take order k of channel group k of a map holding four
+groups (and merge it back there, without a sum): SS2D's per-order projections. Each op's backward is the other
+op (they are adjoint).
 """
 
 from __future__ import annotations
