@@ -44,10 +44,11 @@ SCAN_CHANNEL_CHUNKS = 4
 TOKEN_PART = 256 * 256
 
 
-def in_parts(module: nn.Module, x: torch.Tensor, tokens: int) -> bool:
-    """Whether ``module`` works in parts on this input: inference (eval mode, no autograd graph) on a large map."""
-    recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
-    return not module.training and not recording and tokens >= LARGE_MAP_TOKENS
+def in_parts(x: torch.Tensor, tokens: int, *modules: nn.Module) -> bool:
+    """Whether ``modules`` work in parts on this input: inference (eval mode, no autograd graph) on a large map."""
+    params = [p for module in modules for p in module.parameters()]
+    recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+    return not any(module.training for module in modules) and not recording and tokens >= LARGE_MAP_TOKENS
 
 
 def token_parts(fn: Callable[..., torch.Tensor], *maps: torch.Tensor) -> torch.Tensor:
@@ -155,10 +156,13 @@ class SS2D(nn.Module):
             self.x_proj_weight.uniform_(-bound, bound)
             init_dt_projection(self.dt_projs_weight, self.dt_projs_bias, dt_rank)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Each step rebinds x, so the previous map (the caller's normed input first) is freed as soon as it is used.
-        large = in_parts(self, x, x.shape[1] * x.shape[2])
-        x = self.in_proj(x)
+    def forward(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
+        """(B, H, W, C) → (B, H, W, C). ``norm``: the block's pre-norm, applied here with in_proj so that on large
+        maps the normed map only ever exists one token part at a time."""
+        large = in_parts(x, x.shape[1] * x.shape[2], self, *([norm] if norm is not None else []))
+        project = self.in_proj if norm is None else lambda tokens: self.in_proj(norm(tokens))
+        # Each step rebinds x, so the previous map is freed as soon as it has been used.
+        x = token_parts(project, x) if large else project(x)
         z = None
         if self.gated:
             x, z = x.chunk(2, dim=-1)
@@ -180,15 +184,17 @@ class SS2D(nn.Module):
         """
         batch, channels, height, width = x.shape
         x_dbl = self.project_orders(x)
-        if not in_parts(self, x, height * width):
+        if not in_parts(x, height * width, self):
             ys = self.scan_orders(cross_scan(x), x_dbl)
             return cross_merge(ys, height, width, channels_last=True).view(batch, channels, height, width)
         merged = torch.empty_like(x, memory_format=torch.channels_last)
         step = -(-channels // SCAN_CHANNEL_CHUNKS)
         for start in range(0, channels, step):
             part = slice(start, min(start + step, channels))
-            ys = self.scan_orders(cross_scan(x[:, part]), x_dbl, part)
-            merged[:, part] = cross_merge(ys, height, width, channels_last=True).view(batch, -1, height, width)
+            # one expression: no name keeps a part's four-order tensors alive into the next part
+            merged[:, part] = cross_merge(
+                self.scan_orders(cross_scan(x[:, part]), x_dbl, part), height, width, channels_last=True
+            ).view(batch, -1, height, width)
         return merged
 
     def project_orders(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,10 +253,10 @@ class VSSBlock(nn.Module):
             self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.op(self.norm(x)))
+        x = x + self.drop_path(self.op(x, self.norm))
         if not hasattr(self, "mlp"):
             return x
-        if in_parts(self, x, x.shape[1] * x.shape[2]):
+        if in_parts(x, x.shape[1] * x.shape[2], self):
             return token_parts(lambda tokens: tokens + self.mlp(self.norm2(tokens)), x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
