@@ -248,12 +248,12 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     g = torch.randn(2, 4, 6, 35, dtype=torch.float64)
     assert torch.allclose(torch.autograd.grad(cross_scan(groups, fused=True, grouped=True), groups, g)[0],
                           torch.autograd.grad(cross_scan(groups, fused=False, grouped=True), groups, g)[0])
-    for channels_last in (False, True):
-        assert torch.allclose(cross_merge(g, 5, 7, fused=True, channels_last=channels_last, grouped=True),
+    for merged_channels_last in (False, True):
+        assert torch.allclose(cross_merge(g, 5, 7, fused=True, channels_last=merged_channels_last, grouped=True),
                               cross_merge(g, 5, 7, fused=False, grouped=True))
-        fused = cross_merge(y, 5, 7, fused=True, channels_last=channels_last)
+        fused = cross_merge(y, 5, 7, fused=True, channels_last=merged_channels_last)
         assert torch.allclose(fused, cross_merge(y, 5, 7, fused=False))
-        assert fused.transpose(1, 2).is_contiguous() == channels_last
+        assert fused.transpose(1, 2).is_contiguous() == merged_channels_last
         gy = torch.autograd.grad(fused, y, x.flatten(2))[0]
         assert torch.allclose(gy, torch.autograd.grad(cross_merge(y, 5, 7, fused=False), y, x.flatten(2))[0])
     print("interpreter ok")
