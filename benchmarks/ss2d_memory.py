@@ -1,9 +1,9 @@
-"""Peak memory of a VMamba inference forward with SS2D's channels scanned at once vs in parts (CPU).
+"""Peak memory of a VMamba inference forward in one pass vs in parts (CPU).
 
 Each measurement runs in a fresh process: build the backbone (random weights), note the process's peak resident
 memory, run one forward under ``torch.no_grad``, and report how far the peak rose. The GPU figure (peak CUDA memory
-against ViT-B/16) comes from ``ssmvlm bench encoders``; this script isolates what scanning the channels in parts
-(``SS2D.scan_2d`` above ``LARGE_MAP_TOKENS``) saves, on any machine.
+against ViT-B/16) comes from ``ssmvlm bench encoders``; this script isolates what working in parts on maps above
+``LARGE_MAP_TOKENS`` (SS2D's channels, token-wise sublayers' tokens) saves, on any machine.
 
     python benchmarks/ss2d_memory.py --backbone vmamba_small_s2l15 --resolutions 512 1024 --out ss2d_memory.json
 """
@@ -33,7 +33,7 @@ after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"forward_peak_mib": (after - before) / 1024, "seconds": seconds}))
 """
 
-MODES = {"all channels at once": 2**62, "channels in parts": 1}
+MODES = {"one pass": 2**62, "in parts": 1}
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
             )
             rows.append({"backbone": args.backbone, "resolution": size, "mode": mode, **json.loads(done.stdout)})
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| resolution | SS2D channels | forward peak (MiB above the built model) | forward time (s) |")
+    print("\n| resolution | mode | forward peak (MiB above the built model) | forward time (s) |")
     print("|---|---|---:|---:|")
     for row in rows:
         print(f"| {row['resolution']}² | {row['mode']} | {row['forward_peak_mib']:.0f} | {row['seconds']:.1f} |")
