@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ssmvlm.backbones import create_vision_backbone
+from ssmvlm.bench.encoders import capture_cuda_graph
 from ssmvlm.bench.timing import median_ms
 from ssmvlm.utils.io import atomic_write_json
 
@@ -33,15 +34,7 @@ def forward_fn(model: torch.nn.Module, pixels: torch.Tensor, mode: str):
         with torch.inference_mode(), autocast:
             return module(pixels)
 
-    if mode != "graph":
-        return forward
-    for _ in range(3):  # warm up outside the capture: Triton compiles, cuBLAS picks its kernels
-        forward()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        forward()
-    return graph.replay
+    return capture_cuda_graph(forward, warmup=3) if mode == "graph" else forward
 
 
 def kernel_table(forward, top: int) -> list[dict]:
