@@ -199,6 +199,20 @@ def test_grouped_cross_scan_takes_order_k_of_group_k_and_merge_is_its_adjoint() 
         cross_scan(x[:, :10], grouped=True)
 
 
+def test_cross_merge_writes_into_a_channel_slice() -> None:
+    gen = torch.Generator().manual_seed(6)
+    y = torch.randn(2, 4, 3, 20, generator=gen, dtype=torch.float64)
+    target = torch.zeros(2, 7, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    returned = cross_merge(y, 4, 5, out=target[:, 2:5])
+    torch.testing.assert_close(target[:, 2:5], cross_merge(y, 4, 5).view(2, 3, 4, 5), rtol=0, atol=0)
+    assert returned.data_ptr() == target[:, 2:5].data_ptr()
+    assert not target[:, :2].any() and not target[:, 5:].any()
+    with pytest.raises(ValueError, match="out must be"):
+        cross_merge(y, 4, 5, out=target[:, :2])
+    with pytest.raises(RuntimeError, match="automatic differentiation"):
+        cross_merge(y.requires_grad_(), 4, 5, out=target[:, 2:5])
+
+
 def test_cross_scan_and_merge_gradients() -> None:
     x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     y = torch.randn(1, 4, 2, 12, dtype=torch.float64, requires_grad=True)
@@ -206,6 +220,30 @@ def test_cross_scan_and_merge_gradients() -> None:
     assert torch.autograd.gradcheck(lambda t: cross_merge(t, 3, 4), (y,))
     with pytest.raises(ValueError, match="cross_merge expects"):
         cross_merge(y, 4, 4)
+
+
+def test_low_rank_delta_materializes_per_group_and_backends_take_it() -> None:
+    from ssmvlm.ops import LowRankDelta
+
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    inputs = torch.randn(2, 3, 5, 11, generator=gen, dtype=torch.float64)[:, :, 1:3]  # rows 1-2: a strided view
+    delta = LowRankDelta(weight, inputs)
+    assert delta.shape == (2, 6, 11)
+    expected = torch.stack([weight[2 * g : 2 * g + 2] @ inputs[:, g] for g in range(3)], dim=1).flatten(1, 2)
+    torch.testing.assert_close(delta.materialize(), expected, rtol=1e-12, atol=1e-12)
+    u = torch.randn(2, 6, 11, generator=gen, dtype=torch.float64)
+    A = -torch.rand(6, 2, generator=gen, dtype=torch.float64)
+    B, C = torch.randn(2, 2, 2, 11, generator=gen, dtype=torch.float64).unbind(1)
+    for backend in ("reference", "torch"):
+        torch.testing.assert_close(
+            selective_scan(u, delta, A, B, C, delta_softplus=True, backend=backend),
+            selective_scan(u, expected, A, B, C, delta_softplus=True, backend=backend),
+        )
+    with pytest.raises(ValueError, match="multiple of G"):
+        LowRankDelta(weight[:5], inputs)
+    with pytest.raises(ValueError, match="inputs"):
+        LowRankDelta(weight, inputs[:, :, :1])
 
 
 # ----- Triton kernels in Triton's CPU interpreter ----------------------------------------------------------
@@ -222,9 +260,43 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     # the backward on other channel blocks than the forward (checkpoints are per channel and tile)
     split = {"BLOCK_D": 4, "BWD_BLOCK_D": 2, "BLOCK_L": 16, "num_warps": 1, "bwd_num_warps": 1}
     register_scan_backend("triton_split", lambda *a, **k: selective_scan_triton(*a, **k, config=split))
+    # L split into segments scanned in parallel (5 tiles in 3 segments, the last shorter; then 2 of 2), with
+    # the gradients of the checkpoints the second pass writes
+    segmented = {"BLOCK_D": 2, "BLOCK_L": 8, "SEGMENTS": 3, "num_warps": 1, "bwd_num_warps": 1}
+    register_scan_backend("triton_segments", lambda *a, **k: selective_scan_triton(*a, **k, config=segmented))
     for case in (ScanCase(2, 8, 37, 4, "grouped", groups=2), ScanCase(1, 6, 21, 2, "variable")):
-        errors = compare_backend(case, "triton_split", dtype=torch.float32, seed=1)
-        assert all(v < 1e-6 for v in errors.values()), (case.label(), errors)
+        for backend in ("triton_split", "triton_segments"):
+            errors = compare_backend(case, backend, dtype=torch.float32, seed=1)
+            assert all(v < 1e-6 for v in errors.values()), (backend, case.label(), errors)
+    # Δ in low-rank form: projected inside the forward kernel when no gradient is needed (here from a strided view
+    # of a larger tensor, G = 2 groups, one and several segments); materialized and differentiated otherwise
+    from ssmvlm.ops import LowRankDelta
+    from ssmvlm.ops.scan_reference import selective_scan_reference
+
+    gen = torch.Generator().manual_seed(3)
+    batch, dim, length, rank, n = 2, 8, 37, 3, 2
+    u = torch.randn(batch, dim, length, generator=gen)
+    x_dbl = torch.randn(batch, 2, rank + 2 * n, length, generator=gen)
+    weight = (torch.randn(dim, rank, generator=gen) * 0.5).requires_grad_()
+    A = -torch.rand(dim, n, generator=gen) - 0.5
+    b_in, c_in = x_dbl[:, :, rank : rank + n].contiguous(), x_dbl[:, :, rank + n :].contiguous()
+    D, bias = torch.randn(dim, generator=gen), torch.randn(dim, generator=gen) * 0.3
+    weight64 = weight.detach().double().requires_grad_()
+    delta64 = LowRankDelta(weight64, x_dbl[:, :, :rank].double()).materialize()
+    expected = selective_scan_reference(u.double(), delta64, A.double(), b_in.double(), c_in.double(), D.double(),
+                                        delta_bias=bias.double(), delta_softplus=True)
+    for config in (None, segmented):
+        low_rank = LowRankDelta(weight, x_dbl[:, :, :rank])
+        with torch.no_grad():
+            y = selective_scan_triton(u, low_rank, A, b_in, c_in, D, delta_bias=bias, delta_softplus=True,
+                                      config=config)
+        assert float((y.double() - expected.detach()).norm() / expected.detach().norm()) < 1e-6, config
+    y = selective_scan_triton(u, LowRankDelta(weight, x_dbl[:, :, :rank]), A, b_in, c_in, D, delta_bias=bias,
+                              delta_softplus=True)
+    grad = torch.autograd.grad(y.sum(), weight)[0].double()
+    grad64 = torch.autograd.grad(expected.sum(), weight64)[0]
+    assert float((grad - grad64).norm() / grad64.norm()) < 1e-5
+
     cases = [
         ScanCase(2, 8, 1, 1, "fixed"),
         ScanCase(2, 8, 37, 4, "grouped", groups=2),
@@ -237,12 +309,15 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
             assert not bad, (case.label(), dtype, bad)
     y = torch.randn(2, 4, 19, 35, dtype=torch.float64, requires_grad=True)
     channels_last = torch.randn(2, 5, 7, 23, dtype=torch.float64).permute(0, 3, 1, 2)
-    # plain, channels-last, and a channel slice of a channels-last map (strides of the whole map)
-    for x in (torch.randn(2, 19, 5, 7, dtype=torch.float64), channels_last[:, :19], channels_last[:, 4:]):
+    # plain, a narrow channel slice, channels-last, and a channel slice of a channels-last map (strides of the
+    # whole map)
+    for x in (torch.randn(2, 19, 5, 7, dtype=torch.float64), channels_last[:, 3:8], channels_last[:, :19],
+              channels_last[:, 4:]):
         x.requires_grad_()
         assert torch.equal(cross_scan(x, fused=True), cross_scan(x, fused=False))
-        gx = torch.autograd.grad(cross_scan(x, fused=True), x, y)[0]
-        assert torch.allclose(gx, torch.autograd.grad(cross_scan(x, fused=False), x, y)[0])
+        grad = y[:, :, : x.shape[1]]
+        gx = torch.autograd.grad(cross_scan(x, fused=True), x, grad)[0]
+        assert torch.allclose(gx, torch.autograd.grad(cross_scan(x, fused=False), x, grad)[0])
     groups = torch.randn(2, 5, 7, 4 * 6, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
     assert torch.equal(cross_scan(groups, fused=True, grouped=True), cross_scan(groups, fused=False, grouped=True))
     g = torch.randn(2, 4, 6, 35, dtype=torch.float64)
@@ -256,6 +331,12 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
         assert fused.transpose(1, 2).is_contiguous() == merged_channels_last
         gy = torch.autograd.grad(fused, y, x.flatten(2))[0]
         assert torch.allclose(gy, torch.autograd.grad(cross_merge(y, 5, 7, fused=False), y, x.flatten(2))[0])
+    # the fused merge written into a channel slice of a channels-last map, the other channels untouched
+    target = torch.zeros(2, 30, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        cross_merge(y, 5, 7, fused=True, out=target[:, 4:23])
+        assert torch.allclose(target[:, 4:23], cross_merge(y, 5, 7, fused=False).view(2, 19, 5, 7))
+    assert not target[:, :4].any() and not target[:, 23:].any()
     print("interpreter ok")
     """
 )
@@ -269,7 +350,12 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
     narrow = launch_config(768, 65536, 1, (4, 4), training=False, batch=1, min_programs=528)
     assert (wide["BLOCK_D"], wide["BLOCK_L"]) == (8, 128)
     # one image: channel blocks shrink until 528 programs run, tiles lengthen by the same factor
-    assert (narrow["BLOCK_D"], narrow["BLOCK_L"]) == (1, 1024)
+    assert (narrow["BLOCK_D"], narrow["BLOCK_L"]) == (1, 1024) and narrow["SEGMENTS"] == 1
+    # too few channels even one per program: L is split into segments until 528 programs run
+    few = launch_config(32, 2**20, 1, (4, 4), training=False, batch=1, min_programs=528)
+    assert few["BLOCK_D"] == 1 and few["SEGMENTS"] == 17
+    # 256 single channels: splitting L in three would not repay the second read
+    assert launch_config(256, 65536, 1, (4, 4), training=False, batch=1, min_programs=528)["SEGMENTS"] == 1
     grouped = launch_config(24, 196, 1, (4, 4), training=False, overrides={"BLOCK_D": 16})
     assert 6 % grouped["BLOCK_D"] == 0  # never straddles a group of 6 channels, overrides included
 

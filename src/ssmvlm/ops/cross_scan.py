@@ -52,20 +52,31 @@ def cross_scan(x: torch.Tensor, *, fused: bool | None = None, grouped: bool = Fa
 
 def cross_merge(
     y: torch.Tensor, height: int, width: int, *, fused: bool | None = None, channels_last: bool = False,
-    grouped: bool = False,
+    grouped: bool = False, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, 4, C, H·W) → (B, C, H·W), the sum of the four orders mapped back to row-major.
 
     ``fused=None`` uses the Triton kernel on CUDA when Triton imports; True forces it, False forbids it.
     ``channels_last`` lays the result out as (B, H·W, C) in memory. ``grouped`` maps order k back into
     channel group k instead of summing, (B, 4·C, H·W): the adjoint of ``cross_scan(..., grouped=True)``.
+    ``out``: a (B, C, H, W) map (a channel slice of a larger one, say) the result is written into and
+    returned as; as with torch's ``out=`` arguments, this is not differentiable.
     """
     batch, directions, channels, length = y.shape
     if directions != 4 or length != height * width:
         raise ValueError(f"cross_merge expects (B, 4, C, {height}*{width}); got {tuple(y.shape)}")
+    if out is not None:
+        merged_channels = 4 * channels if grouped else channels
+        if out.shape != (batch, merged_channels, height, width):
+            raise ValueError(f"cross_merge: out must be ({batch}, {merged_channels}, {height}, {width}); "
+                             f"got {tuple(out.shape)}")
+        if torch.is_grad_enabled() and (y.requires_grad or out.requires_grad):
+            raise RuntimeError("cross_merge(out=...) does not support automatic differentiation")
     if fused if fused is not None else _fused_available(y):
-        from ssmvlm.ops.cross_scan_triton import CrossMergeFused
+        from ssmvlm.ops.cross_scan_triton import CrossMergeFused, merge
 
+        if out is not None:
+            return merge(y, height, width, channels_last, grouped, out=out)
         return CrossMergeFused.apply(y, height, width, channels_last, grouped)
 
     def to_row_major(column_major: torch.Tensor) -> torch.Tensor:
@@ -76,4 +87,6 @@ def cross_merge(
         merged = torch.cat(orders, dim=1)
     else:
         merged = y[:, 0] + y[:, 2].flip(-1) + to_row_major(y[:, 1] + y[:, 3].flip(-1))
+    if out is not None:
+        return out.copy_(merged.view(out.shape))
     return merged.transpose(1, 2).contiguous().transpose(1, 2) if channels_last else merged

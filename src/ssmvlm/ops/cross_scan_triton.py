@@ -117,11 +117,21 @@ def _scan(x: torch.Tensor, grouped: bool) -> torch.Tensor:
     return out
 
 
-def _merge(y: torch.Tensor, height: int, width: int, channels_last: bool, grouped: bool) -> torch.Tensor:
-    """(B, 4, C, L) → (B, C, L) (or (B, 4·C, L) when ``grouped``), in (B, L, ·) memory when ``channels_last``."""
+def merge(y: torch.Tensor, height: int, width: int, channels_last: bool, grouped: bool,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 4, C, L) → (B, C, L) (or (B, 4·C, L) when ``grouped``), in (B, L, ·) memory when ``channels_last``;
+    or written into ``out``, a (B, C, H, W) map of any layout the kernel indexes (a channel slice of one)."""
     batch, _, per_order, length = y.shape
     y = y.contiguous()
     channels = 4 * per_order if grouped else per_order
+    if out is not None:
+        strides = _map_strides(out)
+        if strides is None:
+            raise ValueError(f"cross_merge: out of shape {tuple(out.shape)} and strides {out.stride()} has "
+                             "positions that are not evenly spaced")
+        _launch(_cross_merge_kernel, y, out, batch, per_order, (height, width), strides, grouped,
+                ACC_DTYPE=tl.float64 if y.dtype == torch.float64 else tl.float32)
+        return out
     if channels_last:
         out = torch.empty(batch, length, channels, device=y.device, dtype=y.dtype)
         strides = (length * channels, 1, channels, True)
@@ -145,7 +155,7 @@ class CrossScanFused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         height, width = ctx.shape[2:]
-        return _merge(grad, height, width, ctx.channels_last, ctx.grouped).view(ctx.shape), None
+        return merge(grad, height, width, ctx.channels_last, ctx.grouped).view(ctx.shape), None
 
 
 class CrossMergeFused(torch.autograd.Function):
@@ -153,7 +163,7 @@ class CrossMergeFused(torch.autograd.Function):
     def forward(ctx, y, height, width, channels_last, grouped):
         ctx.hw = (height, width)
         ctx.grouped = grouped
-        return _merge(y, height, width, channels_last, grouped)
+        return merge(y, height, width, channels_last, grouped)
 
     @staticmethod
     def backward(ctx, grad):

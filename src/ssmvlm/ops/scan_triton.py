@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ssmvlm.ops.low_rank_delta import LowRankDelta
+
 # Offsets are int32 inside the kernels.
 _MAX_ELEMENTS = 2**31 - 1
 LOG2_E = tl.constexpr(1.4426950408889634)  # exp(Δ·A) = exp2(Δ·A·log2 e)
@@ -67,9 +69,19 @@ def _load_channel(ptr, offs_d, mask_d, HAS: tl.constexpr):
 
 
 @triton.jit
-def _load_delta(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+def _project_delta(inputs_ptr, weight_ptr, offs_d, mask_d, t, mask_t, length,
+                   DT_RANK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Raw Δ of a tile from its low-rank form: weight (dim, R) times the group's R input rows (stride L)."""
+    raw = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+    for r in tl.static_range(DT_RANK):
+        weight = tl.load(weight_ptr + offs_d * DT_RANK + r, mask=mask_d, other=0.0).to(tl.float32)
+        raw += weight * tl.load(inputs_ptr + r * length + t, mask=mask_t, other=0.0).to(tl.float32)
+    return raw
+
+
+@triton.jit
+def _delta(raw, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """Δ after bias and softplus (0 outside the sequence, so padded steps keep the state); raw Δ + bias."""
-    raw = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         raw = raw + bias
     dt = raw
@@ -98,29 +110,50 @@ def _column(block, select):
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-    y_ptr, ypre_ptr, last_ptr, ckpt_ptr,
-    dim, length, n_state, n_groups_b, n_groups_c, n_tiles,
+    y_ptr, ypre_ptr, last_ptr, ckpt_ptr, segment_end_ptr, segment_dt_ptr, dt_weight_ptr,
+    dim, length, n_state, n_groups_b, n_groups_c, n_tiles, segment_tiles, n_segments,
+    n_groups_dt, dt_batch_stride, dt_group_stride,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_CKPT: tl.constexpr,
+    SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
+    """Program (channel block, batch row, segment) scans the segment's tiles. With SEGMENT_ENDS it only writes
+    the segment's end state from a zero start and its Σ Δ per channel (the first of the split-L passes); with
+    CARRY it starts from the state the earlier segments' ends compose to (the second). With DT_RANK > 0,
+    delta_ptr holds Δ's low-rank inputs (batch, G, R, L), projected here by dt_weight (dim, R)."""
     batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn = _program_tile(
         dim, n_state, BLOCK_D, BLOCK_N, BLOCK_L)
+    segment = tl.program_id(2)
     group_b = d_start // (dim // n_groups_b)
     group_c = d_start // (dim // n_groups_c)
+    dt_inputs = delta_ptr + batch_id * dt_batch_stride + (d_start // (dim // n_groups_dt)) * dt_group_stride
     bias = _load_channel(bias_ptr, offs_d, mask_d, HAS_BIAS)
     skip = _load_channel(D_ptr, offs_d, mask_d, HAS_D)
     channel = batch_id * dim + offs_d
     row = channel * length
     states = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    for tile in range(0, n_tiles):
+    if CARRY:
+        a2_states = tl.load(A_ptr + offs_d * n_state + offs_n, mask=mask_dn, other=0.0).to(tl.float32) * LOG2_E
+        for earlier in range(0, segment):
+            at = channel * n_segments + earlier
+            decay = tl.exp2(a2_states * tl.load(segment_dt_ptr + at, mask=mask_d, other=0.0))
+            states = decay * states + tl.load(segment_end_ptr + at * n_state + offs_n, mask=mask_dn, other=0.0)
+    dt_sum = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
+    first_tile = segment * segment_tiles
+    for tile in range(first_tile, tl.minimum(first_tile + segment_tiles, n_tiles)):
         t = tile * BLOCK_L + offs_t
         mask_t = t < length
         mask = mask_d & mask_t
         if SAVE_CKPT:
             tl.store(ckpt_ptr + (channel * n_tiles + tile) * n_state + offs_n, states, mask=mask_dn)
         u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
-        dt, _ = _load_delta(delta_ptr + row + t, mask, bias, HAS_BIAS, SOFTPLUS)
+        if DT_RANK > 0:
+            raw = _project_delta(dt_inputs, dt_weight_ptr, offs_d, mask_d, t, mask_t, length, DT_RANK,
+                                 BLOCK_D, BLOCK_L)
+        else:
+            raw = tl.load(delta_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
+        dt, _ = _delta(raw, mask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = skip * u
         for n in range(0, n_state):
@@ -128,20 +161,34 @@ def _scan_fwd_kernel(
             a2 = tl.load(A_ptr + offs_d * n_state + n, mask=mask_d, other=0.0).to(tl.float32) * LOG2_E
             Bn = _load_bc(B_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
                           B_VARIABLE)
-            Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
-                          C_VARIABLE)
-            decay_prod, h = tl.associative_scan((tl.exp2(dt * a2), dtu * Bn), 1, _combine)
-            h += decay_prod * _column(states, is_n)
-            y += h * Cn
-            # Padded steps hold the state, so the tile's last column is the state after its last real step.
-            states = tl.where(is_n, _column(h, offs_t == BLOCK_L - 1), states)
-        if HAS_Z:
-            if SAVE_CKPT:
-                tl.store(ypre_ptr + row + t, y.to(ypre_ptr.dtype.element_ty), mask=mask)
-            zt = tl.load(z_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
-            y *= zt * tl.sigmoid(zt)
-        tl.store(y_ptr + row + t, y.to(y_ptr.dtype.element_ty), mask=mask)
-    tl.store(last_ptr + channel * n_state + offs_n, states, mask=mask_dn)
+            if SEGMENT_ENDS:  # only the tile's last state is needed (tl.reduce would need a commutative combine)
+                decay_prod, h = tl.associative_scan((tl.exp2(dt * a2), dtu * Bn), 1, _combine)
+                last_step = offs_t == BLOCK_L - 1
+                states = tl.where(is_n, _column(decay_prod, last_step) * _column(states, is_n)
+                                  + _column(h, last_step), states)
+            else:
+                Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
+                              C_VARIABLE)
+                decay_prod, h = tl.associative_scan((tl.exp2(dt * a2), dtu * Bn), 1, _combine)
+                h += decay_prod * _column(states, is_n)
+                y += h * Cn
+                # Padded steps hold the state, so the tile's last column is the state after its last real step.
+                states = tl.where(is_n, _column(h, offs_t == BLOCK_L - 1), states)
+        if SEGMENT_ENDS:
+            dt_sum += tl.sum(dt, axis=1)[:, None]
+        else:
+            if HAS_Z:
+                if SAVE_CKPT:
+                    tl.store(ypre_ptr + row + t, y.to(ypre_ptr.dtype.element_ty), mask=mask)
+                zt = tl.load(z_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
+                y *= zt * tl.sigmoid(zt)
+            tl.store(y_ptr + row + t, y.to(y_ptr.dtype.element_ty), mask=mask)
+    if SEGMENT_ENDS:
+        at = channel * n_segments + segment
+        tl.store(segment_end_ptr + at * n_state + offs_n, states, mask=mask_dn)
+        tl.store(segment_dt_ptr + at, dt_sum, mask=mask_d)
+    else:
+        tl.store(last_ptr + channel * n_state + offs_n, states, mask=mask_dn & (segment == n_segments - 1))
 
 
 @triton.jit
@@ -182,8 +229,11 @@ def _scan_bwd_kernel(
         mask_t = t < length
         mask = mask_d & mask_t
         u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
-        dt, raw = _load_delta(delta_ptr + row + t, mask, bias, HAS_BIAS, SOFTPLUS)
-        dt_next, _ = _load_delta(delta_ptr + row + t + 1, mask_d & (t + 1 < length), bias, HAS_BIAS, SOFTPLUS)
+        dt, raw = _delta(tl.load(delta_ptr + row + t, mask=mask, other=0.0).to(tl.float32), mask, bias, HAS_BIAS,
+                         SOFTPLUS)
+        mask_next = mask_d & (t + 1 < length)
+        dt_next, _ = _delta(tl.load(delta_ptr + row + t + 1, mask=mask_next, other=0.0).to(tl.float32), mask_next,
+                            bias, HAS_BIAS, SOFTPLUS)
         g = tl.load(dy_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
         if HAS_Z:
             zt = tl.load(z_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
@@ -263,9 +313,11 @@ def launch_config(
     (its checkpoints are per tile), so ``training`` (a gradient will be needed) picks the pair for both. The
     backward's channel block and warps (BWD_BLOCK_D, bwd_num_warps) are its own: checkpoints are per channel.
     Fewer than ``min_programs`` programs (a small batch of long sequences) leave the GPU idle while each one
-    walks L: channel blocks then shrink and tiles lengthen by the same factor. A channel block must not
-    straddle two B/C groups (the kernels read one group's B/C per block), so BLOCK_D is halved until it
-    divides every grouped operand's channels per group.
+    walks L: channel blocks then shrink and tiles lengthen by the same factor, and where that still leaves
+    too few programs, L is split into SEGMENTS scanned in parallel (a first pass writes each
+    segment's end state, the second starts each segment from the composition of the earlier ones: u, Δ and B
+    are read twice). A channel block must not straddle two B/C groups (the kernels read one group's B/C per
+    block), so BLOCK_D is halved until it divides every grouped operand's channels per group.
     """
     short = length <= 256
     if n_state > 1:
@@ -283,15 +335,29 @@ def launch_config(
         for g in groups:
             while g > 1 and (dim // g) % cfg[key]:
                 cfg[key] //= 2
+    programs = -(-dim // cfg["BLOCK_D"]) * batch
+    tiles = -(-length // cfg["BLOCK_L"])
+    # Splitting L reads u, Δ and B twice: worth it only where it multiplies the programs at least four-fold.
+    split = -(-min_programs // programs)
+    cfg.setdefault("SEGMENTS", min(tiles, split) if split >= 4 else 1)
     return cfg
 
 
 class _Operands:
-    """The inputs in the layouts the kernels index: contiguous rows, B/C as (d, N) or (batch, G, N, L)."""
+    """The inputs in the layouts the kernels index: contiguous rows, B/C as (d, N) or (batch, G, N, L); a
+    low-rank Δ as its weight (dim, R) and inputs (batch, G, R, L) with rows of stride L (any batch/group
+    strides, as x_proj's output split into Δ, B and C is)."""
 
     def __init__(self, u, delta, A, B, C, D, z, delta_bias):
         self.u = u.contiguous()
-        self.delta = delta.contiguous()
+        self.dt_weight = None
+        if isinstance(delta, LowRankDelta):
+            inputs = delta.inputs
+            if inputs.stride(-1) != 1 or inputs.stride(-2) != inputs.shape[-1]:
+                inputs = inputs.contiguous()
+            self.delta, self.dt_weight = inputs, delta.weight.contiguous()
+        else:
+            self.delta = delta.contiguous()
         self.A = A.contiguous()
         self.B = (B.unsqueeze(1) if B.dim() == 3 else B).contiguous()
         self.C = (C.unsqueeze(1) if C.dim() == 3 else C).contiguous()
@@ -304,6 +370,23 @@ class _Operands:
         return [self.u, self.delta, self.A, self.B, self.C, self.D if self.D is not None else dummy,
                 self.z if self.z is not None else dummy,
                 self.delta_bias if self.delta_bias is not None else dummy]
+
+    @property
+    def dt_rank(self) -> int:
+        return 0 if self.dt_weight is None else self.dt_weight.shape[1]
+
+    @property
+    def dt_groups(self) -> int:
+        return 1 if self.dt_weight is None else self.delta.shape[1]
+
+    def dt_weight_arg(self) -> torch.Tensor:
+        return self.dt_weight if self.dt_weight is not None else self.u
+
+    def dt_layout(self) -> tuple[int, int, int]:
+        """Groups, batch stride and group stride of a low-rank Δ's inputs (placeholders for a full Δ)."""
+        if self.dt_weight is None:
+            return 1, 0, 0
+        return self.dt_groups, self.delta.stride(0), self.delta.stride(1)
 
     def flags(self) -> dict[str, bool]:
         return {"B_VARIABLE": self.B.dim() == 4, "C_VARIABLE": self.C.dim() == 4, "HAS_D": self.D is not None,
@@ -333,35 +416,53 @@ def _bc_grad_buffer(bc: torch.Tensor, batch: int, dim: int, block_d: int) -> tor
                        dtype=torch.float32)
 
 
+def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] | None, save: bool):
+    """Launch the forward (in two split-L passes where the launch config asks for segments). Returns y, the last
+    state, and what a backward needs: the checkpoints, the pre-gate output, the launch config and tile count."""
+    u = ops.u
+    batch, dim, length = u.shape
+    n_state = ops.A.shape[1]
+    groups = (_groups(ops.B), _groups(ops.C))
+    cfg = launch_config(dim, length, n_state, (*groups, ops.dt_groups), training=save, batch=batch,
+                        min_programs=4 * _multiprocessors(u.device), overrides=config)
+    n_tiles = triton.cdiv(length, cfg["BLOCK_L"])
+    segment_tiles = triton.cdiv(n_tiles, cfg["SEGMENTS"])
+    segments = triton.cdiv(n_tiles, segment_tiles)
+    partial_rows = max(triton.cdiv(dim // g, cfg["BWD_BLOCK_D"]) * batch * g * n_state * length for g in groups)
+    delta_span = sum((size - 1) * stride for size, stride in zip(ops.delta.shape, ops.delta.stride(), strict=True))
+    if max(u.numel(), delta_span + 1, batch * dim * n_tiles * n_state, partial_rows if save else 0) > _MAX_ELEMENTS:
+        raise ValueError(f"selective_scan triton backend: {tuple(u.shape)} with N={n_state} exceeds int32 "
+                         "offsets; use backend='torch'")
+    y = torch.empty_like(u)
+    last = torch.empty(batch, dim, n_state, device=u.device, dtype=torch.float32)
+    ckpt = ypre = last  # written only when a gradient is needed (ypre: only with z)
+    if save:
+        ckpt = torch.empty(batch, dim, n_tiles, n_state, device=u.device, dtype=torch.float32)
+        if ops.z is not None:
+            ypre = torch.empty_like(u)
+    segment_ends = segment_dt = last  # the split-L passes' exchange, only with several segments
+    if segments > 1:
+        segment_ends = torch.empty(batch, dim, segments, n_state, device=u.device, dtype=torch.float32)
+        segment_dt = torch.empty(batch, dim, segments, device=u.device, dtype=torch.float32)
+    grid = (triton.cdiv(dim, cfg["BLOCK_D"]), batch, segments)
+    passes = [dict(SEGMENT_ENDS=True, CARRY=False), dict(SEGMENT_ENDS=False, CARRY=True)] if segments > 1 else [
+        dict(SEGMENT_ENDS=False, CARRY=False)]
+    for split_pass in passes:
+        _scan_fwd_kernel[grid](
+            *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, ops.dt_weight_arg(),
+            dim, length, n_state, *groups, n_tiles, segment_tiles, segments, *ops.dt_layout(),
+            SOFTPLUS=delta_softplus, SAVE_CKPT=save and not split_pass["SEGMENT_ENDS"], **split_pass,
+            DT_RANK=ops.dt_rank, **ops.flags(), **_tiles(cfg, n_state), num_warps=cfg["num_warps"],
+        )
+    return y, last, ckpt, ypre, cfg, n_tiles
+
+
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, config):
         ops = _Operands(u, delta, A, B, C, D, z, delta_bias)
-        batch, dim, length = u.shape
-        n_state = A.shape[1]
         save = any(ctx.needs_input_grad)
-        groups = (_groups(ops.B), _groups(ops.C))
-        cfg = launch_config(dim, length, n_state, groups, training=save, batch=batch,
-                            min_programs=4 * _multiprocessors(u.device), overrides=config)
-        n_tiles = triton.cdiv(length, cfg["BLOCK_L"])
-        partial_rows = max(triton.cdiv(dim // g, cfg["BWD_BLOCK_D"]) * batch * g * n_state * length for g in groups)
-        if max(u.numel(), batch * dim * n_tiles * n_state, partial_rows if save else 0) > _MAX_ELEMENTS:
-            raise ValueError(f"selective_scan triton backend: {tuple(u.shape)} with N={n_state} exceeds int32 "
-                             "offsets; use backend='torch'")
-        y = torch.empty_like(ops.u)
-        last = torch.empty(batch, dim, n_state, device=u.device, dtype=torch.float32)
-        ckpt = ypre = last  # written only when a gradient is needed (ypre: only with z)
-        if save:
-            ckpt = torch.empty(batch, dim, n_tiles, n_state, device=u.device, dtype=torch.float32)
-            if ops.z is not None:
-                ypre = torch.empty_like(ops.u)
-        grid = (triton.cdiv(dim, cfg["BLOCK_D"]), batch)
-        _scan_fwd_kernel[grid](
-            *ops.kernel_args(), y, ypre, last, ckpt,
-            dim, length, n_state, *groups, n_tiles,
-            SOFTPLUS=delta_softplus, SAVE_CKPT=save, **ops.flags(), **_tiles(cfg, n_state),
-            num_warps=cfg["num_warps"],
-        )
+        y, last, ckpt, ypre, cfg, n_tiles = _scan_forward(ops, delta_softplus, config, save)
         if save:
             ctx.save_for_backward(*ops.kernel_args(), ckpt, ypre)
             ctx.flags = ops.flags()
@@ -414,7 +515,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
 
 def selective_scan_triton(
     u: torch.Tensor,
-    delta: torch.Tensor,
+    delta: torch.Tensor | LowRankDelta,
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
@@ -426,6 +527,18 @@ def selective_scan_triton(
     *,
     config: dict[str, int] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Fused Triton selective scan; ``config`` overrides entries of ``launch_config`` (tiles, warps)."""
+    """Fused Triton selective scan; ``config`` overrides entries of ``launch_config`` (tiles, warps).
+
+    A :class:`LowRankDelta` is projected inside the forward kernel (Δ is never written out) when no gradient
+    is needed; under autograd it is materialized and differentiated as a matmul.
+    """
+    if isinstance(delta, LowRankDelta):
+        operands = (u, delta.weight, delta.inputs, A, B, C, D, z, delta_bias)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in operands):
+            delta = delta.materialize()
+        else:
+            ops = _Operands(u, delta, A, B, C, D, z, delta_bias)
+            y, last, *_ = _scan_forward(ops, delta_softplus, config, save=False)
+            return (y, last) if return_last_state else y
     y, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config)
     return (y, last) if return_last_state else y

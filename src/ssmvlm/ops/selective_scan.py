@@ -6,6 +6,8 @@ gated with SiLU; delta_bias (dim,). The output has the input dtype and is comput
 float64 inputs). With ``return_last_state`` the final state (batch, dim, N) is returned too.
 
 Backends are registered by name; ``backend=None`` picks the fastest one available for the inputs' device.
+``delta`` may also be a :class:`LowRankDelta` (dt_proj's weight and inputs): backends registered with
+``low_rank_delta=True`` fuse the projection, the others get it materialized.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from collections.abc import Callable
 import torch
 
 from ssmvlm.ops.flops import record_scan
+from ssmvlm.ops.low_rank_delta import LowRankDelta
 from ssmvlm.ops.scan_reference import selective_scan_reference
 from ssmvlm.ops.scan_torch import selective_scan_torch
 
 ScanFn = Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
 
 _BACKENDS: dict[str, ScanFn] = {"reference": selective_scan_reference, "torch": selective_scan_torch}
+_LOW_RANK_DELTA: set[str] = set()  # backends that take a LowRankDelta as it is
 # Preference order per device type when no backend is named.
 _PREFERENCE: dict[str, tuple[str, ...]] = {
     "cuda": ("triton", "torch", "reference"),
@@ -28,8 +32,12 @@ _PREFERENCE: dict[str, tuple[str, ...]] = {
 }
 
 
-def register_scan_backend(name: str, fn: ScanFn) -> None:
+def register_scan_backend(name: str, fn: ScanFn, *, low_rank_delta: bool = False) -> None:
     _BACKENDS[name] = fn
+    if low_rank_delta:
+        _LOW_RANK_DELTA.add(name)
+    else:
+        _LOW_RANK_DELTA.discard(name)
 
 
 def _register_triton() -> None:
@@ -40,7 +48,7 @@ def _register_triton() -> None:
         from ssmvlm.ops.scan_triton import selective_scan_triton
     except ImportError:
         return
-    register_scan_backend("triton", selective_scan_triton)
+    register_scan_backend("triton", selective_scan_triton, low_rank_delta=True)
 
 
 _register_triton()
@@ -59,7 +67,7 @@ def default_backend(device: torch.device) -> str:
 
 def selective_scan(
     u: torch.Tensor,
-    delta: torch.Tensor,
+    delta: torch.Tensor | LowRankDelta,
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
@@ -79,12 +87,17 @@ def selective_scan(
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     batch, dim, length = u.shape
     record_scan(batch, dim, length, A.shape[1], with_d=D is not None, with_z=z is not None)
-    if u.is_meta:  # shape-only passes (FLOP counting, size checks) need no arithmetic
-        out = torch.empty_like(u)
-        return (out, u.new_empty(batch, dim, A.shape[1], dtype=torch.float32)) if return_last_state else out
     name = backend or default_backend(u.device)
     if name not in _BACKENDS:
         raise ValueError(f"unknown selective-scan backend {name!r} (available: {', '.join(_BACKENDS)})")
+    # On the meta device too, so that FLOP counts include the projection; and under torch.compile, whose graph
+    # then holds the matmul and the scan as in the uncompiled training path.
+    native = name in _LOW_RANK_DELTA and not u.is_meta and not torch.compiler.is_compiling()
+    if isinstance(delta, LowRankDelta) and not native:
+        delta = delta.materialize()
+    if u.is_meta:  # shape-only passes (FLOP counting, size checks) need no arithmetic
+        out = torch.empty_like(u)
+        return (out, u.new_empty(batch, dim, A.shape[1], dtype=torch.float32)) if return_last_state else out
     return _BACKENDS[name](
         u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
         delta_softplus=delta_softplus, return_last_state=return_last_state, **(backend_options or {}),
