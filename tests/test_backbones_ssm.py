@@ -427,6 +427,7 @@ def test_vmamba_inference_scans_channel_parts_at_high_resolution(monkeypatch: py
         widths.clear()
         monkeypatch.setattr(vmamba, "LARGE_MAP_TOKENS", 1)
         monkeypatch.setattr(vmamba, "TOKEN_PART", 50)  # token-wise sublayers in parts of 50 tokens and a remainder
+        monkeypatch.setattr(vmamba, "SCAN_PART_ELEMENTS", 4 * 16 * 24 * first_mixer // 4)  # a quarter per part
         in_parts = backbone(x)
     assert widths[:4] == [first_mixer // 4] * 4
     torch.testing.assert_close(in_parts, whole, rtol=1e-10, atol=1e-10)
@@ -461,7 +462,7 @@ def test_vmamba_v0_mixer_channel_parts_match(monkeypatch: pytest.MonkeyPatch) ->
     tokens = torch.randn(2, 5, 7, 10, dtype=torch.float64)
     with torch.no_grad():
         whole, whole_mixer = mixer.scan_2d(x), mixer(tokens)
-        monkeypatch.setattr(vmamba, "SCAN_CHANNEL_CHUNKS", 3)  # parts of 7, 7 and 6 channels
+        monkeypatch.setattr(vmamba, "SCAN_PART_ELEMENTS", 2 * 4 * 35 * 7)  # parts of 7, 7 and 6 channels
         monkeypatch.setattr(vmamba, "LARGE_MAP_TOKENS", 1)
         monkeypatch.setattr(vmamba, "TOKEN_PART", 8)  # the gated output in parts of 8 tokens
         in_parts, mixer_in_parts = mixer.scan_2d(x), mixer(tokens)

@@ -30,17 +30,19 @@ from torch import nn
 
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
 from ssmvlm.backbones.init import init_linear_and_layernorm
+from ssmvlm.backbones.norms import AutocastLayerNorm
 from ssmvlm.backbones.registry import register_backbone
 from ssmvlm.backbones.timm_register import register_family
-from ssmvlm.ops import cross_merge, cross_scan, selective_scan
+from ssmvlm.ops import LowRankDelta, cross_merge, cross_scan, selective_scan
 
 SCAN_DIRECTIONS = 4
-# From this many tokens per map, inference works in parts: SS2D scans its channels in SCAN_CHANNEL_CHUNKS parts
-# (the four-order inputs, Δ and outputs dominate peak memory) and token-wise sublayers (norms, projections, the MLP)
-# take TOKEN_PART tokens at a time (a 4096² input makes 1M-token stage-1 maps, where one fp32 map of 96 channels is
+# From this many tokens per map, inference works in parts: SS2D scans its channels in parts of at most
+# SCAN_PART_ELEMENTS per four-order tensor (batch × 4 orders × channels × tokens: the four-order inputs, Δ and
+# outputs dominate peak memory; 64 MiB each in bf16) and token-wise sublayers (norms, projections, the MLP) take
+# TOKEN_PART tokens at a time (a 4096² input makes 1M-token stage-1 maps, where one fp32 map of 96 channels is
 # 384 MiB). The results are the same; at this size the extra launches are small next to the work.
 LARGE_MAP_TOKENS = 128 * 128
-SCAN_CHANNEL_CHUNKS = 4
+SCAN_PART_ELEMENTS = 2**25
 TOKEN_PART = 256 * 256
 
 
@@ -148,7 +150,7 @@ class SS2D(nn.Module):
             torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(SCAN_DIRECTIONS * d_inner, 1)
         )
         self.Ds = nn.Parameter(torch.ones(SCAN_DIRECTIONS * d_inner))
-        self.out_norm = nn.LayerNorm(d_inner)
+        self.out_norm = AutocastLayerNorm(d_inner)
         self.out_proj = Linear(d_inner, d_model, bias=False)
 
         with torch.no_grad():  # x_proj keeps nn.Linear's default init in the release
@@ -179,22 +181,22 @@ class SS2D(nn.Module):
     def scan_2d(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) → (B, D, H, W) in channels-last memory: the four-direction selective scan, summed.
 
-        Inference on large maps scans the channels in ``SCAN_CHANNEL_CHUNKS`` parts one after another (every
-        channel's scan is independent): the same result with a fraction of the four-order tensors alive.
+        Inference on large maps scans the channels in parts of at most ``SCAN_PART_ELEMENTS`` four-order
+        elements, one after another (every channel's scan is independent): the same result with a fraction of
+        the four-order tensors alive.
         """
         batch, channels, height, width = x.shape
-        x_dbl = self.project_orders(x)
+        dts, b_groups, c_groups = self.project_orders(x).split([self.dt_rank, self.d_state, self.d_state], dim=2)
+        orders = (dts, b_groups.contiguous(), c_groups.contiguous())
         if not in_parts(x, height * width, self):
-            ys = self.scan_orders(cross_scan(x), x_dbl)
+            ys = self.scan_orders(cross_scan(x), *orders)
             return cross_merge(ys, height, width, channels_last=True).view(batch, channels, height, width)
         merged = torch.empty_like(x, memory_format=torch.channels_last)
-        step = -(-channels // SCAN_CHANNEL_CHUNKS)
+        step = max(1, SCAN_PART_ELEMENTS // (SCAN_DIRECTIONS * batch * height * width))
         for start in range(0, channels, step):
             part = slice(start, min(start + step, channels))
             # one expression: no name keeps a part's four-order tensors alive into the next part
-            merged[:, part] = cross_merge(
-                self.scan_orders(cross_scan(x[:, part]), x_dbl, part), height, width, channels_last=True
-            ).view(batch, -1, height, width)
+            cross_merge(self.scan_orders(cross_scan(x[:, part]), *orders, part), height, width, out=merged[:, part])
         return merged
 
     def project_orders(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,22 +209,26 @@ class SS2D(nn.Module):
         x_dbl = F.linear(x.permute(0, 2, 3, 1), self.x_proj_weight.flatten(0, 1))  # (B, H, W, 4·(R + 2N))
         return cross_scan(x_dbl.permute(0, 3, 1, 2), grouped=True)
 
-    def scan_orders(self, xs: torch.Tensor, x_dbl: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:
-        """The four orders' sequences of ``channels``, (B, 4, D', L), and the orders' x_proj outputs
-        (B, 4, dt_rank + 2N, L) → the scan outputs, (B, 4, D', L).
+    def scan_orders(
+        self, xs: torch.Tensor, dts: torch.Tensor, b_groups: torch.Tensor, c_groups: torch.Tensor,
+        channels: slice = slice(None),
+    ) -> torch.Tensor:
+        """The four orders' sequences of ``channels``, (B, 4, D', L), and the orders' x_proj outputs split into
+        the Δ projection's input (B, 4, dt_rank, L), B and C (B, 4, N, L) → the scan outputs, (B, 4, D', L).
 
         Each order has its own projections, A, D and Δ bias, and its B/C form one group.
         """
         batch, count, width, length = xs.shape
-        dts, b_groups, c_groups = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.matmul(self.dt_projs_weight[:, channels], dts)  # (4, D', R) @ (B, 4, R, L) → (B, 4, D', L)
+        # Δ = dt_proj of each order's rank-R rows, (4·D', R) by (B, 4, R, L): projected inside the scan kernel
+        # where the backend can (Δ is then never written out), else one batched matmul
+        delta = LowRankDelta(self.dt_projs_weight[:, channels].reshape(-1, self.dt_rank), dts)
         per_order = (SCAN_DIRECTIONS, self.d_inner)
         ys = selective_scan(
             xs.reshape(batch, -1, length),
-            dts.reshape(batch, -1, length),
+            delta,
             -torch.exp(self.A_logs.view(*per_order, self.d_state)[:, channels].reshape(-1, self.d_state).float()),
-            b_groups.contiguous(),
-            c_groups.contiguous(),
+            b_groups,
+            c_groups,
             self.Ds.view(per_order)[:, channels].reshape(-1).float(),
             delta_bias=self.dt_projs_bias[:, channels].reshape(-1).float(),
             delta_softplus=True,
@@ -245,11 +251,12 @@ class Mlp(nn.Module):
 class VSSBlock(nn.Module):
     def __init__(self, dim: int, *, drop_path: float, mlp_ratio: float, **ssm: Any) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        # Both norms feed projections only (the residual stream keeps its dtype): see AutocastLayerNorm.
+        self.norm = AutocastLayerNorm(dim)
         self.op = SS2D(dim, **ssm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if mlp_ratio > 0:
-            self.norm2 = nn.LayerNorm(dim)
+            self.norm2 = AutocastLayerNorm(dim)
             self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -266,7 +273,7 @@ class PatchMerging2D(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
+        self.norm = AutocastLayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,13 +284,23 @@ class PatchMerging2D(nn.Module):
         return self.reduction(self.norm(x))
 
 
+class PatchEmbed(nn.Sequential):
+    """The stem, on the image in channels-last memory: its convolutions then write (B, H, W, C) maps, so the
+    permutes around its norms are views (a channel-first map would be copied in full, in float32 under
+    autocast, for every norm: at 4096² those copies were the forward's peak memory)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
+
+
 # The stems and downsamples of the two versions, in the release's channel-last form (Permute modules hold the
 # Sequential indices of the channel-first form's Identity modules, so the parameter names match).
-def _patch_embed(version: str, dim: int) -> nn.Sequential:
+def _patch_embed(version: str, dim: int) -> PatchEmbed:
     if version == "v0":
-        return nn.Sequential(nn.Conv2d(3, dim, 4, 4), Permute(0, 2, 3, 1), nn.LayerNorm(dim))
-    return nn.Sequential(
-        nn.Conv2d(3, dim // 2, 3, 2, 1), Permute(0, 2, 3, 1), nn.LayerNorm(dim // 2), Permute(0, 3, 1, 2),
+        return PatchEmbed(nn.Conv2d(3, dim, 4, 4), Permute(0, 2, 3, 1), nn.LayerNorm(dim))
+    # the first norm feeds the GELU and convolution only; the last one starts the residual stream
+    return PatchEmbed(
+        nn.Conv2d(3, dim // 2, 3, 2, 1), Permute(0, 2, 3, 1), AutocastLayerNorm(dim // 2), Permute(0, 3, 1, 2),
         nn.GELU(), nn.Conv2d(dim // 2, dim, 3, 2, 1), Permute(0, 2, 3, 1), nn.LayerNorm(dim),
     )  # fmt: skip
 
@@ -336,9 +353,14 @@ class VSSM(nn.Module):
         set_scan_backend(self, scan_backend)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # Blocks are called from this one frame (not through the stage Sequentials, whose frames would each hold
+        # a stage's input to the end of the stage), so every map is freed as soon as the next one exists: at
+        # 2048²+ stage-1 maps are 100+ MiB each.
         x = self.patch_embed(x)
         for layer in self.layers:
-            x = layer(x)
+            for block in layer.blocks:
+                x = block(x)
+            x = layer.downsample(x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -379,9 +401,11 @@ class VMambaBackbone(ScanBackendSetting, VisionBackbone):
     def forward_tokens(self, pixel_values: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
         stage, block = self._resolve(tap)
         x = self.trunk.patch_embed(pixel_values)
-        for layer in self.trunk.layers[:stage]:
-            x = layer(x)
-        x = self.trunk.layers[stage].blocks[: block + 1](x)
+        for index, layer in enumerate(self.trunk.layers[: stage + 1]):
+            for vss_block in layer.blocks if index < stage else layer.blocks[: block + 1]:
+                x = vss_block(x)  # one frame holds the map, as in VSSM.forward_features
+            if index < stage:
+                x = layer.downsample(x)
         tokens = x.flatten(1, 2)  # (B, H, W, C) → (B, H·W, C)
         return F.layer_norm(tokens, tokens.shape[-1:])
 
@@ -389,7 +413,8 @@ class VMambaBackbone(ScanBackendSetting, VisionBackbone):
         x = self.trunk.patch_embed(pixel_values)
         stages = []
         for layer in self.trunk.layers:
-            x = layer.blocks(x)
+            for block in layer.blocks:
+                x = block(x)
             stages.append(x.permute(0, 3, 1, 2))
             x = layer.downsample(x)
         return stages
