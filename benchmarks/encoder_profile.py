@@ -14,6 +14,7 @@ Modes (each timed with CUDA events, median of repeats, images/s and peak memory)
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import time
 from pathlib import Path
@@ -68,15 +69,19 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--chunk-tokens", type=int,
                         help="override vmamba.LARGE_MAP_TOKENS (inference on maps this large works in parts)")
+    parser.add_argument("--part-elements", type=int,
+                        help="override vmamba.SCAN_PART_ELEMENTS (four-order elements per channel part)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    vmamba = importlib.import_module("ssmvlm.backbones.families").vmamba  # families load as a set
     if args.chunk_tokens is not None:
-        import sys
-
-        sys.modules["ssmvlm.backbones.vmamba"].LARGE_MAP_TOKENS = args.chunk_tokens
+        vmamba.LARGE_MAP_TOKENS = args.chunk_tokens
+    if args.part_elements is not None:
+        vmamba.SCAN_PART_ELEMENTS = args.part_elements
 
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "backbone": args.backbone,
-              "batch": args.batch_size, "resolution": args.resolution, "modes": {}}
+              "batch": args.batch_size, "resolution": args.resolution, "large_map_tokens": vmamba.LARGE_MAP_TOKENS,
+              "part_elements": vmamba.SCAN_PART_ELEMENTS, "modes": {}}
     for mode in args.modes.split(","):
         model = create_vision_backbone(args.backbone, image_size=args.resolution).cuda().eval()
         pixels = torch.randn(args.batch_size, 3, args.resolution, args.resolution, device="cuda")

@@ -4,7 +4,8 @@ GPU (default): measures device-to-device copy bandwidth first, then for the issu
 times forward and forward+backward for every registered fast backend (median of CUDA-event timings via
 ``triton.testing.do_bench``), and the VMamba anchors' speedups. Bytes are the fewest a call must move: every
 input read once and the output written once (for forward+backward also dy read, every input gradient written,
-and the forward again). Also times cross_scan/cross_merge (torch vs fused) and a small tile-size sweep.
+and the forward again). Also times cross_scan/cross_merge (torch vs fused), batch-1 inference scans of large
+maps (L split into segments against one segment), and optional tile sweeps.
 
 CPU (``--cpu``): torch vs reference at L = 1024 with the machine's threads.
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ssmvlm.ops import available_backends, cross_merge, cross_scan, selective_scan
+from ssmvlm.ops import LowRankDelta, available_backends, cross_merge, cross_scan, selective_scan
 from ssmvlm.utils.io import atomic_write_json
 
 
@@ -47,6 +48,12 @@ GPU_SHAPES = [
     Shape("VMamba-S s3 1024² (G=4)", 8, 1536, 4096, 1, 4, False, 0.256, 1.03),
     Shape("Vim-S (z, variable B/C)", 64, 768, 197, 16, 1, True),
     Shape("long L=16k N=16", 4, 1536, 16384, 16, 1, False, 2.16, 10.1),
+]
+# Batch-1 inference scans of VMamba-S on large maps, as SS2D's channel parts hand them over (forward only).
+BATCH1_SHAPES = [
+    Shape("VMamba-S s1 4096² part (4 channels × 4 orders)", 1, 16, 1 << 20, 1, 4, False),
+    Shape("VMamba-S s2 4096² part (16 × 4)", 1, 64, 1 << 18, 1, 4, False),
+    Shape("VMamba-S s1 1024² / s3 4096² part (64 × 4)", 1, 256, 1 << 16, 1, 4, False),
 ]
 CPU_SHAPES = [
     Shape("VMamba nano-like N=1 (G=4)", 1, 192, 1024, 1, 4, False),
@@ -193,21 +200,62 @@ def backward_sweep(copy_bw: float) -> list[dict]:
     return rows
 
 
+# Batch-1 launch variants (--batch1-sweep): tiles and warps kept from shrinking, L split to fill the GPU.
+BATCH1_SWEEP = [
+    {"BLOCK_D": 4, "BLOCK_L": 128, "num_warps": 4}, {"BLOCK_D": 4, "BLOCK_L": 256, "num_warps": 4},
+    {"BLOCK_D": 4, "BLOCK_L": 256, "num_warps": 8}, {"BLOCK_D": 2, "BLOCK_L": 256, "num_warps": 2},
+    {"BLOCK_D": 2, "BLOCK_L": 512, "num_warps": 4}, {"BLOCK_D": 8, "BLOCK_L": 128, "num_warps": 8},
+    {"BLOCK_D": 4, "BLOCK_L": 128, "num_warps": 4, "SEGMENTS": 256},
+]
+
+
+def batch1_inference(copy_bw: float, sweep: bool) -> list[dict]:
+    """Forward time of batch-1 inference scans: the default launch (L split into segments where channels are
+    too few to fill the GPU) against one segment (each program walks the whole of L), and with ``sweep`` other
+    tiles (segments chosen for them as by default unless given)."""
+    from ssmvlm.ops.scan_triton import launch_config
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    variants = [("default", None), ("one segment", {"SEGMENTS": 1})] + [("sweep", c) for c in BATCH1_SWEEP if sweep]
+    # Δ as VMamba's SS2D hands it over: dt_proj's weight and rank-6 inputs, projected inside the kernel
+    variants += [("low-rank Δ", None), ("low-rank Δ, blocks of 8 channels", {"BLOCK_D": 8, "BLOCK_L": 128})]
+    rows = []
+    for shape in BATCH1_SHAPES:
+        with torch.no_grad():
+            inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=False)
+            fwd_bytes, _ = bytes_moved(inputs)
+            x_dbl = torch.randn(1, shape.groups, 8, shape.length, device="cuda", dtype=torch.bfloat16)
+            low_rank = inputs | {"delta": LowRankDelta(torch.randn(shape.dim, 6, device="cuda") * 0.4, x_dbl[:, :, :6])}
+            for label, config in variants:
+                options = {"config": config} if config else None
+                scan_inputs = low_rank if label.startswith("low-rank") else inputs
+                ms = time_gpu(lambda i=scan_inputs, o=options: selective_scan(**i, backend="triton", backend_options=o))
+                resolved = launch_config(shape.dim, shape.length, 1, (shape.groups,) * 2, training=False,
+                                         batch=1, min_programs=4 * sms, overrides=config)
+                rows.append({"shape": shape.name, "launch": label, "config": resolved, "fwd_ms": ms,
+                             "fwd_frac_copy": fwd_bytes / (ms * 1e-3) / copy_bw})
+                print(f"batch-1 {shape.name} {label} {resolved}: fwd {ms:.4f} ms "
+                      f"({100 * rows[-1]['fwd_frac_copy']:.0f}% copy)", flush=True)
+        torch.cuda.empty_cache()
+    return rows
+
+
 def run_gpu(args: argparse.Namespace) -> dict:
     copy_bw = gpu_copy_bandwidth()
     print(f"device {torch.cuda.get_device_name()}; copy bandwidth {copy_bw / 1e9:.0f} GB/s", flush=True)
     backends = [b for b in args.backends if b in available_backends()]
     rows = []
-    for shape in GPU_SHAPES:
+    for shape in GPU_SHAPES if not args.batch1_only else []:
         for backend in backends:
             row = bench_scan_gpu(shape, backend, copy_bw)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    cross = bench_cross_scan_gpu(copy_bw)
+    cross = bench_cross_scan_gpu(copy_bw) if not args.batch1_only else []
+    batch1 = batch1_inference(copy_bw, args.batch1_sweep)
     sweep = tile_sweep(copy_bw) if args.sweep else []
     bwd_sweep = backward_sweep(copy_bw) if args.bwd_sweep else []
     return {"device": torch.cuda.get_device_name(), "copy_GBps": copy_bw / 1e9, "scan": rows,
-            "cross_scan": cross, "tile_sweep": sweep, "backward_sweep": bwd_sweep}
+            "cross_scan": cross, "batch1": batch1, "tile_sweep": sweep, "backward_sweep": bwd_sweep}
 
 
 def time_cpu_pairs(fns: dict, repeats: int) -> dict[str, list[float]]:
@@ -270,6 +318,11 @@ def markdown(report: dict) -> str:
     for r in report["cross_scan"]:
         lines.append(f"| {r['shape']} | {r['layout']} | {r['fused']} | {r['scan_ms']:.4f} | {r['merge_ms']:.4f} | "
                      f"{100 * r['scan_frac_copy']:.0f}% | {100 * r['merge_frac_copy']:.0f}% |")
+    lines += ["", "| batch-1 inference scan | launch | config | fwd ms | fwd % copy |", "|---|---|---|---|---|"]
+    for r in report["batch1"]:
+        config = ", ".join(f"{k} {v}" for k, v in r["config"].items() if not k.startswith(("BWD", "bwd")))
+        lines.append(f"| {r['shape']} | {r['launch']} | {config} | {r['fwd_ms']:.4f} | "
+                     f"{100 * r['fwd_frac_copy']:.0f}% |")
     return "\n".join(lines)
 
 
@@ -281,6 +334,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["triton", "torch"], help="GPU backends to time")
     parser.add_argument("--sweep", action="store_true", help="GPU: also sweep Triton tiles and warps")
     parser.add_argument("--bwd-sweep", action="store_true", help="GPU: also sweep the backward's own tiles")
+    parser.add_argument("--batch1-only", action="store_true",
+                        help="GPU: only the batch-1 inference scans (split L against one segment)")
+    parser.add_argument("--batch1-sweep", action="store_true", help="GPU: batch-1 scans with other tiles too")
     args = parser.parse_args()
     report = run_cpu(args) if args.cpu else run_gpu(args)
     try:

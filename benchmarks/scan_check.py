@@ -3,8 +3,10 @@
 Every case draws fresh random inputs, runs the backend on CUDA (forward and backward, float32 and bfloat16
 inputs) and compares the output, the last state and every input gradient with the float64 CPU reference.
 The issue's benchmark shapes are scaled down in batch and channels where the sequential float64 reference
-would be too slow, but keep their L, N and B/C layout. Then the full-size shapes are run once more, checked
-against the ``torch`` backend on the GPU (forward) and for finite gradients.
+would be too slow, but keep their L, N and B/C layout (at batch 1 their few channels make the Triton kernels
+split L into segments). Then the full-size shapes are run once more, checked against the ``torch`` backend on
+the GPU (forward) and for finite gradients, and a low-rank Δ projected inside the kernel against the
+materialized one.
 
     PYTHONPATH=src python3 benchmarks/scan_check.py [--backends triton torch] [--quick] [--full-size-only]
 """
@@ -18,7 +20,7 @@ import time
 
 import torch
 
-from ssmvlm.ops import available_backends, selective_scan
+from ssmvlm.ops import LowRankDelta, available_backends, selective_scan
 from ssmvlm.ops.scan_testing import ScanCase, compare_backend, shape_variants
 
 TOLERANCE = {torch.float32: 1e-6, torch.bfloat16: 2e-2}
@@ -43,7 +45,9 @@ def small_cases(quick: bool) -> list[ScanCase]:
 def full_size_checks(backend: str) -> list[str]:
     """The issue's shapes at full size: forward against the torch backend, gradients finite."""
     failures = []
-    shapes = [(128, 1536, 196, 1, 4), (8, 1536, 4096, 1, 4), (64, 768, 197, 16, 1), (4, 1536, 16384, 16, 1)]
+    # the issue's four and a batch-1 stage-1 part of VMamba-S at 4096² (few channels: L split into segments)
+    shapes = [(128, 1536, 196, 1, 4), (8, 1536, 4096, 1, 4), (1, 16, 1 << 20, 1, 4), (64, 768, 197, 16, 1),
+              (4, 1536, 16384, 16, 1)]
     for batch, dim, length, n, groups in shapes:
         gen = torch.Generator(device="cuda").manual_seed(batch + length)
         u = torch.randn(batch, dim, length, device="cuda", generator=gen, requires_grad=True)
@@ -72,6 +76,32 @@ def full_size_checks(backend: str) -> list[str]:
         if not ok:
             failures.append(label)
         del y, grads
+        torch.cuda.empty_cache()
+    return failures
+
+
+def low_rank_delta_checks(backend: str) -> list[str]:
+    """Δ given as dt_proj's weight and inputs (projected inside the kernel, inference) against the same scan of
+    the materialized Δ, at VMamba-S shapes (float32 inputs, so both see the same Δ up to float32 rounding)."""
+    failures = []
+    for batch, dim, length, groups, rank in [(8, 1536, 4096, 4, 24), (1, 16, 1 << 20, 4, 6), (2, 64, 196, 4, 6)]:
+        gen = torch.Generator(device="cuda").manual_seed(length)
+        u = torch.randn(batch, dim, length, device="cuda", generator=gen)
+        x_dbl = torch.randn(batch, groups, rank + 2, length, device="cuda", generator=gen)  # Δ rows, B, C
+        delta = LowRankDelta(torch.randn(dim, rank, device="cuda", generator=gen) * rank**-0.5, x_dbl[:, :, :rank])
+        A = -torch.exp(torch.randn(dim, 1, device="cuda", generator=gen) * 0.5)
+        B, C = x_dbl[:, :, rank : rank + 1].contiguous(), x_dbl[:, :, rank + 1 :].contiguous()
+        args = dict(D=torch.randn(dim, device="cuda", generator=gen), delta_softplus=True,
+                    delta_bias=torch.randn(dim, device="cuda", generator=gen) * 0.5 - 2)
+        with torch.no_grad():
+            fused = selective_scan(u, delta, A, B, C, **args, backend=backend)
+            expected = selective_scan(u, delta.materialize(), A, B, C, **args, backend=backend)
+        err = float((fused.double() - expected.double()).norm() / expected.double().norm())
+        ok = err < LONG_TOLERANCE[torch.float32]
+        label = f"low-rank delta {batch}x{dim}x{length} R{rank} G{groups}"
+        print(f"{'ok  ' if ok else 'FAIL'} {backend:8s} {label:40s} fused vs materialized {err:.1e}", flush=True)
+        if not ok:
+            failures.append(label)
         torch.cuda.empty_cache()
     return failures
 
@@ -110,6 +140,7 @@ def main() -> int:
                 if not ok:
                     failures.append(f"{backend} {dtype_name} {case.label()}: {errors}")
         if backend == "triton":
+            failures += low_rank_delta_checks(backend)
             failures += full_size_checks(backend)
     print(f"checked in {time.perf_counter() - start:.0f} s")
     if failures:
