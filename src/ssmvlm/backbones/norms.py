@@ -30,19 +30,19 @@ class AutocastLayerNorm(nn.LayerNorm):
     straight back: on a large map that is three float32 passes where one low-precision pass would do, and a
     float32 map held in memory. Here input and weights are cast to the autocast dtype (as timm's
     ``fast_layer_norm`` does; CUDA's kernel takes no float32 weights with bf16 input) and the kernel normalises
-    in float32 arithmetic, returning the low-precision result. Use it where
-    the output only feeds low-precision work anyway (a projection, a convolution, a gate before one), not where
-    it starts a residual stream. Without autocast (and on the meta device, which has none) and under
-    torch.compile (whose graphs fuse norm and casts) it is nn.LayerNorm; parameters and state-dict keys are
-    nn.LayerNorm's.
+    in float32 arithmetic, returning the low-precision result. Use it where the output only feeds low-precision
+    work anyway (a projection, a convolution, a gate before one), not where it starts a residual stream.
+    Without autocast (and on the meta device, which has none) and under torch.compile (whose graphs fuse norm
+    and casts) it is nn.LayerNorm; parameters and state-dict keys are nn.LayerNorm's.
 
-    Inference on CUDA (no autograd) runs :mod:`ssmvlm.ops.layer_norm_triton` instead:
-    float32 weights, any input dtype, one pass. torch's kernel gives each row its own thread block, which at
-    96–192 channels leaves most of the block idle: 20 ms of a 4096² VMamba-S forward on an H100.
+    Inference on CUDA (no autograd) runs :mod:`ssmvlm.ops.layer_norm_triton` instead: float32 weights, any input
+    dtype, one pass (torch's bf16 kernel moved about 210 GB/s on 96–192-channel rows: 20 ms of a 4096² VMamba-S
+    forward on an H100, 5 ms with this one).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # compiled graphs fuse norm and casts themselves
+        # Compiled graphs fuse norm and casts themselves (and torch 2.11 cannot trace is_autocast_available).
+        if torch.compiler.is_compiling():
             return super().forward(x)
         device = x.device.type
         if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):

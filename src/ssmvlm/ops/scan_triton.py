@@ -6,7 +6,9 @@ another, each a linear recurrence h_t = a_t·h_{t-1} + x_t over the tile compute
 ``tl.associative_scan`` over (a, x) pairs, its output contribution C_t·h_t summed into the tile's y. The
 state at each tile's end is carried to the next tile in a (BLOCK_D, N) register block. Tiles are 2-D
 (channels × steps) whatever N is; what N = 16 costs, and why, is in benchmarks/notes_scan.md. Everything is
-computed in float32 from inputs of any float dtype; the output is stored in the input dtype.
+computed in float32 from inputs of any float dtype; the output is stored in the input dtype. Where a small
+batch of long sequences leaves too few programs, L is split into segments scanned in parallel (two passes, see
+``launch_config``); at inference Δ may come as a :class:`LowRankDelta`, projected per tile inside the kernel.
 
 The forward saves, only when a gradient is needed, the state at the start of every tile (the checkpoints)
 and, with z, the output before gating. The backward walks the tiles in reverse: per state it recomputes the
