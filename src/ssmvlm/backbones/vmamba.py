@@ -37,10 +37,12 @@ from ssmvlm.ops import LowRankDelta, cross_merge, cross_scan, selective_scan
 
 SCAN_DIRECTIONS = 4
 # From this many tokens per map, inference works in parts: SS2D scans its channels in parts of at most
-# SCAN_PART_ELEMENTS per four-order tensor (batch × 4 orders × channels × tokens: the four-order inputs, Δ and
-# outputs dominate peak memory; 64 MiB each in bf16) and token-wise sublayers (norms, projections, the MLP) take
-# TOKEN_PART tokens at a time (a 4096² input makes 1M-token stage-1 maps, where one fp32 map of 96 channels is
-# 384 MiB). The results are the same; at this size the extra launches are small next to the work.
+# SCAN_PART_ELEMENTS per four-order tensor (batch × 4 orders × channels × tokens: the four-order inputs and outputs,
+# and Δ where the backend does not project it itself, dominate peak memory; 64 MiB each in bf16; larger parts
+# were faster at 4096² but took 2048² above ViT-B/16's memory, benchmarks/RESULTS.md) and token-wise sublayers
+# (norms, projections, the MLP) take TOKEN_PART tokens at a time (a 4096² input makes 1M-token stage-1 maps, where
+# one fp32 map of 96 channels is 384 MiB). The results are the same; at this size the extra launches are small
+# next to the work.
 LARGE_MAP_TOKENS = 128 * 128
 SCAN_PART_ELEMENTS = 2**25
 TOKEN_PART = 256 * 256
