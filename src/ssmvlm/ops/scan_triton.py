@@ -316,10 +316,10 @@ def launch_config(
     backward's channel block and warps (BWD_BLOCK_D, bwd_num_warps) are its own: checkpoints are per channel.
     Fewer than ``min_programs`` programs (a small batch of long sequences) leave the GPU idle while each one
     walks L: channel blocks then shrink and tiles lengthen by the same factor, and where that still leaves
-    too few programs, L is split into SEGMENTS scanned in parallel (a first pass writes each
-    segment's end state, the second starts each segment from the composition of the earlier ones: u, Δ and B
-    are read twice). A channel block must not straddle two B/C groups (the kernels read one group's B/C per
-    block), so BLOCK_D is halved until it divides every grouped operand's channels per group.
+    too few programs, L is split into SEGMENTS scanned in parallel (a first pass writes each segment's end
+    state, the second starts each segment from the composition of the earlier ones: u, Δ and B are read
+    twice). A channel block must not straddle two B/C (or low-rank Δ) groups (the kernels read one group's
+    rows per block), so BLOCK_D is halved until it divides every grouped operand's channels per group.
     """
     short = length <= 256
     if n_state > 1:
