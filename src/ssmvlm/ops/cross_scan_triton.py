@@ -118,7 +118,7 @@ def _scan(x: torch.Tensor, grouped: bool) -> torch.Tensor:
 
 
 def merge(y: torch.Tensor, height: int, width: int, channels_last: bool, grouped: bool,
-           out: torch.Tensor | None = None) -> torch.Tensor:
+          out: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 4, C, L) → (B, C, L) (or (B, 4·C, L) when ``grouped``), in (B, L, ·) memory when ``channels_last``;
     or written into ``out``, a (B, C, H, W) map of any layout the kernel indexes (a channel slice of one)."""
     batch, _, per_order, length = y.shape
