@@ -9,15 +9,26 @@ the chunk-end states. Autograd differentiates through all of it.
 
 The scan runs in float32 (float64 for float64 inputs); float32 has the tighter range limit and shorter chunks.
 
-On a CPU those dozen whole-tensor passes over (batch, channels, N, L) are bound by memory traffic, so an
-inference call (no autograd graph) scans a block of channels at a time, each block's passes staying in cache.
+Inference on a CPU (no autograd graph) has a path of its own: the same arithmetic in fewer, cheaper passes
+over (batch, channels, N, L), each choice measured on a 2-core CPU.
+
+- Blocks of channels, each done before the next starts, in three work tensors kept per thread from one call
+  to the next: fresh multi-MB tensors cost page faults that take as long as the arithmetic on them.
+- The chunk length is chosen per block from the running sums of Δ, halved from ``chunk_size`` until the
+  log-space range fits; only a block where single steps overflow takes the general path.
+- Running sums inside a chunk are a matrix product with a triangle of ones (BLAS runs it about twice as fast
+  as ``cumsum``); decays are exp2 of A·log2(e)·ΣΔ (exp2 is about 1.7× cheaper than exp).
+- Chunk ends are joined in float64 as P·cumsum(x/P), P the running product of the chunk decays, wherever P
+  stays in range (else by the doubling scan), and y = Σ_n C·h is summed into y one state at a time.
+
 Under autograd the intermediates are kept for the backward anyway, and blocks only add overhead (measured);
-on a GPU one launch over everything is better.
+on a GPU one launch over everything is better. Both take the general path above.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +38,11 @@ from ssmvlm.ops.scan_reference import compute_dtype, prepare_delta
 # Largest |running sum of Δ·A| inside a chunk for which exp(±sum) and products of them stay finite.
 _LOG_SPACE_LIMIT = {torch.float64: 600.0, torch.float32: 60.0}
 _CHUNK_SIZE = {torch.float64: 32, torch.float32: 16}
-_CPU_BLOCK_ELEMENTS = 2**19  # batch x channels x N x L per block: 2 MB of float32, about what a core caches
+# batch x channels x N x L per block of a CPU inference call, whose three float32 work tensors then take 12 MB:
+# smaller blocks were slower (some 40 small ops per block), larger ones too (out of the cache)
+_CPU_BLOCK_ELEMENTS = 2**20
 _MAX_CPU_BLOCKS = 64  # fewer, larger blocks beyond this: Python overhead per block outweighs the cache
+_WORKSPACE_MAX_BYTES = 32 * 2**20  # three float64 work tensors of a default block: 24 MB
 
 
 def doubling_scan(decay: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +114,7 @@ def _largest_chunk_sum(log_decay: torch.Tensor, decay_scale: torch.Tensor | None
     """max |sum of a_t over a chunk| for nonpositive a_t, computed on the chunk sums only."""
     with torch.no_grad():
         pad = (-log_decay.shape[-1]) % chunk_size
-        sums = F.pad(log_decay, (0, pad)).unflatten(-1, (-1, chunk_size)).sum(-1)
+        sums = _pad_end(log_decay, pad).unflatten(-1, (-1, chunk_size)).sum(-1)
         if decay_scale is not None:
             sums = sums * decay_scale
         return float(-sums.min())
@@ -159,34 +173,11 @@ def selective_scan_torch(
     chunk_size: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """mamba-ssm ``selective_scan_ref`` semantics, computed chunk-parallel (see the module docstring)."""
-    dim = u.shape[1]
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     recording = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    block = _channel_block(u, dim // _group_count(B, C), A.shape[1], recording)
-    if block == dim:
+    if recording or u.device.type != "cpu":
         return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
-    outputs, last_states = [], []
-    for start in range(0, dim, block):
-        stop = start + block
-        out = _scan(
-            u[:, start:stop],
-            delta[:, start:stop],
-            A[start:stop],
-            _block_bc(B, start, stop, dim),
-            _block_bc(C, start, stop, dim),
-            None if D is None else D[start:stop],
-            None if z is None else z[:, start:stop],
-            None if delta_bias is None else delta_bias[start:stop],
-            delta_softplus,
-            return_last_state,
-            chunk_size,
-        )
-        if return_last_state:
-            out, last = out
-            last_states.append(last)
-        outputs.append(out)
-    y = torch.cat(outputs, dim=1)
-    return (y, torch.cat(last_states, dim=1)) if return_last_state else y
+    return _scan_cpu_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
 
 
 def _scan(
@@ -232,3 +223,194 @@ def _scan(
     if not return_last_state:
         return y
     return y, states[..., -1].reshape(batch, dim, n_state)
+
+
+def _scan_cpu_inference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    return_last_state: bool,
+    chunk_size: int | None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The scan for CPU inference, a block of channels at a time (see the module docstring)."""
+    scan_dtype = compute_dtype(u, delta, A)
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    groups = _group_count(B, C)
+    per_group = dim // groups
+    block = _channel_block(u, per_group, n_state, recording=False)
+    # a block is all channels or lies inside one group (of the finest grouping B and C share)
+    block_groups, block_per_group = (groups, per_group) if block == dim else (1, block)
+    limit = _LOG_SPACE_LIMIT[scan_dtype]
+    chunk_max = chunk_size or _CHUNK_SIZE[scan_dtype]
+    log2_decay = (A.double() * math.log2(math.e)).to(scan_dtype)  # rounded once, from the float64 product
+    a_max = A.to(scan_dtype).abs().amax(1)
+    padded = length + (-length) % chunk_max
+    work = _WORKSPACE.tensors(3, batch * block * n_state * padded, scan_dtype)
+    y = u.new_empty(batch, dim, length, dtype=scan_dtype)
+    last = u.new_empty(batch, dim, n_state, dtype=scan_dtype) if return_last_state else None
+
+    for start in range(0, dim, block):
+        blk = slice(start, start + block)
+        y_blk = y[:, blk]
+        # Δ of the block, in the decays' space until they are computed
+        delta_c = work[0][: batch * block * length].view(batch, block, length)
+        if delta_bias is None:
+            delta_c.copy_(delta[:, blk])
+        else:
+            torch.add(delta[:, blk], delta_bias[blk, None].to(scan_dtype), out=delta_c)
+        if delta_softplus:
+            F.softplus(delta_c, out=delta_c)  # the native binding; it takes ``out`` like every native op
+        chunk, running = _running_sums(delta_c, a_max[blk], chunk_max, limit, delta_softplus, space=work[1])
+        if chunk == 0:  # one step's |Δ·A| is beyond exp's range: the doubling scan on the decays themselves
+            bc = _block_bc(B, start, start + block, dim), _block_bc(C, start, start + block, dim)
+            d_blk = None if D is None else D[blk]
+            bias = None if delta_bias is None else delta_bias[blk]
+            out, last_blk = _scan(
+                u[:, blk], delta[:, blk], A[blk], *bc, d_blk, None, bias, delta_softplus, True, chunk_size
+            )
+            y_blk.copy_(out)
+        else:
+            u_c = u[:, blk].to(scan_dtype)
+            pad = (-length) % chunk
+            chunks = (length + pad) // chunk
+            per_step = (batch, block_groups, block_per_group, 1, chunks, chunk)
+            full = (batch, block_groups, block_per_group, n_state, chunks, chunk)
+            x = work[2][: math.prod(per_step)].view(per_step)  # in the states' space, free until they are summed
+            torch.mul(_pad_end(delta_c, pad).view(per_step), _pad_end(u_c, pad).reshape(per_step), out=x)
+            decay, product, states = (w[: math.prod(full)].view(full) for w in work)
+            scale = log2_decay[blk].view(1, block_groups, block_per_group, n_state, 1, 1)
+            torch.mul(running.view(per_step), scale, out=decay).exp2_()  # running is in the products' space
+            chunk_decay = (running[..., -1:].view(per_step[:-1]) * scale[..., 0]).exp2_()  # = decay[..., -1]
+            torch.mul(x, _block_bc_view(B, start, dim, full, pad, scan_dtype), out=product).div_(decay)
+            _sums_within_chunks(product, out=states)
+            ends = _join_chunks(chunk_decay, chunk_decay * states[..., -1])  # the state at each chunk's end
+            states.add_(F.pad(ends[..., :-1], (1, 0)).unsqueeze(-1))
+
+            decay.mul_(_block_bc_view(C, start, dim, full, pad, scan_dtype))
+            if pad:
+                y_blk.copy_(decay.mul_(states).sum(3).view(batch, block, -1)[..., :length])
+            else:  # y = Σ_n C·decay·states, one state at a time into y: no (…, N, L) product tensor
+                y_view = y_blk.view(per_step)
+                torch.mul(decay[:, :, :, :1], states[:, :, :, :1], out=y_view)
+                for n in range(1, n_state):
+                    y_view.addcmul_(decay[:, :, :, n : n + 1], states[:, :, :, n : n + 1])
+            if D is not None:
+                y_blk.addcmul_(u_c, D[blk].to(scan_dtype)[:, None])
+            last_blk = ends[..., -1].reshape(batch, block, n_state)
+        if z is not None:
+            gate = work[1][: batch * block * length].view(batch, block, length)
+            y_blk.mul_(F.silu(gate.copy_(z[:, blk]), inplace=True))
+        if last is not None:
+            last[:, blk] = last_blk
+    y = y.to(u.dtype)
+    return (y, last) if return_last_state else y
+
+
+class _Workspace(threading.local):
+    """Work memory of CPU inference scans, kept per thread from one call to the next.
+
+    Fresh multi-MB tensors cost a page fault per 4 kB page at first touch (about 2 µs each here, as long as the
+    scan's arithmetic on them) whenever the allocator has given the memory back to the system, which glibc
+    does after a call's tensors are freed. Memory over ``_WORKSPACE_MAX_BYTES`` is not kept.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = torch.empty(0, dtype=torch.uint8)
+
+    def tensors(self, count: int, numel: int, dtype: torch.dtype) -> list[torch.Tensor]:
+        """``count`` 1-d tensors of ``numel`` elements, valid until the next call on this thread."""
+        nbytes = count * numel * dtype.itemsize
+        buffer = self.buffer
+        if buffer.numel() < nbytes:
+            with torch.inference_mode(False):  # a normal tensor serves inside inference mode and outside alike
+                buffer = torch.empty(nbytes, dtype=torch.uint8)
+            if nbytes <= _WORKSPACE_MAX_BYTES:
+                self.buffer = buffer
+        return list(buffer[:nbytes].view(dtype).view(count, numel))
+
+
+_WORKSPACE = _Workspace()
+
+
+def _pad_end(t: torch.Tensor, pad: int) -> torch.Tensor:
+    """``t`` with ``pad`` zeros appended along the last axis; ``t`` itself (no copy) when there are none."""
+    return F.pad(t, (0, pad)) if pad else t
+
+
+def _running_sums(
+    delta: torch.Tensor, a_max: torch.Tensor, chunk: int, limit: float, nonnegative: bool, space: torch.Tensor
+) -> tuple[int, torch.Tensor]:
+    """Running sums of Δ (batch, channels, L) inside chunks, as (batch, channels, chunks, chunk) in ``space``,
+    for the longest chunk (``chunk`` halved as often as needed) where max|A|·|running sum| stays within
+    ``limit``; chunk 0 (and an empty tensor) when not even single steps do. ``nonnegative``: Δ ≥ 0 (softplus)."""
+    batch, channels, length = delta.shape
+    while chunk:
+        pad = (-length) % chunk
+        running = space[: batch * channels * (length + pad)].view(batch, channels, -1, chunk)
+        _sums_within_chunks(_pad_end(delta, pad).reshape(running.shape), out=running)
+        # the largest |running sum| per channel: at a chunk's end where Δ ≥ 0
+        reach = (running[..., -1:] if nonnegative else running.abs()).amax((0, 2, 3))
+        if float((reach * a_max).max()) <= limit:
+            return chunk, running
+        chunk //= 2
+    return 0, space[:0]
+
+
+def _sums_within_chunks(x: torch.Tensor, *, out: torch.Tensor) -> None:
+    """Running sums of ``x`` along its last axis (one chunk) into contiguous ``out``, as x @ triu(ones).
+
+    The product is exact whenever float32 matrix products are (the default); where the user let them round
+    through bfloat16 or TF32, ``cumsum`` keeps the scan's accuracy instead.
+    """
+    chunk = x.shape[-1]
+    if x.dtype == torch.float64 or torch.backends.mkldnn.matmul.fp32_precision in ("none", "ieee"):
+        triangle = torch.ones(chunk, chunk, dtype=x.dtype, device=x.device).triu()
+        torch.mm(x.reshape(-1, chunk), triangle, out=out.view(-1, chunk))
+    else:
+        torch.cumsum(x, -1, out=out)
+
+
+def _join_chunks(decay: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """s_k = decay_k·s_{k-1} + x_k along the last axis (the chunk ends), s_{-1} = 0, from contiguous tensors.
+
+    Usually as s = P·cumsum(x / P) with P the running product of the decays, in float64: three native scans,
+    where the log-depth doubling scan takes a dozen ops on small strided slices (measured 2-4× slower). P
+    leaves float64's range only when Σ|Δ·A| over the whole sequence passes about 550; then the doubling scan.
+    """
+    total = decay.double().cumprod(-1)
+    low, high = torch.aminmax(total)
+    if low > 2.0**-800 and high < 2.0**800:  # x/P and P·Σ stay finite
+        return (total * (x.double() / total).cumsum(-1)).to(x.dtype)
+    length = x.shape[-1]
+    step = 1
+    while step < length:  # in place; the right-hand sides are new tensors, so the slices read old values
+        x[..., step:] += decay[..., step:] * x[..., :-step]
+        if 2 * step < length:
+            decay[..., step:] = decay[..., step:] * decay[..., :-step]
+        step *= 2
+    return x
+
+
+def _block_bc_view(
+    bc: torch.Tensor, start: int, dim: int, full: tuple[int, ...], pad: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """B or C for the block of channels from ``start``, broadcasting against ``full`` (batch, groups, per_group,
+    N, chunks, chunk)."""
+    _, groups, per_group, n_state, chunks, chunk = full
+    if bc.dim() == 2:  # fixed (dim, N)
+        return bc[start : start + groups * per_group].to(dtype).view(1, groups, per_group, n_state, 1, 1)
+    if bc.dim() == 3:  # variable (batch, N, L): one group
+        bc = bc[:, None]
+    if groups == 1:  # the block lies in one of the finest groups, so in one of bc's
+        group = start // (dim // bc.shape[1])
+        bc = bc[:, group : group + 1]
+    else:
+        bc = bc.repeat_interleave(groups // bc.shape[1], dim=1)
+    return _pad_end(bc.to(dtype), pad).reshape(bc.shape[0], groups, 1, n_state, chunks, chunk)
