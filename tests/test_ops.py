@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 
 from ssmvlm.ops import available_backends, cross_merge, cross_scan, selective_scan
-from ssmvlm.ops.scan_testing import ScanCase, compare_backend, shape_variants
+from ssmvlm.ops.scan_testing import ScanCase, compare_backend, run_in_triton_interpreter, shape_variants
 from ssmvlm.ops.scan_torch import chunked_linear_scan
 from ssmvlm.ops.selective_scan import default_backend
 
@@ -362,11 +359,7 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
 
 def test_triton_kernels_in_interpreter() -> None:
     pytest.importorskip("triton")
-    env = os.environ | {"TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "interpreter ok" in done.stdout
+    assert "interpreter ok" in run_in_triton_interpreter(_INTERPRETER_SCRIPT)
 
 
 @pytest.mark.gpu

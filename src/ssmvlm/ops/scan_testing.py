@@ -1,11 +1,15 @@
 """Random selective-scan problems and their comparison against the float64 reference.
 
 Shared by the CPU tests and the GPU check script (``benchmarks/scan_check.py``) so both check the same
-thing: every output and every input gradient, as ‖fast − ref‖ / ‖ref‖.
+thing: every output and every input gradient, as ‖fast − ref‖ / ‖ref‖. Also how the CPU tests run the Triton
+kernels: in Triton's interpreter, in a fresh process.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -135,3 +139,12 @@ def shape_variants(length: int, n_state: int, batch: int = 2, dim: int = 8) -> l
         ScanCase(batch, dim, length, n_state, "variable", with_bias=False, softplus=False, last_state=False),
     ]
     return cases
+
+
+def run_in_triton_interpreter(script: str, timeout: float = 300) -> str:
+    """Run a Python ``script`` with Triton's CPU interpreter on (it must be set before Triton is imported, so in a
+    fresh process) and return its stdout; an AssertionError with the end of its stderr if it fails."""
+    env = os.environ | {"TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
