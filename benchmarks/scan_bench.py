@@ -49,11 +49,12 @@ GPU_SHAPES = [
     Shape("Vim-S (z, variable B/C)", 64, 768, 197, 16, 1, True),
     Shape("long L=16k N=16", 4, 1536, 16384, 16, 1, False, 2.16, 10.1),
 ]
-# Batch-1 inference scans of VMamba-S on large maps, as SS2D's channel parts hand them over (forward only).
+# Batch-1 inference scans of VMamba-S on large maps, as SS2D's channel parts hand them over (forward only): rows
+# = 4 orders × the part's channels, L = the stage's tokens at 4096² (parts of 4, 16 and 64 channels).
 BATCH1_SHAPES = [
-    Shape("VMamba-S s1 4096² part (4 channels × 4 orders)", 1, 16, 1 << 20, 1, 4, False),
-    Shape("VMamba-S s2 4096² part (16 × 4)", 1, 64, 1 << 18, 1, 4, False),
-    Shape("VMamba-S s1 1024² / s3 4096² part (64 × 4)", 1, 256, 1 << 16, 1, 4, False),
+    Shape("16 rows × 1M (stage 1)", 1, 16, 1 << 20, 1, 4, False),
+    Shape("64 rows × 262k (stage 2)", 1, 64, 1 << 18, 1, 4, False),
+    Shape("256 rows × 65k (stage 3)", 1, 256, 1 << 16, 1, 4, False),
 ]
 CPU_SHAPES = [
     Shape("VMamba nano-like N=1 (G=4)", 1, 192, 1024, 1, 4, False),
