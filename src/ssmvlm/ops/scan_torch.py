@@ -404,13 +404,10 @@ def _block_bc_view(
     """B or C for the block of channels from ``start``, broadcasting against ``full`` (batch, groups, per_group,
     N, chunks, chunk)."""
     _, groups, per_group, n_state, chunks, chunk = full
-    if bc.dim() == 2:  # fixed (dim, N)
-        return bc[start : start + groups * per_group].to(dtype).view(1, groups, per_group, n_state, 1, 1)
-    if bc.dim() == 3:  # variable (batch, N, L): one group
-        bc = bc[:, None]
+    fixed = bc.dim() == 2
     if groups == 1:  # the block lies in one of the finest groups, so in one of bc's
-        group = start // (dim // bc.shape[1])
-        bc = bc[:, group : group + 1]
-    else:
-        bc = bc.repeat_interleave(groups // bc.shape[1], dim=1)
-    return _pad_end(bc.to(dtype), pad).reshape(bc.shape[0], groups, 1, n_state, chunks, chunk)
+        bc = _block_bc(bc, start, start + per_group, dim)
+    grouped = _as_grouped(bc, groups, per_group, dtype)  # (·, groups, per_group or 1, N, L or 1)
+    if fixed:
+        return grouped.unsqueeze(-1)
+    return _pad_end(grouped, pad).reshape(*grouped.shape[:2], 1, n_state, chunks, chunk)
