@@ -173,8 +173,10 @@ def bench_cross_scan_gpu(copy_bw: float) -> list[dict]:
 
 def tile_sweep(copy_bw: float) -> list[dict]:
     """Forward and forward+backward time of the Triton kernels for other tiles and warps (guides the default)."""
-    n1 = [(2, 256, 4), (4, 256, 4), (4, 128, 4), (8, 128, 4), (8, 128, 8), (8, 64, 4), (16, 64, 4), (32, 32, 8)]
-    n16 = [(4, 64, 4), (8, 64, 4), (4, 128, 4), (8, 128, 4), (2, 256, 4), (16, 32, 4), (8, 32, 2), (4, 256, 8)]
+    # One-warp programs: 8 steps per thread (tiles of 256+), no scan across warps (notes_scan.md, one warp).
+    one_warp = [(1, 128, 1), (1, 256, 1), (1, 512, 1), (2, 128, 1), (2, 256, 1), (4, 128, 1)]
+    n1 = [*one_warp, (4, 256, 4), (8, 64, 4), (32, 32, 8), (8, 128, 8)]
+    n16 = [*one_warp, (8, 64, 4), (8, 32, 2), (16, 32, 4)]
     rows = []
     for shape in GPU_SHAPES:
         for block_d, block_l, warps in n1 if shape.n_state == 1 else n16:
@@ -201,13 +203,11 @@ def backward_sweep(copy_bw: float) -> list[dict]:
     return rows
 
 
-# Batch-1 launch variants (--batch1-sweep): tiles and warps kept from shrinking, L split to fill the GPU.
+# Batch-1 launch variants (--batch1-sweep): one-warp programs with L split into more or fewer segments, and the
+# eight-warp blocks that were the default before them.
 BATCH1_SWEEP = [
-    {"BLOCK_D": 4, "BLOCK_L": 128, "num_warps": 4}, {"BLOCK_D": 4, "BLOCK_L": 256, "num_warps": 4},
-    {"BLOCK_D": 4, "BLOCK_L": 256, "num_warps": 8}, {"BLOCK_D": 2, "BLOCK_L": 256, "num_warps": 2},
-    {"BLOCK_D": 2, "BLOCK_L": 512, "num_warps": 4}, {"BLOCK_D": 8, "BLOCK_L": 128, "num_warps": 8},
-    {"BLOCK_D": 4, "BLOCK_L": 128, "num_warps": 4, "SEGMENTS": 256},
-]
+    {"BLOCK_D": 1, "BLOCK_L": 256, "num_warps": 1, "SEGMENTS": segments} for segments in (16, 64, 256, 1024)
+] + [{"BLOCK_D": 1, "BLOCK_L": 512, "num_warps": 1, "SEGMENTS": 128}, {"BLOCK_D": 8, "BLOCK_L": 128, "num_warps": 8}]
 
 
 def batch1_inference(copy_bw: float, sweep: bool) -> list[dict]:
@@ -219,7 +219,7 @@ def batch1_inference(copy_bw: float, sweep: bool) -> list[dict]:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     variants = [("default", None), ("one segment", {"SEGMENTS": 1})] + [("sweep", c) for c in BATCH1_SWEEP if sweep]
     # Δ as VMamba's SS2D hands it over: dt_proj's weight and rank-6 inputs, projected inside the kernel
-    variants += [("low-rank Δ", None), ("low-rank Δ, blocks of 8 channels", {"BLOCK_D": 8, "BLOCK_L": 128})]
+    variants += [("low-rank Δ", None)] + [("low-rank Δ, sweep", c) for c in BATCH1_SWEEP if sweep]
     rows = []
     for shape in BATCH1_SHAPES:
         with torch.no_grad():
@@ -232,7 +232,8 @@ def batch1_inference(copy_bw: float, sweep: bool) -> list[dict]:
                 scan_inputs = low_rank if label.startswith("low-rank") else inputs
                 ms = time_gpu(lambda i=scan_inputs, o=options: selective_scan(**i, backend="triton", backend_options=o))
                 resolved = launch_config(shape.dim, shape.length, 1, (shape.groups,) * 2, training=False,
-                                         batch=1, min_programs=4 * sms, overrides=config)
+                                         batch=1, min_warps=32 * sms, low_rank_delta=label.startswith("low-rank"),
+                                         overrides=config)
                 rows.append({"shape": shape.name, "launch": label, "config": resolved, "fwd_ms": ms,
                              "fwd_frac_copy": fwd_bytes / (ms * 1e-3) / copy_bw})
                 print(f"batch-1 {shape.name} {label} {resolved}: fwd {ms:.4f} ms "

@@ -343,16 +343,21 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
     pytest.importorskip("triton")
     from ssmvlm.ops.scan_triton import launch_config
 
-    wide = launch_config(768, 65536, 1, (4, 4), training=False, batch=64, min_programs=528)
-    narrow = launch_config(768, 65536, 1, (4, 4), training=False, batch=1, min_programs=528)
-    assert (wide["BLOCK_D"], wide["BLOCK_L"]) == (8, 128)
-    # one image: channel blocks shrink until 528 programs run, tiles lengthen by the same factor
-    assert (narrow["BLOCK_D"], narrow["BLOCK_L"]) == (1, 1024) and narrow["SEGMENTS"] == 1
-    # too few channels even one per program: L is split into segments until 528 programs run
-    few = launch_config(32, 2**20, 1, (4, 4), training=False, batch=1, min_programs=528)
-    assert few["BLOCK_D"] == 1 and few["SEGMENTS"] == 17
-    # 256 single channels: splitting L in three would not repay the second read
-    assert launch_config(256, 65536, 1, (4, 4), training=False, batch=1, min_programs=528)["SEGMENTS"] == 1
+    h100 = 32 * 132  # warps wanted in flight: 32 per SM
+    wide = launch_config(768, 65536, 1, (4, 4), training=True, batch=64, min_warps=h100)
+    narrow = launch_config(768, 65536, 1, (4, 4), training=True, batch=1, min_warps=h100)
+    assert (wide["BLOCK_D"], wide["BLOCK_L"], wide["num_warps"]) == (8, 64, 4)
+    # one image: channel blocks shrink until 4224 / 4 programs of 4 warps run (or one channel each), tiles
+    # lengthen by the same factor; 768 programs are not a quarter short, so L stays whole
+    assert (narrow["BLOCK_D"], narrow["BLOCK_L"]) == (1, 512) and narrow["SEGMENTS"] == 1
+    # inference: one-warp programs of one channel; too few of them, so L is split into segments
+    few = launch_config(32, 2**20, 1, (4, 4), training=False, batch=1, min_warps=h100)
+    assert (few["BLOCK_D"], few["num_warps"], few["SEGMENTS"]) == (1, 1, 132)
+    assert launch_config(768, 65536, 1, (4, 4), training=False, batch=8, min_warps=h100)["SEGMENTS"] == 1
+    # an override of the warps changes how many programs are wanted
+    four_warps = launch_config(32, 2**20, 1, (4, 4), training=False, batch=1, min_warps=h100,
+                               overrides={"num_warps": 4})
+    assert four_warps["SEGMENTS"] == 33
     grouped = launch_config(24, 196, 1, (4, 4), training=False, overrides={"BLOCK_D": 16})
     assert 6 % grouped["BLOCK_D"] == 0  # never straddles a group of 6 channels, overrides included
 

@@ -307,27 +307,33 @@ def _next_pow2(x: int) -> int:
 
 def launch_config(
     dim: int, length: int, n_state: int, groups: tuple[int, ...], *, training: bool, batch: int = 1,
-    min_programs: int = 0, overrides: dict[str, int] | None = None,
+    min_warps: int = 0, low_rank_delta: bool = False, overrides: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """Tile sizes and warps, the fastest of a sweep on an H100 (benchmarks/notes_scan.md), then ``overrides``.
 
     Forward alone and forward+backward prefer different tiles; the backward must reuse the forward's BLOCK_L
     (its checkpoints are per tile), so ``training`` (a gradient will be needed) picks the pair for both. The
     backward's channel block and warps (BWD_BLOCK_D, bwd_num_warps) are its own: checkpoints are per channel.
-    Fewer than ``min_programs`` programs (a small batch of long sequences) leave the GPU idle while each one
+    Inference runs one-warp programs wherever they won: a warp's tile of 128–512 steps gives each thread 8
+    consecutive steps and keeps the scan inside the warp (no layout conversions, no barriers); not for long
+    sequences with a low-rank Δ, whose R input rows per tile blocks of 8 channels share. Fewer than
+    ``min_warps`` warps in flight (a small batch of long sequences) leave the GPU idle while each program
     walks L: channel blocks then shrink and tiles lengthen by the same factor, and where that still leaves
-    too few programs, L is split into SEGMENTS scanned in parallel (a first pass writes each segment's end
-    state, the second starts each segment from the composition of the earlier ones: u, Δ and B are read
-    twice). A channel block must not straddle two B/C (or low-rank Δ) groups (the kernels read one group's
-    rows per block), so BLOCK_D is halved until it divides every grouped operand's channels per group.
+    too few, L is split into SEGMENTS scanned in parallel (a first pass writes each segment's end state, the
+    second starts each segment from the composition of the earlier ones: u, Δ and B are read twice). A
+    channel block must not straddle two B/C (or low-rank Δ) groups (the kernels read one group's rows per
+    block), so BLOCK_D is halved until it divides every grouped operand's channels per group.
     """
     short = length <= 256
-    if n_state > 1:
-        block_d, block_l, warps = (16, 32, 4) if short else ((8, 32, 2) if training else (8, 64, 4))
+    if n_state > 1 and training:
+        block_d, block_l, warps = (16, 32, 4) if short else (8, 32, 2)
+    elif n_state > 1:
+        block_d, block_l, warps = (2, 128, 1) if short else (1, 512, 1)
     elif training:
-        block_d, block_l, warps = (4, 256, 4) if short else (8, 64, 4)
+        block_d, block_l, warps = (4, 128, 1) if short else (8, 64, 4)
     else:
-        block_d, block_l, warps = (32, 32, 8) if short else (8, 128, 8)
+        block_d, block_l, warps = (4, 128, 1) if short else ((8, 128, 8) if low_rank_delta else (1, 256, 1))
+    min_programs = -(-min_warps // (overrides or {}).get("num_warps", warps))
     while block_d > 1 and -(-dim // block_d) * batch < min_programs:
         block_d, block_l = block_d // 2, block_l * 2
     block_l = max(16, min(block_l, _next_pow2(length)))
@@ -426,7 +432,8 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
     n_state = ops.A.shape[1]
     groups = (_groups(ops.B), _groups(ops.C))
     cfg = launch_config(dim, length, n_state, (*groups, ops.dt_groups), training=save, batch=batch,
-                        min_programs=4 * _multiprocessors(u.device), overrides=config)
+                        min_warps=32 * _multiprocessors(u.device), low_rank_delta=ops.dt_rank > 0,
+                        overrides=config)
     n_tiles = triton.cdiv(length, cfg["BLOCK_L"])
     segment_tiles = triton.cdiv(n_tiles, cfg["SEGMENTS"])
     segments = triton.cdiv(n_tiles, segment_tiles)
