@@ -16,6 +16,7 @@ CPU (``--cpu``): torch vs reference at L = 1024 with the machine's threads.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -187,6 +188,28 @@ def tile_sweep(copy_bw: float) -> list[dict]:
     return rows
 
 
+def forward_sweep() -> list[dict]:
+    """Forward (inference) time for other one-warp tiles, and with the loop over states unrolled (STATE_UNROLL:
+    two states' scans in flight in a warp); each output's relative difference from the default launch's."""
+    variants = [(1, 256, 1), (1, 512, 1), (2, 128, 1), (4, 128, 1)]
+    rows = []
+    for shape in GPU_SHAPES:
+        with torch.no_grad():
+            inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=False)
+            expected = selective_scan(**inputs, backend="triton").float()
+            for (block_d, block_l, warps), unroll in itertools.product(variants, (1, 2)):
+                cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "STATE_UNROLL": unroll}
+                options = {"config": cfg}
+                ms = time_gpu(lambda i=inputs, o=options: selective_scan(**i, backend="triton", backend_options=o))
+                y = selective_scan(**inputs, backend="triton", backend_options=options).float()
+                diff = float((y - expected).norm() / expected.norm())
+                rows.append({"shape": shape.name, "config": cfg, "fwd_ms": ms, "rel_diff_from_default": diff,
+                             "speedup_fwd": shape.anchor_fwd_ms / ms if shape.anchor_fwd_ms else None})
+                print(f"fwd-sweep {shape.name} {cfg} fwd {ms:.4f} ms (vs default output {diff:.1e})", flush=True)
+        torch.cuda.empty_cache()
+    return rows
+
+
 def backward_sweep(copy_bw: float) -> list[dict]:
     """Forward+backward time for backward channel blocks and warps of their own, at a few tile lengths."""
     n1 = {64: (8, 4), 128: (8, 8), 256: (4, 4)}  # BLOCK_L → the forward's (BLOCK_D, warps)
@@ -232,7 +255,7 @@ def batch1_inference(copy_bw: float, sweep: bool) -> list[dict]:
                 scan_inputs = low_rank if label.startswith("low-rank") else inputs
                 ms = time_gpu(lambda i=scan_inputs, o=options: selective_scan(**i, backend="triton", backend_options=o))
                 resolved = launch_config(shape.dim, shape.length, 1, (shape.groups,) * 2, training=False,
-                                         batch=1, min_warps=32 * sms, low_rank_delta=label.startswith("low-rank"),
+                                         batch=1, min_programs=4 * sms, low_rank_delta=label.startswith("low-rank"),
                                          overrides=config)
                 rows.append({"shape": shape.name, "launch": label, "config": resolved, "fwd_ms": ms,
                              "fwd_frac_copy": fwd_bytes / (ms * 1e-3) / copy_bw})
@@ -256,8 +279,10 @@ def run_gpu(args: argparse.Namespace) -> dict:
     batch1 = batch1_inference(copy_bw, args.batch1_sweep)
     sweep = tile_sweep(copy_bw) if args.sweep else []
     bwd_sweep = backward_sweep(copy_bw) if args.bwd_sweep else []
+    fwd_sweep = forward_sweep() if args.fwd_sweep else []
     return {"device": torch.cuda.get_device_name(), "copy_GBps": copy_bw / 1e9, "scan": rows,
-            "cross_scan": cross, "batch1": batch1, "tile_sweep": sweep, "backward_sweep": bwd_sweep}
+            "cross_scan": cross, "batch1": batch1, "tile_sweep": sweep, "backward_sweep": bwd_sweep,
+            "forward_sweep": fwd_sweep}
 
 
 def time_cpu_pairs(fns: dict, repeats: int) -> dict[str, list[float]]:
@@ -336,6 +361,7 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["triton", "torch"], help="GPU backends to time")
     parser.add_argument("--sweep", action="store_true", help="GPU: also sweep Triton tiles and warps")
     parser.add_argument("--bwd-sweep", action="store_true", help="GPU: also sweep the backward's own tiles")
+    parser.add_argument("--fwd-sweep", action="store_true", help="GPU: also sweep one-warp inference tiles")
     parser.add_argument("--batch1-only", action="store_true",
                         help="GPU: only the batch-1 inference scans (split L against one segment)")
     parser.add_argument("--batch1-sweep", action="store_true", help="GPU: batch-1 scans with other tiles too")

@@ -254,14 +254,15 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     from ssmvlm.ops.cross_scan import cross_merge, cross_scan
 
     register_scan_backend("triton", selective_scan_triton)
-    # the backward on other channel blocks than the forward (checkpoints are per channel and tile)
-    split = {"BLOCK_D": 4, "BWD_BLOCK_D": 2, "BLOCK_L": 16, "num_warps": 1, "bwd_num_warps": 1}
+    # the backward on other channel blocks than the forward (checkpoints are per channel and tile), the forward's
+    # loop over states unrolled by two (an odd N leaves a remainder)
+    split = {"BLOCK_D": 4, "BWD_BLOCK_D": 2, "BLOCK_L": 16, "num_warps": 1, "bwd_num_warps": 1, "STATE_UNROLL": 2}
     register_scan_backend("triton_split", lambda *a, **k: selective_scan_triton(*a, **k, config=split))
     # L split into segments scanned in parallel (5 tiles in 3 segments, the last shorter; then 2 of 2), with
     # the gradients of the checkpoints the second pass writes
     segmented = {"BLOCK_D": 2, "BLOCK_L": 8, "SEGMENTS": 3, "num_warps": 1, "bwd_num_warps": 1}
     register_scan_backend("triton_segments", lambda *a, **k: selective_scan_triton(*a, **k, config=segmented))
-    for case in (ScanCase(2, 8, 37, 4, "grouped", groups=2), ScanCase(1, 6, 21, 2, "variable")):
+    for case in (ScanCase(2, 8, 37, 4, "grouped", groups=2), ScanCase(1, 6, 21, 3, "variable")):
         for backend in ("triton_split", "triton_segments"):
             errors = compare_backend(case, backend, dtype=torch.float32, seed=1)
             assert all(v < 1e-6 for v in errors.values()), (backend, case.label(), errors)
@@ -343,21 +344,21 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
     pytest.importorskip("triton")
     from ssmvlm.ops.scan_triton import launch_config
 
-    h100 = 32 * 132  # warps wanted in flight: 32 per SM
-    wide = launch_config(768, 65536, 1, (4, 4), training=True, batch=64, min_warps=h100)
-    narrow = launch_config(768, 65536, 1, (4, 4), training=True, batch=1, min_warps=h100)
-    assert (wide["BLOCK_D"], wide["BLOCK_L"], wide["num_warps"]) == (8, 64, 4)
-    # one image: channel blocks shrink until 4224 / 4 programs of 4 warps run (or one channel each), tiles
-    # lengthen by the same factor; 768 programs are not a quarter short, so L stays whole
-    assert (narrow["BLOCK_D"], narrow["BLOCK_L"]) == (1, 512) and narrow["SEGMENTS"] == 1
-    # inference: one-warp programs of one channel; too few of them, so L is split into segments
-    few = launch_config(32, 2**20, 1, (4, 4), training=False, batch=1, min_warps=h100)
-    assert (few["BLOCK_D"], few["num_warps"], few["SEGMENTS"]) == (1, 1, 132)
-    assert launch_config(768, 65536, 1, (4, 4), training=False, batch=8, min_warps=h100)["SEGMENTS"] == 1
-    # an override of the warps changes how many programs are wanted
-    four_warps = launch_config(32, 2**20, 1, (4, 4), training=False, batch=1, min_warps=h100,
-                               overrides={"num_warps": 4})
-    assert four_warps["SEGMENTS"] == 33
+    wide = launch_config(768, 65536, 1, (4, 4), training=False, batch=64, min_programs=528)
+    narrow = launch_config(768, 65536, 1, (4, 4), training=False, batch=1, min_programs=528)
+    # enough channels × batch rows for one-warp programs of one channel each
+    assert (wide["BLOCK_D"], wide["BLOCK_L"], wide["num_warps"]) == (1, 256, 1)
+    # one image: blocks of eight warps, whose channel blocks shrink until 528 programs run, tiles lengthening by
+    # the same factor
+    assert (narrow["BLOCK_D"], narrow["BLOCK_L"], narrow["num_warps"]) == (1, 1024, 8) and narrow["SEGMENTS"] == 1
+    # too few channels even one per program: L is split into segments until 528 programs run
+    few = launch_config(32, 2**20, 1, (4, 4), training=False, batch=1, min_programs=528)
+    assert few["BLOCK_D"] == 1 and few["SEGMENTS"] == 17
+    # 256 single channels: splitting L in three would not repay the second read
+    assert launch_config(256, 65536, 1, (4, 4), training=False, batch=1, min_programs=528)["SEGMENTS"] == 1
+    # a low-rank Δ keeps blocks of channels that share its input rows
+    assert launch_config(768, 65536, 1, (4, 4), training=False, batch=64, min_programs=528,
+                         low_rank_delta=True)["BLOCK_D"] == 8
     grouped = launch_config(24, 196, 1, (4, 4), training=False, overrides={"BLOCK_D": 16})
     assert 6 % grouped["BLOCK_D"] == 0  # never straddles a group of 6 channels, overrides included
 

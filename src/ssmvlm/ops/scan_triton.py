@@ -31,6 +31,8 @@ from ssmvlm.ops.low_rank_delta import LowRankDelta
 # Offsets are int32 inside the kernels.
 _MAX_ELEMENTS = 2**31 - 1
 LOG2_E = tl.constexpr(1.4426950408889634)  # exp(Δ·A) = exp2(Δ·A·log2 e)
+# One-warp programs need this many times the programs that keep larger blocks busy (4 per SM of 2-8 warps).
+ONE_WARP_PROGRAMS = 8
 
 
 @triton.jit
@@ -117,7 +119,7 @@ def _scan_fwd_kernel(
     n_groups_dt, dt_batch_stride, dt_group_stride,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_CKPT: tl.constexpr,
-    SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr,
+    SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr, STATE_UNROLL: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     """Program (channel block, batch row, segment) scans the segment's tiles. With SEGMENT_ENDS it only writes
@@ -158,7 +160,7 @@ def _scan_fwd_kernel(
         dt, _ = _delta(raw, mask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = skip * u
-        for n in range(0, n_state):
+        for n in tl.range(0, n_state, loop_unroll_factor=STATE_UNROLL):
             is_n = offs_n == n
             a2 = tl.load(A_ptr + offs_d * n_state + n, mask=mask_d, other=0.0).to(tl.float32) * LOG2_E
             Bn = _load_bc(B_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
@@ -307,38 +309,44 @@ def _next_pow2(x: int) -> int:
 
 def launch_config(
     dim: int, length: int, n_state: int, groups: tuple[int, ...], *, training: bool, batch: int = 1,
-    min_warps: int = 0, low_rank_delta: bool = False, overrides: dict[str, int] | None = None,
+    min_programs: int = 0, low_rank_delta: bool = False, overrides: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """Tile sizes and warps, the fastest of a sweep on an H100 (benchmarks/notes_scan.md), then ``overrides``.
 
     Forward alone and forward+backward prefer different tiles; the backward must reuse the forward's BLOCK_L
     (its checkpoints are per tile), so ``training`` (a gradient will be needed) picks the pair for both. The
     backward's channel block and warps (BWD_BLOCK_D, bwd_num_warps) are its own: checkpoints are per channel.
-    Inference runs one-warp programs wherever they won: a warp's tile of 128–512 steps gives each thread 8
-    consecutive steps and keeps the scan inside the warp (no layout conversions, no barriers); not for long
-    sequences with a low-rank Δ, whose R input rows per tile blocks of 8 channels share. Fewer than
-    ``min_warps`` warps in flight (a small batch of long sequences) leave the GPU idle while each program
-    walks L: channel blocks then shrink and tiles lengthen by the same factor, and where that still leaves
-    too few, L is split into SEGMENTS scanned in parallel (a first pass writes each segment's end state, the
-    second starts each segment from the composition of the earlier ones: u, Δ and B are read twice). A
-    channel block must not straddle two B/C (or low-rank Δ) groups (the kernels read one group's rows per
-    block), so BLOCK_D is halved until it divides every grouped operand's channels per group.
+    Inference runs one-warp programs where there are enough of them (ONE_WARP_PROGRAMS × ``min_programs``): a
+    warp's tile of 128–512 steps gives each thread 8 consecutive steps and keeps the scan inside the warp (no
+    layout conversions, no barriers); not for long sequences with a low-rank Δ, whose R input rows per tile
+    blocks of 8 channels share. Fewer than ``min_programs`` programs (a small batch of long sequences) leave
+    the GPU idle while each one walks L: channel blocks then shrink and tiles lengthen by the same factor, and
+    where that still leaves too few, L is split into SEGMENTS scanned in parallel (a first pass writes each
+    segment's end state, the second starts each segment from the composition of the earlier ones: u, Δ and B
+    are read twice). A channel block must not straddle two B/C (or low-rank Δ) groups (the kernels read one
+    group's rows per block), so BLOCK_D is halved until it divides every grouped operand's channels per group.
     """
     short = length <= 256
-    if n_state > 1 and training:
-        block_d, block_l, warps = (16, 32, 4) if short else (8, 32, 2)
-    elif n_state > 1:
-        block_d, block_l, warps = (2, 128, 1) if short else (1, 512, 1)
-    elif training:
-        block_d, block_l, warps = (4, 128, 1) if short else (8, 64, 4)
+    if training:
+        if n_state > 1:
+            block_d, block_l, warps = (16, 32, 4) if short else (8, 32, 2)
+        else:
+            block_d, block_l, warps = (4, 128, 1) if short else (8, 64, 4)
     else:
-        block_d, block_l, warps = (4, 128, 1) if short else ((8, 128, 8) if low_rank_delta else (1, 256, 1))
-    min_programs = -(-min_warps // (overrides or {}).get("num_warps", warps))
+        if n_state > 1:
+            block_d, block_l, warps = (2, 128, 1) if short else (1, 512, 1)
+        else:
+            block_d, block_l, warps = (4, 128, 1) if short else (1, 256, 1)
+        if (low_rank_delta and not short) or -(-dim // block_d) * batch < ONE_WARP_PROGRAMS * min_programs:
+            if n_state > 1:
+                block_d, block_l, warps = (16, 32, 4) if short else (8, 64, 4)
+            else:
+                block_d, block_l, warps = (32, 32, 8) if short else (8, 128, 8)
     while block_d > 1 and -(-dim // block_d) * batch < min_programs:
         block_d, block_l = block_d // 2, block_l * 2
     block_l = max(16, min(block_l, _next_pow2(length)))
     cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "BWD_BLOCK_D": block_d,
-           "bwd_num_warps": warps} | (overrides or {})
+           "bwd_num_warps": warps, "STATE_UNROLL": 1} | (overrides or {})
     for key in ("BLOCK_D", "BWD_BLOCK_D"):
         for g in groups:
             while g > 1 and (dim // g) % cfg[key]:
@@ -432,7 +440,7 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
     n_state = ops.A.shape[1]
     groups = (_groups(ops.B), _groups(ops.C))
     cfg = launch_config(dim, length, n_state, (*groups, ops.dt_groups), training=save, batch=batch,
-                        min_warps=32 * _multiprocessors(u.device), low_rank_delta=ops.dt_rank > 0,
+                        min_programs=4 * _multiprocessors(u.device), low_rank_delta=ops.dt_rank > 0,
                         overrides=config)
     n_tiles = triton.cdiv(length, cfg["BLOCK_L"])
     segment_tiles = triton.cdiv(n_tiles, cfg["SEGMENTS"])
@@ -461,7 +469,8 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
             *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, ops.dt_weight_arg(),
             dim, length, n_state, *groups, n_tiles, segment_tiles, segments, *ops.dt_layout(),
             SOFTPLUS=delta_softplus, SAVE_CKPT=save and not split_pass["SEGMENT_ENDS"], **split_pass,
-            DT_RANK=ops.dt_rank, **ops.flags(), **_tiles(cfg, n_state), num_warps=cfg["num_warps"],
+            DT_RANK=ops.dt_rank, STATE_UNROLL=cfg["STATE_UNROLL"], **ops.flags(), **_tiles(cfg, n_state),
+            num_warps=cfg["num_warps"],
         )
     return y, last, ckpt, ypre, cfg, n_tiles
 
