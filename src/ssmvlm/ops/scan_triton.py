@@ -119,7 +119,7 @@ def _scan_fwd_kernel(
     n_groups_dt, dt_batch_stride, dt_group_stride,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_CKPT: tl.constexpr,
-    SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr, STATE_UNROLL: tl.constexpr,
+    SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     """Program (channel block, batch row, segment) scans the segment's tiles. With SEGMENT_ENDS it only writes
@@ -160,7 +160,7 @@ def _scan_fwd_kernel(
         dt, _ = _delta(raw, mask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = skip * u
-        for n in tl.range(0, n_state, loop_unroll_factor=STATE_UNROLL):
+        for n in range(0, n_state):
             is_n = offs_n == n
             a2 = tl.load(A_ptr + offs_d * n_state + n, mask=mask_d, other=0.0).to(tl.float32) * LOG2_E
             Bn = _load_bc(B_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
@@ -346,7 +346,7 @@ def launch_config(
         block_d, block_l = block_d // 2, block_l * 2
     block_l = max(16, min(block_l, _next_pow2(length)))
     cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "BWD_BLOCK_D": block_d,
-           "bwd_num_warps": warps, "STATE_UNROLL": 1} | (overrides or {})
+           "bwd_num_warps": warps} | (overrides or {})
     for key in ("BLOCK_D", "BWD_BLOCK_D"):
         for g in groups:
             while g > 1 and (dim // g) % cfg[key]:
@@ -469,8 +469,7 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
             *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, ops.dt_weight_arg(),
             dim, length, n_state, *groups, n_tiles, segment_tiles, segments, *ops.dt_layout(),
             SOFTPLUS=delta_softplus, SAVE_CKPT=save and not split_pass["SEGMENT_ENDS"], **split_pass,
-            DT_RANK=ops.dt_rank, STATE_UNROLL=cfg["STATE_UNROLL"], **ops.flags(), **_tiles(cfg, n_state),
-            num_warps=cfg["num_warps"],
+            DT_RANK=ops.dt_rank, **ops.flags(), **_tiles(cfg, n_state), num_warps=cfg["num_warps"],
         )
     return y, last, ckpt, ypre, cfg, n_tiles
 
