@@ -195,10 +195,18 @@ class SS2D(nn.Module):
             return cross_merge(ys, height, width, channels_last=True).view(batch, channels, height, width)
         merged = torch.empty_like(x, memory_format=torch.channels_last)
         step = max(1, SCAN_PART_ELEMENTS // (SCAN_DIRECTIONS * batch * height * width))
+        # Under torch.compile the merge is assigned, not written by the kernel into the slice: inductor's handling
+        # of a user kernel that mutates a view of a graph buffer ended in an illegal memory access (torch 2.11).
+        compiling = torch.compiler.is_compiling()
         for start in range(0, channels, step):
             part = slice(start, min(start + step, channels))
             # one expression: no name keeps a part's four-order tensors alive into the next part
-            cross_merge(self.scan_orders(cross_scan(x[:, part]), *orders, part), height, width, out=merged[:, part])
+            if compiling:
+                merged[:, part] = cross_merge(self.scan_orders(cross_scan(x[:, part]), *orders, part), height,
+                                              width, fused=False).view(batch, -1, height, width)
+            else:
+                cross_merge(self.scan_orders(cross_scan(x[:, part]), *orders, part), height, width,
+                            out=merged[:, part])
         return merged
 
     def project_orders(self, x: torch.Tensor) -> torch.Tensor:
