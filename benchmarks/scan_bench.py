@@ -173,7 +173,7 @@ def bench_cross_scan_gpu(copy_bw: float) -> list[dict]:
 
 def tile_sweep(copy_bw: float) -> list[dict]:
     """Forward and forward+backward time of the Triton kernels for other tiles and warps (guides the default)."""
-    # One-warp programs: 8 steps per thread (tiles of 256+), no scan across warps (notes_scan.md, one warp).
+    # One-warp programs: the scan stays in the warp, 8 steps a thread from 256-step tiles (notes_scan.md, one warp).
     one_warp = [(1, 128, 1), (1, 256, 1), (1, 512, 1), (2, 128, 1), (2, 256, 1), (4, 128, 1)]
     n1 = [*one_warp, (4, 256, 4), (8, 64, 4), (32, 32, 8), (8, 128, 8)]
     n16 = [*one_warp, (8, 64, 4), (8, 32, 2), (16, 32, 4)]
