@@ -49,10 +49,13 @@ TOKEN_PART = 256 * 256
 
 
 def in_parts(x: torch.Tensor, tokens: int, *modules: nn.Module) -> bool:
-    """Whether ``modules`` work in parts on this input: inference (eval mode, no autograd graph) on a large map."""
+    """Whether ``modules`` work in parts on this input: eager inference (eval mode, no autograd graph) on a large
+    map. Not while torch.compile traces: the compiled batch-1 forward stopped with an illegal memory access on
+    maps of 1024² and more (torch 2.11), where the parts start, and ran at 224², where there are none."""
     params = [p for module in modules for p in module.parameters()]
     recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
-    return not any(module.training for module in modules) and not recording and tokens >= LARGE_MAP_TOKENS
+    eager = not torch.compiler.is_compiling()
+    return eager and not any(module.training for module in modules) and not recording and tokens >= LARGE_MAP_TOKENS
 
 
 def token_parts(fn: Callable[..., torch.Tensor], *maps: torch.Tensor) -> torch.Tensor:
@@ -195,18 +198,10 @@ class SS2D(nn.Module):
             return cross_merge(ys, height, width, channels_last=True).view(batch, channels, height, width)
         merged = torch.empty_like(x, memory_format=torch.channels_last)
         step = max(1, SCAN_PART_ELEMENTS // (SCAN_DIRECTIONS * batch * height * width))
-        # Under torch.compile the merge is assigned, not written by the kernel into the slice: inductor's handling
-        # of a user kernel that mutates a view of a graph buffer ended in an illegal memory access (torch 2.11).
-        compiling = torch.compiler.is_compiling()
         for start in range(0, channels, step):
             part = slice(start, min(start + step, channels))
             # one expression: no name keeps a part's four-order tensors alive into the next part
-            if compiling:
-                merged[:, part] = cross_merge(self.scan_orders(cross_scan(x[:, part]), *orders, part), height,
-                                              width, fused=False).view(batch, -1, height, width)
-            else:
-                cross_merge(self.scan_orders(cross_scan(x[:, part]), *orders, part), height, width,
-                            out=merged[:, part])
+            cross_merge(self.scan_orders(cross_scan(x[:, part]), *orders, part), height, width, out=merged[:, part])
         return merged
 
     def project_orders(self, x: torch.Tensor) -> torch.Tensor:
