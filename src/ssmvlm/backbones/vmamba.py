@@ -51,7 +51,7 @@ TOKEN_PART = 256 * 256
 def in_parts(x: torch.Tensor, tokens: int, *modules: nn.Module) -> bool:
     """Whether ``modules`` work in parts on this input: eager inference (eval mode, no autograd graph) on a large
     map. Not while torch.compile traces: the compiled batch-1 forward stopped with an illegal memory access on
-    maps of 1024² and more (torch 2.11), where the parts start, and ran at 224², where there are none."""
+    1024²–4096² images (torch 2.11), which work in parts, and ran at 224², which does not."""
     params = [p for module in modules for p in module.parameters()]
     recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
     eager = not torch.compiler.is_compiling()
