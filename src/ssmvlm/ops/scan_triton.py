@@ -33,6 +33,16 @@ _MAX_ELEMENTS = 2**31 - 1
 LOG2_E = tl.constexpr(1.4426950408889634)  # exp(Δ·A) = exp2(Δ·A·log2 e)
 # One-warp programs need this many times the programs that keep larger blocks busy (4 per SM of 2-8 warps).
 ONE_WARP_PROGRAMS = 8
+# Launch tiles (BLOCK_D, BLOCK_L, warps) from the H100 sweeps (benchmarks/notes_scan.md), by kind of launch,
+# N > 1 and L ≤ 256: training (both passes), one-warp inference, and inference in blocks of several warps.
+_TILES = {
+    ("training", False, True): (4, 128, 1), ("training", False, False): (8, 64, 4),
+    ("training", True, True): (16, 32, 4), ("training", True, False): (8, 32, 2),
+    ("one warp", False, True): (4, 128, 1), ("one warp", False, False): (1, 256, 1),
+    ("one warp", True, True): (2, 128, 1), ("one warp", True, False): (1, 512, 1),
+    ("blocks", False, True): (32, 32, 8), ("blocks", False, False): (8, 128, 8),
+    ("blocks", True, True): (16, 32, 4), ("blocks", True, False): (8, 64, 4),
+}
 
 
 @triton.jit
@@ -326,22 +336,13 @@ def launch_config(
     are read twice). A channel block must not straddle two B/C (or low-rank Δ) groups (the kernels read one
     group's rows per block), so BLOCK_D is halved until it divides every grouped operand's channels per group.
     """
-    short = length <= 256
-    if training:
-        if n_state > 1:
-            block_d, block_l, warps = (16, 32, 4) if short else (8, 32, 2)
-        else:
-            block_d, block_l, warps = (4, 128, 1) if short else (8, 64, 4)
-    else:
-        if n_state > 1:
-            block_d, block_l, warps = (2, 128, 1) if short else (1, 512, 1)
-        else:
-            block_d, block_l, warps = (4, 128, 1) if short else (1, 256, 1)
-        if (low_rank_delta and not short) or -(-dim // block_d) * batch < ONE_WARP_PROGRAMS * min_programs:
-            if n_state > 1:
-                block_d, block_l, warps = (16, 32, 4) if short else (8, 64, 4)
-            else:
-                block_d, block_l, warps = (32, 32, 8) if short else (8, 128, 8)
+    several, short = n_state > 1, length <= 256
+    kind = "training" if training else "one warp"
+    if not training:
+        one_warp_programs = -(-dim // _TILES[kind, several, short][0]) * batch
+        if (low_rank_delta and not short) or one_warp_programs < ONE_WARP_PROGRAMS * min_programs:
+            kind = "blocks"
+    block_d, block_l, warps = _TILES[kind, several, short]
     while block_d > 1 and -(-dim // block_d) * batch < min_programs:
         block_d, block_l = block_d // 2, block_l * 2
     block_l = max(16, min(block_l, _next_pow2(length)))
