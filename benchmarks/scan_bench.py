@@ -2,10 +2,12 @@
 
 GPU (default): measures device-to-device copy bandwidth first, then for the issue's four shapes (bf16 inputs)
 times forward and forward+backward for every registered fast backend (median of CUDA-event timings via
-``triton.testing.do_bench``), and the VMamba anchors' speedups. Bytes are the fewest a call must move: every
-input read once and the output written once (for forward+backward also dy read, every input gradient written,
-and the forward again). Also times cross_scan/cross_merge (torch vs fused), batch-1 inference scans of large
-maps (L split into segments against one segment), and optional tile sweeps.
+``triton.testing.do_bench``), and the VMamba anchors' speedups; for forward+backward also the GPU's busy time
+per call (kernel durations from torch.profiler: where it is below the wall time, the call waits on the host's
+launches). Bytes are the fewest a call must move: every input read once and the output written once (for
+forward+backward also dy read, every input gradient written, and the forward again). Also times
+cross_scan/cross_merge (torch vs fused), batch-1 inference scans of large maps (L split into segments against
+one segment), and optional tile sweeps.
 
 CPU (``--cpu``): torch vs reference at L = 1024 with the machine's threads.
 
@@ -125,6 +127,20 @@ def _time_scan(shape: Shape, kw: dict, with_backward: bool) -> tuple[float, floa
     return fwd_ms, fwdbwd_ms, fwd_bytes, total_bytes
 
 
+def gpu_busy_ms(fn, calls: int = 10) -> float:
+    """GPU time per call: the kernels' durations summed (torch.profiler), without the gaps in which the GPU waits
+    for the host to launch the next one (a short call's wall time is the host's launch time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    return sum(event.self_device_time_total for event in prof.key_averages()) / 1e3 / calls
+
+
 def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | None = None) -> dict:
     kw = {"backend": backend, "backend_options": {"config": config} if config else None}
     result = {"shape": shape.name, "backend": backend, "config": config}
@@ -146,6 +162,13 @@ def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | No
         if shape.anchor_fwd_ms:
             result |= {"speedup_fwd": shape.anchor_fwd_ms / fwd_ms,
                        "speedup_fwdbwd": shape.anchor_fwdbwd_ms / fwdbwd_ms}
+    if config is None:
+        inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=True)
+        leaves = [t for t in inputs.values() if isinstance(t, torch.Tensor)]
+        dy = torch.randn_like(inputs["u"])
+        result["fwdbwd_gpu_busy_ms"] = gpu_busy_ms(
+            lambda: torch.autograd.grad(selective_scan(**inputs, **kw), leaves, dy))
+        torch.cuda.empty_cache()
     return result
 
 
@@ -180,7 +203,10 @@ def tile_sweep(copy_bw: float) -> list[dict]:
     rows = []
     for shape in GPU_SHAPES:
         for block_d, block_l, warps in n1 if shape.n_state == 1 else n16:
-            cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "bwd_num_warps": warps}
+            # both passes on the same tile (a backward block left at its default would run many channels in
+            # a tile sized for one warp)
+            cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "BWD_BLOCK_D": block_d,
+                   "bwd_num_warps": warps}
             rows.append(bench_scan_gpu(shape, "triton", copy_bw, config=cfg))
             fwd_ms, fwdbwd_ms = rows[-1].get("fwd_ms", float("nan")), rows[-1].get("fwdbwd_ms", float("nan"))
             print(f"sweep {shape.name} {cfg} fwd {fwd_ms:.4f} ms fwd+bwd {fwdbwd_ms:.4f} ms", flush=True)
@@ -330,15 +356,17 @@ def markdown(report: dict) -> str:
         return "\n".join(lines)
     lines = [f"copy bandwidth {report['copy_GBps']:.0f} GB/s on {report['device']}", "",
              "| shape | backend | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s "
-             "| fwd+bwd % copy | × anchor fwd | × anchor fwd+bwd |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| fwd+bwd % copy | × anchor fwd | × anchor fwd+bwd | fwd+bwd GPU busy ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["scan"]:
         if "error" in r:
-            lines.append(f"| {r['shape']} | {r['backend']} | {r['error']} | | | | | | | |")
+            lines.append(f"| {r['shape']} | {r['backend']} | {r['error']} | | | | | | | | |")
             continue
         speed = (f"{r['speedup_fwd']:.2f} | {r['speedup_fwdbwd']:.2f}" if "speedup_fwd" in r else "– | –")
+        busy = f"{r['fwdbwd_gpu_busy_ms']:.3f}" if "fwdbwd_gpu_busy_ms" in r else "–"
         lines.append(f"| {r['shape']} | {r['backend']} | {r['fwd_ms']:.3f} | {r['fwd_GBps']:.0f} | "
                      f"{100 * r['fwd_frac_copy']:.0f}% | {r['fwdbwd_ms']:.3f} | {r['fwdbwd_GBps']:.0f} | "
-                     f"{100 * r['fwdbwd_frac_copy']:.0f}% | {speed} |")
+                     f"{100 * r['fwdbwd_frac_copy']:.0f}% | {speed} | {busy} |")
     lines += ["", "| cross-scan shape | map layout | fused | scan ms | merge ms | scan % copy | merge % copy |",
               "|---|---|---|---|---|---|---|"]
     for r in report["cross_scan"]:

@@ -4,9 +4,10 @@ Every case draws fresh random inputs, runs the backend on CUDA (forward and back
 inputs) and compares the output, the last state and every input gradient with the float64 CPU reference.
 The issue's benchmark shapes are scaled down in batch and channels where the sequential float64 reference
 would be too slow, but keep their L, N and B/C layout (at batch 1 their few channels make the Triton kernels
-split L into segments). Then the full-size shapes are run once more, checked against the ``torch`` backend on
-the GPU (forward, with and without autograd: the two launch different tiles) and for finite gradients, and
-a low-rank Δ projected inside the kernel against the materialized one.
+split L into segments); the short ones run again under deterministic algorithms. Then the full-size shapes
+are run once more, checked against the ``torch`` backend on the GPU (forward, with and without autograd: the
+two launch different tiles) and for finite gradients, and a low-rank Δ projected inside the kernel against
+the materialized one.
 
     PYTHONPATH=src python3 benchmarks/scan_check.py [--backends triton torch] [--quick] [--full-size-only]
 """
@@ -22,6 +23,7 @@ import torch
 
 from ssmvlm.ops import LowRankDelta, available_backends, selective_scan
 from ssmvlm.ops.scan_testing import ScanCase, compare_backend, shape_variants
+from ssmvlm.ops.selective_scan import register_scan_backend
 
 TOLERANCE = {torch.float32: 1e-6, torch.bfloat16: 2e-2}
 # Long sequences accumulate float32 rounding over thousands of steps (the issue's bound is for test shapes).
@@ -112,6 +114,26 @@ def low_rank_delta_checks(backend: str) -> list[str]:
     return failures
 
 
+def deterministic_checks(backend: str, cases: list[tuple[ScanCase, dict]], seed: int) -> list[str]:
+    """The scaled issue cases once more under deterministic algorithms (variable B/C gradients then come from
+    per-block partials summed by torch instead of atomic adds)."""
+    failures = []
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        for index, (case, tolerance) in enumerate(cases):
+            if case.length >= 4096 or case not in scaled_issue_cases():
+                continue
+            errors = compare_backend(case, backend, dtype=torch.float32, device="cuda", seed=seed + index)
+            ok = all(not math.isnan(v) and v < tolerance[torch.float32] for v in errors.values())
+            print(f"{'ok  ' if ok else 'FAIL'} {backend:8s} deterministic {case.label():48s} "
+                  f"worst {max(errors.values()):.1e}", flush=True)
+            if not ok:
+                failures.append(f"{backend} deterministic {case.label()}: {errors}")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    return failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["triton", "torch"])
@@ -124,6 +146,13 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("scan_check: CUDA is not available", file=sys.stderr)
         return 2
+    # Training launches are one-warp programs; blocks of several warps (a tile's B/C gradient summed across
+    # warps before the atomic add) are checked through an explicit launch.
+    if "triton" in args.backends:
+        from ssmvlm.ops.scan_triton import selective_scan_triton
+
+        blocks = {"BLOCK_D": 8, "BLOCK_L": 64, "num_warps": 4, "BWD_BLOCK_D": 8, "bwd_num_warps": 4}
+        register_scan_backend("triton_blocks", lambda *a, **k: selective_scan_triton(*a, **k, config=blocks))
     missing = [b for b in args.backends if b not in available_backends()]
     if missing:
         print(f"scan_check: backends not registered: {missing} ({available_backends()})", file=sys.stderr)
@@ -146,6 +175,14 @@ def main() -> int:
                 if not ok:
                     failures.append(f"{backend} {dtype_name} {case.label()}: {errors}")
         if backend == "triton":
+            for index, case in enumerate(scaled_issue_cases()[::2]):
+                errors = compare_backend(case, "triton_blocks", dtype=torch.float32, device="cuda", seed=index)
+                ok = all(not math.isnan(v) and v < LONG_TOLERANCE[torch.float32] for v in errors.values())
+                print(f"{'ok  ' if ok else 'FAIL'} triton_blocks {case.label():48s} worst {max(errors.values()):.1e}",
+                      flush=True)
+                if not ok:
+                    failures.append(f"triton_blocks {case.label()}: {errors}")
+            failures += deterministic_checks(backend, cases, args.seed)
             failures += low_rank_delta_checks(backend)
             failures += full_size_checks(backend)
     print(f"checked in {time.perf_counter() - start:.0f} s")

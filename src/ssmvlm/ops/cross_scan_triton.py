@@ -100,7 +100,7 @@ def _launch(kernel, src: torch.Tensor, dst: torch.Tensor, batch: int, channels: 
     height, width = hw
     stride_b, stride_c, stride_pos, channels_last = map_strides
     block_h, block_w, block_c = (16, 16, 16) if channels_last else (32, 32, 1)
-    grid = (batch, triton.cdiv(height, block_h) * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
+    grid = (batch, -(-height // block_h) * -(-width // block_w), -(-channels // block_c))
     kernel[grid](src, dst, channels, height, width, stride_b, stride_c, stride_pos,
                  GROUPED=grouped, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **extra)
 

@@ -44,7 +44,7 @@ def layer_norm_triton(
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
     block_c = triton.next_power_of_2(cols)
     block_r = max(1, min(_TILE_ELEMENTS // block_c, triton.next_power_of_2(rows)))
-    _layer_norm_fwd_kernel[(triton.cdiv(rows, block_r),)](
+    _layer_norm_fwd_kernel[(-(-rows // block_r),)](
         rows_view, weight if weight is not None else rows_view, bias if bias is not None else rows_view, out,
         rows, cols, rows_view.stride(0), eps,
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_R=block_r, BLOCK_C=block_c,

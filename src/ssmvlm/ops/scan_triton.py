@@ -14,8 +14,9 @@ The forward saves, only when a gradient is needed, the state at the start of eve
 and, with z, the output before gating. The backward walks the tiles in reverse: per state it recomputes the
 tile's states from its checkpoint, runs the adjoint recurrence λ_t = a_{t+1}·λ_{t+1} + C_t·g_t as a reverse
 scan (carrying λ between tiles, starting from the last state's gradient), and forms every input gradient in
-the same pass. Nothing is added atomically: parameter gradients are written per batch row and variable B/C
-gradients per channel block, then summed by torch, so gradients are deterministic.
+the same pass. Parameter gradients are written per batch row and summed by torch. Variable B/C gradients sum
+over channels: channel blocks add them atomically, or, under ``torch.use_deterministic_algorithms(True)``,
+write them per block for torch to sum (deterministic).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ ONE_WARP_PROGRAMS = 8
 # Launch tiles (BLOCK_D, BLOCK_L, warps) from the H100 sweeps (benchmarks/notes_scan.md), by kind of launch,
 # N > 1 and L ≤ 256: training (both passes), one-warp inference, and inference in blocks of several warps.
 _TILES = {
-    ("training", False, True): (4, 128, 1), ("training", False, False): (8, 64, 4),
-    ("training", True, True): (16, 32, 4), ("training", True, False): (8, 32, 2),
+    ("training", False, True): (2, 128, 1), ("training", False, False): (1, 256, 1),
+    ("training", True, True): (2, 128, 1), ("training", True, False): (1, 256, 1),
     ("one warp", False, True): (4, 128, 1), ("one warp", False, False): (1, 256, 1),
     ("one warp", True, True): (2, 128, 1), ("one warp", True, False): (1, 512, 1),
     ("blocks", False, True): (32, 32, 8), ("blocks", False, False): (8, 128, 8),
@@ -206,25 +207,38 @@ def _scan_fwd_kernel(
 
 
 @triton.jit
+def _write_bc_grad(ptrs, values, mask, ATOMIC: tl.constexpr):
+    """A channel block's share of a variable B/C gradient: added atomically, or stored as its own partial."""
+    if ATOMIC:
+        tl.atomic_add(ptrs, values, mask=mask, sem="relaxed")
+    else:
+        tl.store(ptrs, values, mask=mask)
+
+
+@triton.jit
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, ypre_ptr, dy_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
     dim, length, n_state, n_groups_b, n_groups_c, n_tiles, batch,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, ATOMIC_BC: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     """Gradients: du, dΔ, dz as inputs; dA, dD, dΔ-bias and fixed dB/dC per batch row (batch, dim, ·);
-    variable dB/dC per channel block (blocks per group, batch, G, N, L)."""
+    variable dB/dC per channel block (blocks per group, batch, G, N, L), or with ATOMIC_BC added into one
+    (1, batch, G, N, L) buffer."""
     batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn = _program_tile(
         dim, n_state, BLOCK_D, BLOCK_N, BLOCK_L)
     channels_b = dim // n_groups_b
     channels_c = dim // n_groups_c
     group_b = d_start // channels_b
     group_c = d_start // channels_c
-    # Variable-B/C gradient rows of this channel block: its slot within its group, then as the B/C layout.
-    rows_db = (((d_start % channels_b) // BLOCK_D * batch + batch_id) * n_groups_b + group_b) * n_state
-    rows_dc = (((d_start % channels_c) // BLOCK_D * batch + batch_id) * n_groups_c + group_c) * n_state
+    # Variable-B/C gradient rows of this channel block: its slot within its group (one shared slot when adding
+    # atomically), then as the B/C layout.
+    slot_b = 0 if ATOMIC_BC else (d_start % channels_b) // BLOCK_D
+    slot_c = 0 if ATOMIC_BC else (d_start % channels_c) // BLOCK_D
+    rows_db = ((slot_b * batch + batch_id) * n_groups_b + group_b) * n_state
+    rows_dc = ((slot_c * batch + batch_id) * n_groups_c + group_c) * n_state
     bias = _load_channel(bias_ptr, offs_d, mask_d, HAS_BIAS)
     skip = _load_channel(D_ptr, offs_d, mask_d, HAS_D)
     channel = batch_id * dim + offs_d
@@ -282,11 +296,13 @@ def _scan_bwd_kernel(
             grad_b = lam * dtu
             grad_c = h * g
             if B_VARIABLE:
-                tl.store(dB_ptr + (rows_db + n) * length + t, tl.sum(grad_b, axis=0)[None, :], mask=mask_t)
+                _write_bc_grad(dB_ptr + (rows_db + n) * length + t, tl.sum(grad_b, axis=0)[None, :], mask_t,
+                               ATOMIC_BC)
             else:
                 dB_acc += tl.where(is_n, tl.sum(grad_b, axis=1)[:, None], 0.0)
             if C_VARIABLE:
-                tl.store(dC_ptr + (rows_dc + n) * length + t, tl.sum(grad_c, axis=0)[None, :], mask=mask_t)
+                _write_bc_grad(dC_ptr + (rows_dc + n) * length + t, tl.sum(grad_c, axis=0)[None, :], mask_t,
+                               ATOMIC_BC)
             else:
                 dC_acc += tl.where(is_n, tl.sum(grad_c, axis=1)[:, None], 0.0)
         du *= dt
@@ -424,13 +440,21 @@ def _tiles(cfg: dict[str, int], n_state: int, block_d: str = "BLOCK_D") -> dict[
     return {"BLOCK_D": cfg[block_d], "BLOCK_N": _next_pow2(n_state), "BLOCK_L": cfg["BLOCK_L"]}
 
 
-def _bc_grad_buffer(bc: torch.Tensor, batch: int, dim: int, block_d: int) -> torch.Tensor:
-    """Where the backward writes a B/C gradient: per batch row (batch, dim, N) when fixed, per channel block
-    (blocks per group, batch, G, N, L) when variable. Every element is written; the caller sums dim 0."""
+def _bc_grad_buffer(bc: torch.Tensor, batch: int, dim: int, block_d: int, atomic: bool) -> torch.Tensor:
+    """Where the backward writes a B/C gradient: per batch row (batch, dim, N) when fixed; when variable, per
+    channel block (blocks per group, batch, G, N, L), or one zeroed (1, batch, G, N, L) that every block adds
+    into atomically. The caller sums dim 0."""
     if bc.dim() == 2:
         return torch.empty(batch, *bc.shape, device=bc.device, dtype=torch.float32)
-    return torch.empty(triton.cdiv(dim // bc.shape[1], block_d), *bc.shape, device=bc.device,
+    if atomic:
+        return torch.zeros(1, *bc.shape, device=bc.device, dtype=torch.float32)
+    return torch.empty(-(-(dim // bc.shape[1]) // block_d), *bc.shape, device=bc.device,
                        dtype=torch.float32)
+
+
+def _sum_parts(parts: torch.Tensor) -> torch.Tensor:
+    """The sum over dim 0 of gradients written in parts (a view when there is one part: no launch)."""
+    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
 
 
 def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] | None, save: bool):
@@ -443,10 +467,10 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
     cfg = launch_config(dim, length, n_state, (*groups, ops.dt_groups), training=save, batch=batch,
                         min_programs=4 * _multiprocessors(u.device), low_rank_delta=ops.dt_rank > 0,
                         overrides=config)
-    n_tiles = triton.cdiv(length, cfg["BLOCK_L"])
-    segment_tiles = triton.cdiv(n_tiles, cfg["SEGMENTS"])
-    segments = triton.cdiv(n_tiles, segment_tiles)
-    partial_rows = max(triton.cdiv(dim // g, cfg["BWD_BLOCK_D"]) * batch * g * n_state * length for g in groups)
+    n_tiles = -(-length // cfg["BLOCK_L"])
+    segment_tiles = -(-n_tiles // cfg["SEGMENTS"])
+    segments = -(-n_tiles // segment_tiles)
+    partial_rows = max(-(-(dim // g) // cfg["BWD_BLOCK_D"]) * batch * g * n_state * length for g in groups)
     delta_span = sum((size - 1) * stride for size, stride in zip(ops.delta.shape, ops.delta.stride(), strict=True))
     if max(u.numel(), delta_span + 1, batch * dim * n_tiles * n_state, partial_rows if save else 0) > _MAX_ELEMENTS:
         raise ValueError(f"selective_scan triton backend: {tuple(u.shape)} with N={n_state} exceeds int32 "
@@ -462,7 +486,7 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
     if segments > 1:
         segment_ends = torch.empty(batch, dim, segments, n_state, device=u.device, dtype=torch.float32)
         segment_dt = torch.empty(batch, dim, segments, device=u.device, dtype=torch.float32)
-    grid = (triton.cdiv(dim, cfg["BLOCK_D"]), batch, segments)
+    grid = (-(-dim // cfg["BLOCK_D"]), batch, segments)
     passes = [dict(SEGMENT_ENDS=True, CARRY=False), dict(SEGMENT_ENDS=False, CARRY=True)] if segments > 1 else [
         dict(SEGMENT_ENDS=False, CARRY=False)]
     for split_pass in passes:
@@ -480,6 +504,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, config):
         ops = _Operands(u, delta, A, B, C, D, z, delta_bias)
         save = any(ctx.needs_input_grad)
+        ctx.set_materialize_grads(False)  # an unused last state needs no zero gradient (one launch fewer)
         y, last, ckpt, ypre, cfg, n_tiles = _scan_forward(ops, delta_softplus, config, save)
         if save:
             ctx.save_for_backward(*ops.kernel_args(), ckpt, ypre)
@@ -494,6 +519,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dlast):
         u, delta, A, B, C, D, z, delta_bias, ckpt, ypre = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros_like(u)
         flags = ctx.flags
         batch, dim, length = u.shape
         n_state = A.shape[1]
@@ -503,30 +530,34 @@ class _SelectiveScanTriton(torch.autograd.Function):
         ddelta = torch.empty_like(delta)
         dz = torch.empty_like(z) if flags["HAS_Z"] else du
         dA = torch.empty(batch, dim, n_state, **per_row)
-        dB = _bc_grad_buffer(B, batch, dim, cfg["BWD_BLOCK_D"])
-        dC = _bc_grad_buffer(C, batch, dim, cfg["BWD_BLOCK_D"])
+        # Channel blocks add their variable-B/C gradients atomically unless torch is asked for deterministic
+        # algorithms (the order of the float additions then varies from run to run, as in mamba's CUDA kernel).
+        atomic = not torch.are_deterministic_algorithms_enabled()
+        dB = _bc_grad_buffer(B, batch, dim, cfg["BWD_BLOCK_D"], atomic)
+        dC = _bc_grad_buffer(C, batch, dim, cfg["BWD_BLOCK_D"], atomic)
         dD = torch.empty(batch, dim, **per_row)
         dbias = torch.empty(batch, dim, **per_row)
-        grid = (triton.cdiv(dim, cfg["BWD_BLOCK_D"]), batch)
+        grid = (-(-dim // cfg["BWD_BLOCK_D"]), batch)
         _scan_bwd_kernel[grid](
             u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dy.contiguous(),
             dlast.contiguous() if dlast is not None else dy,
             du, ddelta, dz, dA, dB, dC, dD, dbias,
             dim, length, n_state, _groups(B), _groups(C), ctx.n_tiles, batch,
-            SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, **flags, **_tiles(cfg, n_state, "BWD_BLOCK_D"),
+            SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, ATOMIC_BC=atomic, **flags,
+            **_tiles(cfg, n_state, "BWD_BLOCK_D"),
             num_warps=cfg["bwd_num_warps"],
         )
         a_dtype, b_dtype, c_dtype, d_dtype, bias_dtype = ctx.dtypes
         b_dims, c_dims = ctx.original_bc
-        dB = dB.sum(0)
-        dC = dC.sum(0)
+        dB = _sum_parts(dB)
+        dC = _sum_parts(dC)
         dB = (dB.squeeze(1) if b_dims == 3 else dB).to(b_dtype)
         dC = (dC.squeeze(1) if c_dims == 3 else dC).to(c_dtype)
         return (
-            du, ddelta, dA.sum(0).to(a_dtype), dB, dC,
-            dD.sum(0).to(d_dtype) if flags["HAS_D"] else None,
+            du, ddelta, _sum_parts(dA).to(a_dtype), dB, dC,
+            _sum_parts(dD).to(d_dtype) if flags["HAS_D"] else None,
             dz if flags["HAS_Z"] else None,
-            dbias.sum(0).to(bias_dtype) if flags["HAS_BIAS"] else None,
+            _sum_parts(dbias).to(bias_dtype) if flags["HAS_BIAS"] else None,
             None, None,
         )
 
