@@ -369,6 +369,20 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
     assert 6 % grouped["BLOCK_D"] == 0  # never straddles a group of 6 channels, overrides included
 
 
+def test_triton_bc_gradient_buffers_atomic_or_per_block() -> None:
+    pytest.importorskip("triton")
+    from ssmvlm.ops.scan_triton import _bc_grad_buffer
+
+    variable = torch.empty(4, 1, 16, 2**24, device="meta")  # (batch, G, N, L): 2^30 elements
+    assert _bc_grad_buffer(variable, 4, 1536, 1, atomic=True).shape == (1, *variable.shape)
+    assert _bc_grad_buffer(variable[..., :1024], 4, 1536, 2, atomic=False).shape == (768, 4, 1, 16, 1024)
+    # 1536 one-channel blocks of 2^30 elements each would overflow the kernel's int32 offsets
+    with pytest.raises(ValueError, match="int32"):
+        _bc_grad_buffer(variable, 4, 1536, 1, atomic=False)
+    fixed = torch.empty(1536, 16, device="meta")
+    assert _bc_grad_buffer(fixed, 4, 1536, 1, atomic=True).shape == (4, 1536, 16)
+
+
 def test_triton_kernels_in_interpreter() -> None:
     pytest.importorskip("triton")
     assert "interpreter ok" in run_in_triton_interpreter(_INTERPRETER_SCRIPT)

@@ -448,8 +448,11 @@ def _bc_grad_buffer(bc: torch.Tensor, batch: int, dim: int, block_d: int, atomic
         return torch.empty(batch, *bc.shape, device=bc.device, dtype=torch.float32)
     if atomic:
         return torch.zeros(1, *bc.shape, device=bc.device, dtype=torch.float32)
-    return torch.empty(-(-(dim // bc.shape[1]) // block_d), *bc.shape, device=bc.device,
-                       dtype=torch.float32)
+    blocks = -(-(dim // bc.shape[1]) // block_d)
+    if blocks * bc.numel() > _MAX_ELEMENTS:
+        raise ValueError(f"selective_scan triton backend: per-block B/C gradients of {blocks} channel blocks × "
+                         f"{tuple(bc.shape)} (deterministic algorithms) exceed int32 offsets; use backend='torch'")
+    return torch.empty(blocks, *bc.shape, device=bc.device, dtype=torch.float32)
 
 
 def _sum_parts(parts: torch.Tensor) -> torch.Tensor:
@@ -470,9 +473,8 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
     n_tiles = -(-length // cfg["BLOCK_L"])
     segment_tiles = -(-n_tiles // cfg["SEGMENTS"])
     segments = -(-n_tiles // segment_tiles)
-    partial_rows = max(-(-(dim // g) // cfg["BWD_BLOCK_D"]) * batch * g * n_state * length for g in groups)
     delta_span = sum((size - 1) * stride for size, stride in zip(ops.delta.shape, ops.delta.stride(), strict=True))
-    if max(u.numel(), delta_span + 1, batch * dim * n_tiles * n_state, partial_rows if save else 0) > _MAX_ELEMENTS:
+    if max(u.numel(), delta_span + 1, batch * dim * n_tiles * n_state, ops.B.numel(), ops.C.numel()) > _MAX_ELEMENTS:
         raise ValueError(f"selective_scan triton backend: {tuple(u.shape)} with N={n_state} exceeds int32 "
                          "offsets; use backend='torch'")
     y = torch.empty_like(u)
