@@ -340,8 +340,9 @@ def launch_config(
     """Tile sizes and warps, the fastest of a sweep on an H100 (benchmarks/notes_scan.md), then ``overrides``.
 
     Forward alone and forward+backward prefer different tiles; the backward must reuse the forward's BLOCK_L
-    (its checkpoints are per tile), so ``training`` (a gradient will be needed) picks the pair for both. The
-    backward's channel block and warps (BWD_BLOCK_D, bwd_num_warps) are its own: checkpoints are per channel.
+    (its checkpoints are per tile), so ``training`` (a gradient will be needed) picks the pair for both: one-warp
+    programs of one or two channels (their many partial B/C gradients are why the backward adds them atomically).
+    The backward's channel block and warps (BWD_BLOCK_D, bwd_num_warps) may differ: checkpoints are per channel.
     Inference runs one-warp programs where there are enough of them (ONE_WARP_PROGRAMS × ``min_programs``): a
     warp's tile of 128–512 steps gives each thread 8 consecutive steps and keeps the scan inside the warp (no
     layout conversions, no barriers); not for long sequences with a low-rank Δ, whose R input rows per tile
