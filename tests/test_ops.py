@@ -272,10 +272,23 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
         errors = compare_backend(case, "triton_split", dtype=torch.float32, seed=2)
         assert all(v < 1e-6 for v in errors.values()), ("deterministic", case.label(), errors)
     torch.use_deterministic_algorithms(False)
+    # a loss on the last state alone (the output's gradient then never arrives)
+    from ssmvlm.ops.scan_reference import selective_scan_reference
+
+    gen = torch.Generator().manual_seed(5)
+    inputs = [torch.randn(2, 4, 19, generator=gen), torch.randn(2, 4, 19, generator=gen),
+              -torch.rand(4, 3, generator=gen) - 0.5, torch.randn(2, 1, 3, 19, generator=gen),
+              torch.randn(2, 1, 3, 19, generator=gen)]
+    grads = []
+    for scan, dtype in ((selective_scan_triton, torch.float32), (selective_scan_reference, torch.float64)):
+        leaves = [t.to(dtype).requires_grad_() for t in inputs]
+        _, last = scan(*leaves, delta_softplus=True, return_last_state=True)
+        grads.append(torch.autograd.grad(last.pow(2).sum(), leaves[:4]))  # C does not reach the last state
+    for grad, grad64 in zip(*grads, strict=True):
+        assert float((grad.double() - grad64).norm() / grad64.norm()) < 1e-5
     # Δ in low-rank form: projected inside the forward kernel when no gradient is needed (here from a strided view
     # of a larger tensor, G = 2 groups, one and several segments); materialized and differentiated otherwise
     from ssmvlm.ops import LowRankDelta
-    from ssmvlm.ops.scan_reference import selective_scan_reference
 
     gen = torch.Generator().manual_seed(3)
     batch, dim, length, rank, n = 2, 8, 37, 3, 2
