@@ -114,21 +114,27 @@ def low_rank_delta_checks(backend: str) -> list[str]:
     return failures
 
 
-def deterministic_checks(backend: str, cases: list[tuple[ScanCase, dict]], seed: int) -> list[str]:
-    """The scaled issue cases once more under deterministic algorithms (variable B/C gradients then come from
-    per-block partials summed by torch instead of atomic adds)."""
+def check_case(
+    backend: str, case: ScanCase, dtype: torch.dtype, tolerance: float, seed: int, tag: str = ""
+) -> list[str]:
+    """One case against the float64 reference: prints a line, returns the failure (if any)."""
+    errors = compare_backend(case, backend, dtype=dtype, device="cuda", seed=seed)
+    worst_name, worst = max(errors.items(), key=lambda kv: math.inf if math.isnan(kv[1]) else kv[1])
+    ok = all(not math.isnan(v) and v < tolerance for v in errors.values())
+    label = f"{backend} {tag or str(dtype).removeprefix('torch.')}"
+    print(f"{'ok  ' if ok else 'FAIL'} {label:22s} {case.label():48s} worst {worst_name}={worst:.1e}", flush=True)
+    return [] if ok else [f"{label} {case.label()}: {errors}"]
+
+
+def deterministic_checks(backend: str, seed: int) -> list[str]:
+    """The short scaled issue cases once more under deterministic algorithms (variable B/C gradients then come
+    from per-block partials summed by torch instead of atomic adds)."""
     failures = []
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        for index, (case, tolerance) in enumerate(cases):
-            if case.length >= 4096 or case not in scaled_issue_cases():
-                continue
-            errors = compare_backend(case, backend, dtype=torch.float32, device="cuda", seed=seed + index)
-            ok = all(not math.isnan(v) and v < tolerance[torch.float32] for v in errors.values())
-            print(f"{'ok  ' if ok else 'FAIL'} {backend:8s} deterministic {case.label():48s} "
-                  f"worst {max(errors.values()):.1e}", flush=True)
-            if not ok:
-                failures.append(f"{backend} deterministic {case.label()}: {errors}")
+        for index, case in enumerate(c for c in scaled_issue_cases() if c.length < 4096):
+            failures += check_case(backend, case, torch.float32, LONG_TOLERANCE[torch.float32], seed + index,
+                                   "deterministic")
     finally:
         torch.use_deterministic_algorithms(False)
     return failures
@@ -166,23 +172,11 @@ def main() -> int:
         for index, (case, tolerance) in enumerate(cases):
             # The float64 CPU reference of a long case takes a minute; one dtype is enough there.
             for dtype in (torch.float32, torch.bfloat16) if case.length < 4096 else (torch.bfloat16,):
-                errors = compare_backend(case, backend, dtype=dtype, device="cuda", seed=args.seed + index)
-                worst_name, worst = max(errors.items(), key=lambda kv: math.inf if math.isnan(kv[1]) else kv[1])
-                ok = all(not math.isnan(v) and v < tolerance[dtype] for v in errors.values())
-                dtype_name = str(dtype).removeprefix("torch.")
-                print(f"{'ok  ' if ok else 'FAIL'} {backend:8s} {dtype_name:8s} {case.label():48s} "
-                      f"worst {worst_name}={worst:.1e}", flush=True)
-                if not ok:
-                    failures.append(f"{backend} {dtype_name} {case.label()}: {errors}")
+                failures += check_case(backend, case, dtype, tolerance[dtype], args.seed + index)
         if backend == "triton":
             for index, case in enumerate(scaled_issue_cases()[::2]):
-                errors = compare_backend(case, "triton_blocks", dtype=torch.float32, device="cuda", seed=index)
-                ok = all(not math.isnan(v) and v < LONG_TOLERANCE[torch.float32] for v in errors.values())
-                print(f"{'ok  ' if ok else 'FAIL'} triton_blocks {case.label():48s} worst {max(errors.values()):.1e}",
-                      flush=True)
-                if not ok:
-                    failures.append(f"triton_blocks {case.label()}: {errors}")
-            failures += deterministic_checks(backend, cases, args.seed)
+                failures += check_case("triton_blocks", case, torch.float32, LONG_TOLERANCE[torch.float32], index)
+            failures += deterministic_checks(backend, args.seed)
             failures += low_rank_delta_checks(backend)
             failures += full_size_checks(backend)
     print(f"checked in {time.perf_counter() - start:.0f} s")
