@@ -111,20 +111,26 @@ def time_gpu(fn, warmup: int = 25, rep: int = 200) -> float:
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
-def _time_scan(shape: Shape, kw: dict, with_backward: bool) -> tuple[float, float | None, int, int]:
+def _time_scan(
+    shape: Shape, kw: dict, with_backward: bool, gpu_busy: bool = False
+) -> tuple[float, float | None, float | None, int, int]:
+    """Forward and forward+backward wall times, and with ``gpu_busy`` the GPU's busy time per forward+backward."""
     with torch.no_grad():
         inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=False)
         fwd_ms = time_gpu(lambda: selective_scan(**inputs, **kw))
     fwd_bytes, total_bytes = bytes_moved(inputs)
     if not with_backward:
-        return fwd_ms, None, fwd_bytes, total_bytes
+        return fwd_ms, None, None, fwd_bytes, total_bytes
     inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=True)
     leaves = [t for t in inputs.values() if isinstance(t, torch.Tensor)]
     dy = torch.randn_like(inputs["u"])
-    fwdbwd_ms = time_gpu(
-        lambda: torch.autograd.grad(selective_scan(**inputs, **kw), leaves, dy), warmup=10, rep=100
-    )
-    return fwd_ms, fwdbwd_ms, fwd_bytes, total_bytes
+
+    def step():
+        return torch.autograd.grad(selective_scan(**inputs, **kw), leaves, dy)
+
+    fwdbwd_ms = time_gpu(step, warmup=10, rep=100)
+    busy_ms = gpu_busy_ms(step) if gpu_busy else None
+    return fwd_ms, fwdbwd_ms, busy_ms, fwd_bytes, total_bytes
 
 
 def gpu_busy_ms(fn, calls: int = 10) -> float:
@@ -145,7 +151,8 @@ def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | No
     kw = {"backend": backend, "backend_options": {"config": config} if config else None}
     result = {"shape": shape.name, "backend": backend, "config": config}
     try:
-        fwd_ms, fwdbwd_ms, fwd_bytes, total_bytes = _time_scan(shape, kw, with_backward=True)
+        fwd_ms, fwdbwd_ms, busy_ms, fwd_bytes, total_bytes = _time_scan(
+            shape, kw, with_backward=True, gpu_busy=config is None)
     except torch.OutOfMemoryError:
         return result | {"error": "out of memory"}
     finally:
@@ -162,13 +169,8 @@ def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | No
         if shape.anchor_fwd_ms:
             result |= {"speedup_fwd": shape.anchor_fwd_ms / fwd_ms,
                        "speedup_fwdbwd": shape.anchor_fwdbwd_ms / fwdbwd_ms}
-    if config is None:
-        inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=True)
-        leaves = [t for t in inputs.values() if isinstance(t, torch.Tensor)]
-        dy = torch.randn_like(inputs["u"])
-        result["fwdbwd_gpu_busy_ms"] = gpu_busy_ms(
-            lambda: torch.autograd.grad(selective_scan(**inputs, **kw), leaves, dy))
-        torch.cuda.empty_cache()
+    if busy_ms is not None:
+        result["fwdbwd_gpu_busy_ms"] = busy_ms
     return result
 
 
