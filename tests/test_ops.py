@@ -261,10 +261,24 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     # the gradients of the checkpoints the second pass writes
     segmented = {"BLOCK_D": 2, "BLOCK_L": 8, "SEGMENTS": 3, "num_warps": 1, "bwd_num_warps": 1}
     register_scan_backend("triton_segments", lambda *a, **k: selective_scan_triton(*a, **k, config=segmented))
+    # blocks of several warps take Triton's scans along the tile; one-warp programs scan runs of steps
+    blocks = {"BLOCK_D": 2, "BLOCK_L": 16, "num_warps": 2, "bwd_num_warps": 2}
+    register_scan_backend("triton_blocks", lambda *a, **k: selective_scan_triton(*a, **k, config=blocks))
     for case in (ScanCase(2, 8, 37, 4, "grouped", groups=2), ScanCase(1, 6, 21, 2, "variable")):
-        for backend in ("triton_split", "triton_segments"):
+        for backend in ("triton_split", "triton_segments", "triton_blocks"):
             errors = compare_backend(case, backend, dtype=torch.float32, seed=1)
             assert all(v < 1e-6 for v in errors.values()), (backend, case.label(), errors)
+    # one-channel, one-warp programs whose rows start 16-byte aligned (L a multiple of 16) scan in runs of steps
+    # (4 fp32 or 8 bf16 steps a run here, 3 tiles of 16 steps)
+    from ssmvlm.ops.scan_triton import _runs
+
+    one_row = {"BLOCK_D": 1, "BWD_BLOCK_D": 1, "BLOCK_L": 16, "num_warps": 1, "bwd_num_warps": 1}
+    assert _runs(1, 16, 1, [torch.empty(2, 4, 48)]) == 4 and _runs(1, 16, 1, [torch.empty(2, 4, 37)]) == 0
+    register_scan_backend("triton_runs", lambda *a, **k: selective_scan_triton(*a, **k, config=one_row))
+    for case in (ScanCase(2, 4, 48, 4, "grouped", groups=2), ScanCase(1, 3, 32, 16, "variable")):
+        for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 2e-2)):
+            errors = compare_backend(case, "triton_runs", dtype=dtype, seed=4)
+            assert all(v < tolerance for v in errors.values()), ("runs", case.label(), dtype, errors)
     # variable B/C gradients are added atomically across channel blocks by default; under deterministic
     # algorithms each block writes its own partial, which torch sums
     torch.use_deterministic_algorithms(True)

@@ -123,6 +123,98 @@ def _column(block, select):
 
 
 @triton.jit
+def _scan_tile(decay, value, carry, RUNS: tl.constexpr):
+    """h_t = decay_t·h_{t-1} + value_t over a (BLOCK_D, BLOCK_L) tile, from h = ``carry`` (BLOCK_D, 1) before its
+    first step. Returns h and h at the tile's last step (BLOCK_D, 1).
+
+    With RUNS = 0, one scan along the tile. Otherwise the tile is scanned as a one-warp program holds it: RUNS
+    runs of consecutive steps (one per thread where each thread holds one vector load of them), each scanned
+    within its thread, then one scan over the runs' totals with the carry folded into the first; each step
+    then applies the state entering its run. This spares the pass that applies the carry to every step and the
+    full-tile reduction that would find the last state. The result does not depend on the layout, only the
+    speed does.
+    """
+    BLOCK_D: tl.constexpr = decay.shape[0]
+    BLOCK_L: tl.constexpr = decay.shape[1]
+    if RUNS == 0:
+        decay_prod, h = tl.associative_scan((decay, value), 1, _combine)
+        h += decay_prod * carry
+        last = _column(h, tl.arange(0, BLOCK_L)[None, :] == BLOCK_L - 1)
+    else:
+        RUN: tl.constexpr = BLOCK_L // RUNS
+        run_decay, run_value = tl.associative_scan(
+            (tl.reshape(decay, (BLOCK_D, RUNS, RUN)), tl.reshape(value, (BLOCK_D, RUNS, RUN))), 2, _combine)
+        final = tl.arange(0, RUN)[None, None, :] == RUN - 1
+        runs = tl.arange(0, RUNS)[None, :]
+        total_decay = tl.sum(tl.where(final, run_decay, 0.0), axis=2)
+        total_value = tl.sum(tl.where(final, run_value, 0.0), axis=2)
+        total_value = tl.where(runs == 0, total_decay * carry + total_value, total_value)
+        _, leaving = tl.associative_scan((total_decay, total_value), 1, _combine)
+        entering = tl.gather(leaving, tl.broadcast_to(tl.maximum(runs - 1, 0), (BLOCK_D, RUNS)), 1)
+        entering = tl.where(runs == 0, carry, entering)
+        h = tl.reshape(run_value + run_decay * entering[:, :, None], (BLOCK_D, BLOCK_L))
+        last = tl.sum(tl.where(runs == RUNS - 1, leaving, 0.0), axis=1)[:, None]
+    return h, last
+
+
+@triton.jit
+def _reverse_scan(decay, value, carry, RUNS: tl.constexpr):
+    """λ_t = decay_t·λ_{t+1} + value_t over a (BLOCK_D, BLOCK_L) tile, from λ = ``carry`` (BLOCK_D, 1) past its
+    last step. Returns λ and λ at the tile's first step (BLOCK_D, 1).
+
+    As ``_scan_tile`` mirrored. Triton lowers a reverse scan by flipping the lanes with five shuffles per value
+    before and after, even along an axis held within threads; so the runs are flipped within their threads (no
+    data movement) and scanned forwards, and the runs' totals are reversed by one gather, scanned forwards and
+    shifted by one run by a second gather (one shuffle each).
+    """
+    BLOCK_D: tl.constexpr = decay.shape[0]
+    BLOCK_L: tl.constexpr = decay.shape[1]
+    if RUNS == 0:
+        decay_prod, lam = tl.associative_scan((decay, value), 1, _combine, reverse=True)
+        lam += decay_prod * carry
+        start = _column(lam, tl.arange(0, BLOCK_L)[None, :] == 0)
+    else:
+        RUN: tl.constexpr = BLOCK_L // RUNS
+        run_decay, run_value = tl.associative_scan(
+            (tl.flip(tl.reshape(decay, (BLOCK_D, RUNS, RUN)), 2), tl.flip(tl.reshape(value, (BLOCK_D, RUNS, RUN)), 2)),
+            2, _combine)
+        run_decay, run_value = tl.flip(run_decay, 2), tl.flip(run_value, 2)
+        first = tl.arange(0, RUN)[None, None, :] == 0
+        runs = tl.arange(0, RUNS)[None, :]
+        from_last = tl.broadcast_to(RUNS - 1 - runs, (BLOCK_D, RUNS))
+        total_decay = tl.gather(tl.sum(tl.where(first, run_decay, 0.0), axis=2), from_last, 1)
+        total_value = tl.gather(tl.sum(tl.where(first, run_value, 0.0), axis=2), from_last, 1)
+        total_value = tl.where(runs == 0, total_decay * carry + total_value, total_value)
+        # entering[k]: λ at the first step of run RUNS - 1 - k; λ just past run r is λ entering run r + 1
+        _, entering = tl.associative_scan((total_decay, total_value), 1, _combine)
+        past = tl.gather(entering, tl.broadcast_to(tl.maximum(RUNS - 2 - runs, 0), (BLOCK_D, RUNS)), 1)
+        past = tl.where(runs == RUNS - 1, carry, past)
+        lam = tl.reshape(run_value + run_decay * past[:, :, None], (BLOCK_D, BLOCK_L))
+        start = tl.sum(tl.where(runs == RUNS - 1, entering, 0.0), axis=1)[:, None]
+    return lam, start
+
+
+@triton.jit
+def _step_later(x, after, RUNS: tl.constexpr):
+    """x one step later along a (BLOCK_D, K) tile (x_{t+1}), with ``after`` (BLOCK_D, 1) past its last step.
+
+    For tiles laid out in RUNS runs as ``_scan_tile`` has them: the tile splits into even and odd steps (within
+    threads: free), x_{t+1} of an even step is the odd one, of an odd step the next even one (the same problem
+    on half the steps), down to one step per run, which one gather moves across the runs.
+    """
+    BLOCK_D: tl.constexpr = x.shape[0]
+    K: tl.constexpr = x.shape[1]
+    if K == RUNS:
+        runs = tl.arange(0, RUNS)[None, :]
+        later = tl.gather(x, tl.broadcast_to(tl.minimum(runs + 1, RUNS - 1), (BLOCK_D, RUNS)), 1)
+        later = tl.where(runs == RUNS - 1, after, later)
+    else:
+        even, odd = tl.split(tl.reshape(x, (BLOCK_D, K // 2, 2)))
+        later = tl.reshape(tl.join(odd, _step_later(even, after, RUNS)), (BLOCK_D, K))
+    return later
+
+
+@triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     y_ptr, ypre_ptr, last_ptr, ckpt_ptr, segment_end_ptr, segment_dt_ptr, dt_weight_ptr,
@@ -131,7 +223,7 @@ def _scan_fwd_kernel(
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_CKPT: tl.constexpr,
     SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, RUNS: tl.constexpr,
 ):
     """Program (channel block, batch row, segment) scans the segment's tiles. With SEGMENT_ENDS it only writes
     the segment's end state from a zero start and its Σ Δ per channel (the first of the split-L passes); with
@@ -176,19 +268,14 @@ def _scan_fwd_kernel(
             a2 = tl.load(A_ptr + offs_d * n_state + n, mask=mask_d, other=0.0).to(tl.float32) * LOG2_E
             Bn = _load_bc(B_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
                           B_VARIABLE)
-            if SEGMENT_ENDS:  # only the tile's last state is needed (tl.reduce would need a commutative combine)
-                decay_prod, h = tl.associative_scan((tl.exp2(dt * a2), dtu * Bn), 1, _combine)
-                last_step = offs_t == BLOCK_L - 1
-                states = tl.where(is_n, _column(decay_prod, last_step) * _column(states, is_n)
-                                  + _column(h, last_step), states)
-            else:
+            if not SEGMENT_ENDS:  # the first split-L pass needs only the segment's end state
                 Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
                               C_VARIABLE)
-                decay_prod, h = tl.associative_scan((tl.exp2(dt * a2), dtu * Bn), 1, _combine)
-                h += decay_prod * _column(states, is_n)
+            # Padded steps hold the state, so the tile's last state is the state after its last real step.
+            h, last = _scan_tile(tl.exp2(dt * a2), dtu * Bn, _column(states, is_n), RUNS)
+            states = tl.where(is_n, last, states)
+            if not SEGMENT_ENDS:
                 y += h * Cn
-                # Padded steps hold the state, so the tile's last column is the state after its last real step.
-                states = tl.where(is_n, _column(h, offs_t == BLOCK_L - 1), states)
         if SEGMENT_ENDS:
             dt_sum += tl.sum(dt, axis=1)[:, None]
         else:
@@ -222,7 +309,7 @@ def _scan_bwd_kernel(
     dim, length, n_state, n_groups_b, n_groups_c, n_tiles, batch,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, ATOMIC_BC: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, RUNS: tl.constexpr,
 ):
     """Gradients: du, dΔ, dz as inputs; dA, dD, dΔ-bias and fixed dB/dC per batch row (batch, dim, ·);
     variable dB/dC per channel block (blocks per group, batch, G, N, L), or with ATOMIC_BC added into one
@@ -251,6 +338,7 @@ def _scan_bwd_kernel(
     dC_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     dD_acc = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
+    dt_after = tl.zeros((BLOCK_D, 1), dtype=tl.float32)  # Δ past the end: 0, the state is kept
     for step in range(0, n_tiles):
         tile = n_tiles - 1 - step
         t = tile * BLOCK_L + offs_t
@@ -259,9 +347,13 @@ def _scan_bwd_kernel(
         u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
         dt, raw = _delta(tl.load(delta_ptr + row + t, mask=mask, other=0.0).to(tl.float32), mask, bias, HAS_BIAS,
                          SOFTPLUS)
-        mask_next = mask_d & (t + 1 < length)
-        dt_next, _ = _delta(tl.load(delta_ptr + row + t + 1, mask=mask_next, other=0.0).to(tl.float32), mask_next,
-                            bias, HAS_BIAS, SOFTPLUS)
+        if RUNS > 0:  # Δ_{t+1} from this tile's Δ and the first of the tile after (the previous one walked)
+            dt_next = _step_later(dt, dt_after, RUNS)
+            dt_after = _column(dt, offs_t == 0)
+        else:
+            mask_next = mask_d & (t + 1 < length)
+            dt_next, _ = _delta(tl.load(delta_ptr + row + t + 1, mask=mask_next, other=0.0).to(tl.float32),
+                                mask_next, bias, HAS_BIAS, SOFTPLUS)
         g = tl.load(dy_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
         if HAS_Z:
             zt = tl.load(z_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
@@ -282,13 +374,10 @@ def _scan_bwd_kernel(
                           C_VARIABLE)
             start = tl.load(ckpt_ptr + (channel * n_tiles + tile) * n_state + n, mask=mask_d, other=0.0)
             x = dtu * Bn
-            decay_prod, h = tl.associative_scan((tl.exp2(dt * (a * LOG2_E)), x), 1, _combine)
-            h += decay_prod * start
+            h = _scan_tile(tl.exp2(dt * (a * LOG2_E)), x, start, RUNS)[0]
             # λ_t = a_{t+1}·λ_{t+1} + C_t·g_t, with a = 1 past the end and λ_L = d(last state).
-            decay_next_prod, lam = tl.associative_scan((tl.exp2(dt_next * (a * LOG2_E)), Cn * g), 1, _combine,
-                                                       reverse=True)
-            lam += decay_next_prod * _column(adjoints, is_n)
-            adjoints = tl.where(is_n, _column(lam, offs_t == 0), adjoints)
+            lam, lam_start = _reverse_scan(tl.exp2(dt_next * (a * LOG2_E)), Cn * g, _column(adjoints, is_n), RUNS)
+            adjoints = tl.where(is_n, lam_start, adjoints)
             decayed_prev = h - x  # a_t·h_{t-1}
             ddt += lam * (Bn * u + decayed_prev * a)
             du += lam * Bn
@@ -456,6 +545,18 @@ def _bc_grad_buffer(bc: torch.Tensor, batch: int, dim: int, block_d: int, atomic
     return torch.empty(blocks, *bc.shape, device=bc.device, dtype=torch.float32)
 
 
+def _runs(block_d: int, block_l: int, warps: int, tiles: list[torch.Tensor]) -> int:
+    """Runs per tile for ``_scan_tile``/``_reverse_scan``: one per 16-byte load of the tile's steps, which is how
+    Triton lays out the tile of a one-warp, one-channel program when every row it loads or stores starts 16-byte
+    aligned (L a multiple of 16, as Triton specializes it, and aligned ``tiles``). 0, Triton's scans along the
+    tile, otherwise: unaligned rows load one step per thread at a time (no runs within threads), and blocks of
+    several channels or warps compiled with layout conversions through shared memory."""
+    first = tiles[0]
+    aligned = first.shape[-1] % 16 == 0 and all(t.data_ptr() % 16 == 0 for t in tiles)
+    one_row = block_d == 1 and warps == 1
+    return max(1, block_l // max(1, 16 // first.element_size())) if one_row and aligned else 0
+
+
 def _sum_parts(parts: torch.Tensor) -> torch.Tensor:
     """The sum over dim 0 of gradients written in parts (a view when there is one part: no launch)."""
     return parts[0] if parts.shape[0] == 1 else parts.sum(0)
@@ -497,7 +598,9 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
             *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, ops.dt_weight_arg(),
             dim, length, n_state, *groups, n_tiles, segment_tiles, segments, *ops.dt_layout(),
             SOFTPLUS=delta_softplus, SAVE_CKPT=save and not split_pass["SEGMENT_ENDS"], **split_pass,
-            DT_RANK=ops.dt_rank, **ops.flags(), **_tiles(cfg, n_state), num_warps=cfg["num_warps"],
+            DT_RANK=ops.dt_rank, **ops.flags(), **_tiles(cfg, n_state),
+            RUNS=_runs(cfg["BLOCK_D"], cfg["BLOCK_L"], cfg["num_warps"], [u, ops.delta, ops.B, ops.C, y, ypre]),
+            num_warps=cfg["num_warps"],
         )
     return y, last, ckpt, ypre, cfg, n_tiles
 
@@ -522,8 +625,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dlast):
         u, delta, A, B, C, D, z, delta_bias, ckpt, ypre = ctx.saved_tensors
-        if dy is None:
-            dy = torch.zeros_like(u)
+        dy = torch.zeros_like(u) if dy is None else dy.contiguous()
         flags = ctx.flags
         batch, dim, length = u.shape
         n_state = A.shape[1]
@@ -542,12 +644,14 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dbias = torch.empty(batch, dim, **per_row)
         grid = (-(-dim // cfg["BWD_BLOCK_D"]), batch)
         _scan_bwd_kernel[grid](
-            u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dy.contiguous(),
+            u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dy,
             dlast.contiguous() if dlast is not None else dy,
             du, ddelta, dz, dA, dB, dC, dD, dbias,
             dim, length, n_state, _groups(B), _groups(C), ctx.n_tiles, batch,
             SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, ATOMIC_BC=atomic, **flags,
             **_tiles(cfg, n_state, "BWD_BLOCK_D"),
+            RUNS=_runs(cfg["BWD_BLOCK_D"], cfg["BLOCK_L"], cfg["bwd_num_warps"],
+                      [u, delta, B, C, z, ypre, dy, du, ddelta, dz]),
             num_warps=cfg["bwd_num_warps"],
         )
         a_dtype, b_dtype, c_dtype, d_dtype, bias_dtype = ctx.dtypes
