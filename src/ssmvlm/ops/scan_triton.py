@@ -2,21 +2,22 @@
 
 One program owns a block of BLOCK_D channels of one batch row and walks L in tiles of BLOCK_L steps, as
 mamba's CUDA kernel does: the tile's u and Δ are loaded once, then the N states are visited one after
-another, each a linear recurrence h_t = a_t·h_{t-1} + x_t over the tile computed by one
-``tl.associative_scan`` over (a, x) pairs, its output contribution C_t·h_t summed into the tile's y. The
-state at each tile's end is carried to the next tile in a (BLOCK_D, N) register block. Tiles are 2-D
-(channels × steps) whatever N is; what N = 16 costs, and why, is in benchmarks/notes_scan.md. Everything is
-computed in float32 from inputs of any float dtype; the output is stored in the input dtype. Where a small
-batch of long sequences leaves too few programs, L is split into segments scanned in parallel (two passes, see
-``launch_config``); at inference Δ may come as a :class:`LowRankDelta`, projected per tile inside the kernel.
+another, each a linear recurrence h_t = a_t·h_{t-1} + x_t over the tile computed by ``tl.associative_scan``
+over (a, x) pairs (in one-channel, one-warp programs on aligned rows: per run of steps a thread holds, then
+over the runs, ``_scan_tile``), its output contribution C_t·h_t summed into the tile's y. The state at each
+tile's end is carried to the next tile in a (BLOCK_D, N) register block. Tiles are 2-D (channels × steps)
+whatever N is; what N = 16 costs, and why, is in benchmarks/notes_scan.md. Everything is computed in float32
+from inputs of any float dtype; the output is stored in the input dtype. Where a small batch of long sequences
+leaves too few programs, L is split into segments scanned in parallel (two passes, see ``launch_config``); at
+inference Δ may come as a :class:`LowRankDelta`, projected per tile inside the kernel.
 
 The forward saves, only when a gradient is needed, the state at the start of every tile (the checkpoints)
 and, with z, the output before gating. The backward walks the tiles in reverse: per state it recomputes the
 tile's states from its checkpoint, runs the adjoint recurrence λ_t = a_{t+1}·λ_{t+1} + C_t·g_t as a reverse
-scan (carrying λ between tiles, starting from the last state's gradient), and forms every input gradient in
-the same pass. Parameter gradients are written per batch row and summed by torch. Variable B/C gradients sum
-over channels: channel blocks add them atomically, or, under ``torch.use_deterministic_algorithms(True)``,
-write them per block for torch to sum (deterministic).
+scan (carrying λ between tiles, starting from the last state's gradient; ``_reverse_scan``), and forms every
+input gradient in the same pass. Parameter gradients are written per batch row and summed by torch. Variable
+B/C gradients sum over channels: channel blocks add them atomically, or, under
+``torch.use_deterministic_algorithms(True)``, write them per block for torch to sum (deterministic).
 """
 
 from __future__ import annotations
