@@ -261,7 +261,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     # the gradients of the checkpoints the second pass writes
     segmented = {"BLOCK_D": 2, "BLOCK_L": 8, "SEGMENTS": 3, "num_warps": 1, "bwd_num_warps": 1}
     register_scan_backend("triton_segments", lambda *a, **k: selective_scan_triton(*a, **k, config=segmented))
-    # blocks of several warps take Triton's scans along the tile; one-warp programs scan runs of steps
+    # blocks of several warps (or channels) take Triton's scans along the tile
     blocks = {"BLOCK_D": 2, "BLOCK_L": 16, "num_warps": 2, "bwd_num_warps": 2}
     register_scan_backend("triton_blocks", lambda *a, **k: selective_scan_triton(*a, **k, config=blocks))
     for case in (ScanCase(2, 8, 37, 4, "grouped", groups=2), ScanCase(1, 6, 21, 2, "variable")):
@@ -269,7 +269,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
             errors = compare_backend(case, backend, dtype=torch.float32, seed=1)
             assert all(v < 1e-6 for v in errors.values()), (backend, case.label(), errors)
     # one-channel, one-warp programs whose rows start 16-byte aligned (L a multiple of 16) scan in runs of steps
-    # (4 fp32 or 8 bf16 steps a run here, 3 tiles of 16 steps)
+    # (4 fp32 or 8 bf16 steps a run here, two or three tiles of 16 steps)
     from ssmvlm.ops.scan_triton import _runs
 
     one_row = {"BLOCK_D": 1, "BWD_BLOCK_D": 1, "BLOCK_L": 16, "num_warps": 1, "bwd_num_warps": 1}
