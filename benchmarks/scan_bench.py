@@ -4,10 +4,11 @@ GPU (default): measures device-to-device copy bandwidth first, then for the issu
 times forward and forward+backward for every registered fast backend (median of CUDA-event timings via
 ``triton.testing.do_bench``), and the VMamba anchors' speedups; for forward+backward also the GPU's busy time
 per call (kernel durations from torch.profiler: where it is below the wall time, the call waits on the host's
-launches). Bytes are the fewest a call must move: every input read once and the output written once (for
-forward+backward also dy read, every input gradient written, and the forward again). Also times
-cross_scan/cross_merge (torch vs fused), batch-1 inference scans of large maps (L split into segments against
-one segment), and optional tile sweeps.
+launches) and the host's enqueue time per call (calls launched back to back without waiting). Bytes are the
+fewest a call must move: every input read once and the output written once (for forward+backward also dy
+read, every input gradient written, and the forward again). Also times cross_scan/cross_merge (torch vs
+fused), batch-1 inference scans of large maps (L split into segments against one segment), and optional tile
+sweeps.
 
 CPU (``--cpu``): torch vs reference at L = 1024 with the machine's threads.
 
@@ -112,9 +113,10 @@ def time_gpu(fn, warmup: int = 25, rep: int = 200) -> float:
 
 
 def _time_scan(
-    shape: Shape, kw: dict, with_backward: bool, gpu_busy: bool = False
-) -> tuple[float, float | None, float | None, int, int]:
-    """Forward and forward+backward wall times, and with ``gpu_busy`` the GPU's busy time per forward+backward."""
+    shape: Shape, kw: dict, with_backward: bool, breakdown: bool = False
+) -> tuple[float, float | None, tuple[float, float] | None, int, int]:
+    """Forward and forward+backward wall times, and with ``breakdown`` the GPU's busy time and the host's enqueue
+    time per forward+backward."""
     with torch.no_grad():
         inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=False)
         fwd_ms = time_gpu(lambda: selective_scan(**inputs, **kw))
@@ -129,8 +131,8 @@ def _time_scan(
         return torch.autograd.grad(selective_scan(**inputs, **kw), leaves, dy)
 
     fwdbwd_ms = time_gpu(step, warmup=10, rep=100)
-    busy_ms = gpu_busy_ms(step) if gpu_busy else None
-    return fwd_ms, fwdbwd_ms, busy_ms, fwd_bytes, total_bytes
+    split = (gpu_busy_ms(step), host_enqueue_ms(step)) if breakdown else None
+    return fwd_ms, fwdbwd_ms, split, fwd_bytes, total_bytes
 
 
 def gpu_busy_ms(fn, calls: int = 10) -> float:
@@ -147,12 +149,25 @@ def gpu_busy_ms(fn, calls: int = 10) -> float:
     return sum(event.self_device_time_total for event in prof.key_averages()) / 1e3 / calls
 
 
+def host_enqueue_ms(fn, calls: int = 40) -> float:
+    """Host time per call while the GPU runs behind (no synchronization inside the loop): where it exceeds the
+    GPU's busy time, the host's launch path sets the call's wall time."""
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e3
+
+
 def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | None = None) -> dict:
     kw = {"backend": backend, "backend_options": {"config": config} if config else None}
     result = {"shape": shape.name, "backend": backend, "config": config}
     try:
-        fwd_ms, fwdbwd_ms, busy_ms, fwd_bytes, total_bytes = _time_scan(
-            shape, kw, with_backward=True, gpu_busy=config is None)
+        fwd_ms, fwdbwd_ms, split, fwd_bytes, total_bytes = _time_scan(
+            shape, kw, with_backward=True, breakdown=config is None)
     except torch.OutOfMemoryError:
         return result | {"error": "out of memory"}
     finally:
@@ -169,8 +184,8 @@ def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | No
         if shape.anchor_fwd_ms:
             result |= {"speedup_fwd": shape.anchor_fwd_ms / fwd_ms,
                        "speedup_fwdbwd": shape.anchor_fwdbwd_ms / fwdbwd_ms}
-    if busy_ms is not None:
-        result["fwdbwd_gpu_busy_ms"] = busy_ms
+    if split is not None:
+        result["fwdbwd_gpu_busy_ms"], result["fwdbwd_host_ms"] = split
     return result
 
 
@@ -358,14 +373,15 @@ def markdown(report: dict) -> str:
         return "\n".join(lines)
     lines = [f"copy bandwidth {report['copy_GBps']:.0f} GB/s on {report['device']}", "",
              "| shape | backend | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s "
-             "| fwd+bwd % copy | × anchor fwd | × anchor fwd+bwd | fwd+bwd GPU busy ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| fwd+bwd % copy | × anchor fwd | × anchor fwd+bwd | fwd+bwd GPU busy ms | fwd+bwd host ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["scan"]:
         if "error" in r:
-            lines.append(f"| {r['shape']} | {r['backend']} | {r['error']} | | | | | | | | |")
+            lines.append(f"| {r['shape']} | {r['backend']} | {r['error']} | | | | | | | | | |")
             continue
         speed = (f"{r['speedup_fwd']:.2f} | {r['speedup_fwdbwd']:.2f}" if "speedup_fwd" in r else "– | –")
-        busy = f"{r['fwdbwd_gpu_busy_ms']:.3f}" if "fwdbwd_gpu_busy_ms" in r else "–"
+        busy = (f"{r['fwdbwd_gpu_busy_ms']:.3f} | {r['fwdbwd_host_ms']:.3f}" if "fwdbwd_gpu_busy_ms" in r
+                else "– | –")
         lines.append(f"| {r['shape']} | {r['backend']} | {r['fwd_ms']:.3f} | {r['fwd_GBps']:.0f} | "
                      f"{100 * r['fwd_frac_copy']:.0f}% | {r['fwdbwd_ms']:.3f} | {r['fwdbwd_GBps']:.0f} | "
                      f"{100 * r['fwdbwd_frac_copy']:.0f}% | {speed} | {busy} |")
