@@ -131,8 +131,8 @@ def _time_scan(
         return torch.autograd.grad(selective_scan(**inputs, **kw), leaves, dy)
 
     fwdbwd_ms = time_gpu(step, warmup=10, rep=100)
-    split = (gpu_busy_ms(step), host_enqueue_ms(step)) if breakdown else None
-    return fwd_ms, fwdbwd_ms, split, fwd_bytes, total_bytes
+    busy_host = (gpu_busy_ms(step), host_enqueue_ms(step)) if breakdown else None
+    return fwd_ms, fwdbwd_ms, busy_host, fwd_bytes, total_bytes
 
 
 def gpu_busy_ms(fn, calls: int = 10) -> float:
@@ -166,7 +166,7 @@ def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | No
     kw = {"backend": backend, "backend_options": {"config": config} if config else None}
     result = {"shape": shape.name, "backend": backend, "config": config}
     try:
-        fwd_ms, fwdbwd_ms, split, fwd_bytes, total_bytes = _time_scan(
+        fwd_ms, fwdbwd_ms, busy_host, fwd_bytes, total_bytes = _time_scan(
             shape, kw, with_backward=True, breakdown=config is None)
     except torch.OutOfMemoryError:
         return result | {"error": "out of memory"}
@@ -184,8 +184,8 @@ def bench_scan_gpu(shape: Shape, backend: str, copy_bw: float, config: dict | No
         if shape.anchor_fwd_ms:
             result |= {"speedup_fwd": shape.anchor_fwd_ms / fwd_ms,
                        "speedup_fwdbwd": shape.anchor_fwdbwd_ms / fwdbwd_ms}
-    if split is not None:
-        result["fwdbwd_gpu_busy_ms"], result["fwdbwd_host_ms"] = split
+    if busy_host is not None:
+        result["fwdbwd_gpu_busy_ms"], result["fwdbwd_host_ms"] = busy_host
     return result
 
 
