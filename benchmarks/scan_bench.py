@@ -223,7 +223,7 @@ def tile_sweep(copy_bw: float) -> list[dict]:
             # both passes on the same tile (a backward block left at its default would run many channels in
             # a tile sized for one warp)
             cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "BWD_BLOCK_D": block_d,
-                   "bwd_num_warps": warps}
+                   "bwd_num_warps": warps, "BWD_BLOCK_L": block_l}
             rows.append(bench_scan_gpu(shape, "triton", copy_bw, config=cfg))
             fwd_ms, fwdbwd_ms = rows[-1].get("fwd_ms", float("nan")), rows[-1].get("fwdbwd_ms", float("nan"))
             print(f"sweep {shape.name} {cfg} fwd {fwd_ms:.4f} ms fwd+bwd {fwdbwd_ms:.4f} ms", flush=True)
@@ -261,7 +261,7 @@ def backward_sweep(copy_bw: float) -> list[dict]:
         for block_l, (block_d, warps) in (n1 if shape.n_state == 1 else n16).items():
             for bwd_d, bwd_warps in [(2, 2), (4, 2), (4, 4), (8, 4), (16, 4), (16, 8)]:
                 cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "BWD_BLOCK_D": bwd_d,
-                       "bwd_num_warps": bwd_warps}
+                       "bwd_num_warps": bwd_warps, "BWD_BLOCK_L": block_l}
                 rows.append(bench_scan_gpu(shape, "triton", copy_bw, config=cfg))
                 print(f"bwd-sweep {shape.name} {cfg} fwd+bwd {rows[-1].get('fwdbwd_ms', float('nan')):.4f} ms",
                       flush=True)

@@ -275,10 +275,17 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     one_row = {"BLOCK_D": 1, "BWD_BLOCK_D": 1, "BLOCK_L": 16, "num_warps": 1, "bwd_num_warps": 1}
     assert _runs(1, 16, 1, [torch.empty(2, 4, 48)]) == 4 and _runs(1, 16, 1, [torch.empty(2, 4, 37)]) == 0
     register_scan_backend("triton_runs", lambda *a, **k: selective_scan_triton(*a, **k, config=one_row))
+    # the backward on tiles half the forward's, from checkpoints the forward saves at run boundaries (unaligned
+    # rows have no runs: one checkpoint per tile, the backward on the forward's tiles)
+    finer = one_row | {"BLOCK_L": 32, "BWD_BLOCK_L": 16}
+    register_scan_backend("triton_finer", lambda *a, **k: selective_scan_triton(*a, **k, config=finer))
     for case in (ScanCase(2, 4, 48, 4, "grouped", groups=2), ScanCase(1, 3, 32, 16, "variable")):
         for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 2e-2)):
-            errors = compare_backend(case, "triton_runs", dtype=dtype, seed=4)
-            assert all(v < tolerance for v in errors.values()), ("runs", case.label(), dtype, errors)
+            for backend in ("triton_runs", "triton_finer"):
+                errors = compare_backend(case, backend, dtype=dtype, seed=4)
+                assert all(v < tolerance for v in errors.values()), (backend, case.label(), dtype, errors)
+    errors = compare_backend(ScanCase(1, 3, 37, 2, "variable"), "triton_finer", dtype=torch.float32, seed=4)
+    assert all(v < 1e-6 for v in errors.values()), ("finer, unaligned", errors)
     # variable B/C gradients are added atomically across channel blocks by default; under deterministic
     # algorithms each block writes its own partial, which torch sums
     torch.use_deterministic_algorithms(True)
@@ -394,6 +401,14 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
                          low_rank_delta=True)["BLOCK_D"] == 8
     grouped = launch_config(24, 196, 1, (4, 4), training=False, overrides={"BLOCK_D": 16})
     assert 6 % grouped["BLOCK_D"] == 0  # never straddles a group of 6 channels, overrides included
+    # training on long N = 16 sequences: the backward on half the forward's tiles where the forward scans in runs
+    # (64 runs: a checkpoint every 32), else on the forward's tiles
+    from ssmvlm.ops.scan_triton import _checkpoints_per_tile
+
+    long = launch_config(1536, 16384, 16, (1, 1), training=True, batch=4, min_programs=528)
+    assert long["BLOCK_L"] == 2 * long["BWD_BLOCK_L"]
+    assert _checkpoints_per_tile(long, runs=64) == 2 and _checkpoints_per_tile(long, runs=0) == 1
+    assert _checkpoints_per_tile(long, runs=1) == 1  # runs must split evenly into the backward's tiles
 
 
 def test_triton_bc_gradient_buffers_atomic_or_per_block() -> None:

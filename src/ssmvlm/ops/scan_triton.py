@@ -39,12 +39,14 @@ ONE_WARP_PROGRAMS = 8
 # N > 1 and L ≤ 256: training (both passes), one-warp inference, and inference in blocks of several warps.
 _TILES = {
     ("training", False, True): (2, 128, 1), ("training", False, False): (1, 256, 1),
-    ("training", True, True): (2, 128, 1), ("training", True, False): (1, 256, 1),
+    ("training", True, True): (2, 128, 1), ("training", True, False): (1, 512, 1),
     ("one warp", False, True): (4, 128, 1), ("one warp", False, False): (1, 256, 1),
     ("one warp", True, True): (2, 128, 1), ("one warp", True, False): (1, 512, 1),
     ("blocks", False, True): (32, 32, 8), ("blocks", False, False): (8, 128, 8),
     ("blocks", True, True): (16, 32, 4), ("blocks", True, False): (8, 64, 4),
 }
+# The backward's tile length where it differs from the forward's (checkpoints at the forward's run boundaries).
+_BACKWARD_BLOCK_L = {("training", True, False): 256}
 
 
 @triton.jit
@@ -126,7 +128,8 @@ def _column(block, select):
 @triton.jit
 def _scan_tile(decay, value, carry, RUNS: tl.constexpr):
     """h_t = decay_t·h_{t-1} + value_t over a (BLOCK_D, BLOCK_L) tile, from h = ``carry`` (BLOCK_D, 1) before its
-    first step. Returns h and h at the tile's last step (BLOCK_D, 1).
+    first step. Returns h, h at the tile's last step (BLOCK_D, 1) and, with runs, the state entering each run
+    (BLOCK_D, RUNS).
 
     With RUNS = 0, one scan along the tile. Otherwise the tile is scanned as a one-warp program holds it: RUNS
     runs of consecutive steps (one per thread where each thread holds one vector load of them), each scanned
@@ -141,6 +144,7 @@ def _scan_tile(decay, value, carry, RUNS: tl.constexpr):
         decay_prod, h = tl.associative_scan((decay, value), 1, _combine)
         h += decay_prod * carry
         last = _column(h, tl.arange(0, BLOCK_L)[None, :] == BLOCK_L - 1)
+        entering = last  # no runs: never used
     else:
         RUN: tl.constexpr = BLOCK_L // RUNS
         run_decay, run_value = tl.associative_scan(
@@ -155,7 +159,7 @@ def _scan_tile(decay, value, carry, RUNS: tl.constexpr):
         entering = tl.where(runs == 0, carry, entering)
         h = tl.reshape(run_value + run_decay * entering[:, :, None], (BLOCK_D, BLOCK_L))
         last = tl.sum(tl.where(runs == RUNS - 1, leaving, 0.0), axis=1)[:, None]
-    return h, last
+    return h, last, entering
 
 
 @triton.jit
@@ -225,11 +229,13 @@ def _scan_fwd_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_CKPT: tl.constexpr,
     SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, RUNS: tl.constexpr,
+    CKPT_PER_TILE: tl.constexpr,
 ):
     """Program (channel block, batch row, segment) scans the segment's tiles. With SEGMENT_ENDS it only writes
     the segment's end state from a zero start and its Σ Δ per channel (the first of the split-L passes); with
     CARRY it starts from the state the earlier segments' ends compose to (the second). With DT_RANK > 0,
-    delta_ptr holds Δ's low-rank inputs (batch, G, R, L), projected here by dt_weight (dim, R)."""
+    delta_ptr holds Δ's low-rank inputs (batch, G, R, L), projected here by dt_weight (dim, R). With SAVE_CKPT
+    the state is saved every BLOCK_L / CKPT_PER_TILE steps (at run boundaries, for a backward on shorter tiles)."""
     batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn = _program_tile(
         dim, n_state, BLOCK_D, BLOCK_N, BLOCK_L)
     segment = tl.program_id(2)
@@ -254,7 +260,7 @@ def _scan_fwd_kernel(
         mask_t = t < length
         mask = mask_d & mask_t
         if SAVE_CKPT:
-            tl.store(ckpt_ptr + (channel * n_tiles + tile) * n_state + offs_n, states, mask=mask_dn)
+            tl.store(ckpt_ptr + (channel * n_tiles + tile) * CKPT_PER_TILE * n_state + offs_n, states, mask=mask_dn)
         u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
         if DT_RANK > 0:
             raw = _project_delta(dt_inputs, dt_weight_ptr, offs_d, mask_d, t, mask_t, length, DT_RANK,
@@ -273,8 +279,14 @@ def _scan_fwd_kernel(
                 Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
                               C_VARIABLE)
             # Padded steps hold the state, so the tile's last state is the state after its last real step.
-            h, last = _scan_tile(tl.exp2(dt * a2), dtu * Bn, _column(states, is_n), RUNS)
+            h, last, entering = _scan_tile(tl.exp2(dt * a2), dtu * Bn, _column(states, is_n), RUNS)
             states = tl.where(is_n, last, states)
+            if SAVE_CKPT and CKPT_PER_TILE > 1:  # the later checkpoints of the tile: states entering runs
+                RUNS_PER_CKPT: tl.constexpr = RUNS // CKPT_PER_TILE
+                runs = tl.arange(0, RUNS)[None, :]
+                at = (channel * n_tiles + tile) * CKPT_PER_TILE + runs // RUNS_PER_CKPT
+                boundary = (runs % RUNS_PER_CKPT == 0) & (runs > 0)
+                tl.store(ckpt_ptr + at * n_state + n, entering, mask=mask_d & boundary)
             if not SEGMENT_ENDS:
                 y += h * Cn
         if SEGMENT_ENDS:
@@ -307,7 +319,7 @@ def _write_bc_grad(ptrs, values, mask, ATOMIC: tl.constexpr):
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, ypre_ptr, dy_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-    dim, length, n_state, n_groups_b, n_groups_c, n_tiles, batch,
+    dim, length, n_state, n_groups_b, n_groups_c, n_tiles, ckpt_row, batch,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, ATOMIC_BC: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, RUNS: tl.constexpr,
@@ -373,7 +385,7 @@ def _scan_bwd_kernel(
                           B_VARIABLE)
             Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
                           C_VARIABLE)
-            start = tl.load(ckpt_ptr + (channel * n_tiles + tile) * n_state + n, mask=mask_d, other=0.0)
+            start = tl.load(ckpt_ptr + (channel * ckpt_row + tile) * n_state + n, mask=mask_d, other=0.0)
             x = dtu * Bn
             h = _scan_tile(tl.exp2(dt * (a * LOG2_E)), x, start, RUNS)[0]
             # λ_t = a_{t+1}·λ_{t+1} + C_t·g_t, with a = 1 past the end and λ_L = d(last state).
@@ -429,10 +441,12 @@ def launch_config(
 ) -> dict[str, int]:
     """Tile sizes and warps, the fastest of a sweep on an H100 (benchmarks/notes_scan.md), then ``overrides``.
 
-    Forward alone and forward+backward prefer different tiles; the backward must reuse the forward's BLOCK_L
-    (its checkpoints are per tile), so ``training`` (a gradient will be needed) picks the pair for both: one-warp
+    Forward alone and forward+backward prefer different tiles; the backward starts each of its tiles from a
+    checkpoint the forward saved, so ``training`` (a gradient will be needed) picks the pair for both: one-warp
     programs of one or two channels (their many partial B/C gradients are why the backward adds them atomically).
-    The backward's channel block and warps (BWD_BLOCK_D, bwd_num_warps) may differ: checkpoints are per channel.
+    The backward's channel block and warps (BWD_BLOCK_D, bwd_num_warps) may differ: checkpoints are per channel;
+    so may its tile length (BWD_BLOCK_L, a power-of-two fraction of BLOCK_L) where the forward scans in runs and
+    saves a checkpoint at the runs that begin the backward's tiles (else the backward takes the forward's tiles).
     Inference runs one-warp programs where there are enough of them (ONE_WARP_PROGRAMS × ``min_programs``): a
     warp's tile of 128–512 steps gives each thread 8 consecutive steps and keeps the scan inside the warp (no
     layout conversions, no barriers); not for long sequences with a low-rank Δ, whose R input rows per tile
@@ -454,7 +468,8 @@ def launch_config(
         block_d, block_l = block_d // 2, block_l * 2
     block_l = max(16, min(block_l, _next_pow2(length)))
     cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "BWD_BLOCK_D": block_d,
-           "bwd_num_warps": warps} | (overrides or {})
+           "bwd_num_warps": warps, "BWD_BLOCK_L": _BACKWARD_BLOCK_L.get((kind, several, short), block_l)}
+    cfg |= overrides or {}
     for key in ("BLOCK_D", "BWD_BLOCK_D"):
         for g in groups:
             while g > 1 and (dim // g) % cfg[key]:
@@ -527,8 +542,8 @@ def _groups(bc: torch.Tensor) -> int:
     return bc.shape[1] if bc.dim() == 4 else 1
 
 
-def _tiles(cfg: dict[str, int], n_state: int, block_d: str = "BLOCK_D") -> dict[str, int]:
-    return {"BLOCK_D": cfg[block_d], "BLOCK_N": _next_pow2(n_state), "BLOCK_L": cfg["BLOCK_L"]}
+def _tiles(cfg: dict[str, int], n_state: int, block_d: str = "BLOCK_D", block_l: str = "BLOCK_L") -> dict[str, int]:
+    return {"BLOCK_D": cfg[block_d], "BLOCK_N": _next_pow2(n_state), "BLOCK_L": cfg[block_l]}
 
 
 def _bc_grad_buffer(bc: torch.Tensor, batch: int, dim: int, block_d: int, atomic: bool) -> torch.Tensor:
@@ -558,6 +573,14 @@ def _runs(block_d: int, block_l: int, warps: int, tiles: list[torch.Tensor]) -> 
     return max(1, block_l // max(1, 16 // first.element_size())) if one_row and aligned else 0
 
 
+def _checkpoints_per_tile(cfg: dict[str, int], runs: int) -> int:
+    """Checkpoints the forward saves per tile so that the backward can walk tiles of BWD_BLOCK_L steps: the
+    forward's runs must split evenly into them (else one per tile, and the backward takes the forward's tiles)."""
+    per_tile = cfg["BLOCK_L"] // cfg["BWD_BLOCK_L"]
+    even = per_tile >= 1 and per_tile & (per_tile - 1) == 0 and runs > 0 and runs % per_tile == 0
+    return per_tile if even else 1
+
+
 def _sum_parts(parts: torch.Tensor) -> torch.Tensor:
     """The sum over dim 0 of gradients written in parts (a view when there is one part: no launch)."""
     return parts[0] if parts.shape[0] == 1 else parts.sum(0)
@@ -565,7 +588,8 @@ def _sum_parts(parts: torch.Tensor) -> torch.Tensor:
 
 def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] | None, save: bool):
     """Launch the forward (in two split-L passes where the launch config asks for segments). Returns y, the last
-    state, and what a backward needs: the checkpoints, the pre-gate output, the launch config and tile count."""
+    state, and what a backward needs: the checkpoints (batch, dim, checkpoints per row, N), the pre-gate output
+    and the launch config, whose BWD_BLOCK_L is the checkpoints' spacing."""
     u = ops.u
     batch, dim, length = u.shape
     n_state = ops.A.shape[1]
@@ -576,17 +600,21 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
     n_tiles = -(-length // cfg["BLOCK_L"])
     segment_tiles = -(-n_tiles // cfg["SEGMENTS"])
     segments = -(-n_tiles // segment_tiles)
-    delta_span = sum((size - 1) * stride for size, stride in zip(ops.delta.shape, ops.delta.stride(), strict=True))
-    if max(u.numel(), delta_span + 1, batch * dim * n_tiles * n_state, ops.B.numel(), ops.C.numel()) > _MAX_ELEMENTS:
-        raise ValueError(f"selective_scan triton backend: {tuple(u.shape)} with N={n_state} exceeds int32 "
-                         "offsets; use backend='torch'")
     y = torch.empty_like(u)
     last = torch.empty(batch, dim, n_state, device=u.device, dtype=torch.float32)
     ckpt = ypre = last  # written only when a gradient is needed (ypre: only with z)
+    if save and ops.z is not None:
+        ypre = torch.empty_like(u)
+    runs = _runs(cfg["BLOCK_D"], cfg["BLOCK_L"], cfg["num_warps"], [u, ops.delta, ops.B, ops.C, y, ypre])
+    per_tile = _checkpoints_per_tile(cfg, runs) if save else 1
+    cfg["BWD_BLOCK_L"] = cfg["BLOCK_L"] // per_tile
+    delta_span = sum((size - 1) * stride for size, stride in zip(ops.delta.shape, ops.delta.stride(), strict=True))
+    checkpoints = batch * dim * n_tiles * per_tile * n_state
+    if max(u.numel(), delta_span + 1, checkpoints, ops.B.numel(), ops.C.numel()) > _MAX_ELEMENTS:
+        raise ValueError(f"selective_scan triton backend: {tuple(u.shape)} with N={n_state} exceeds int32 "
+                         "offsets; use backend='torch'")
     if save:
-        ckpt = torch.empty(batch, dim, n_tiles, n_state, device=u.device, dtype=torch.float32)
-        if ops.z is not None:
-            ypre = torch.empty_like(u)
+        ckpt = torch.empty(batch, dim, n_tiles * per_tile, n_state, device=u.device, dtype=torch.float32)
     segment_ends = segment_dt = last  # the split-L passes' exchange, only with several segments
     if segments > 1:
         segment_ends = torch.empty(batch, dim, segments, n_state, device=u.device, dtype=torch.float32)
@@ -599,11 +627,10 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
             *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, ops.dt_weight_arg(),
             dim, length, n_state, *groups, n_tiles, segment_tiles, segments, *ops.dt_layout(),
             SOFTPLUS=delta_softplus, SAVE_CKPT=save and not split_pass["SEGMENT_ENDS"], **split_pass,
-            DT_RANK=ops.dt_rank, **ops.flags(), **_tiles(cfg, n_state),
-            RUNS=_runs(cfg["BLOCK_D"], cfg["BLOCK_L"], cfg["num_warps"], [u, ops.delta, ops.B, ops.C, y, ypre]),
+            DT_RANK=ops.dt_rank, **ops.flags(), **_tiles(cfg, n_state), RUNS=runs, CKPT_PER_TILE=per_tile,
             num_warps=cfg["num_warps"],
         )
-    return y, last, ckpt, ypre, cfg, n_tiles
+    return y, last, ckpt, ypre, cfg
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -612,7 +639,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         ops = _Operands(u, delta, A, B, C, D, z, delta_bias)
         save = any(ctx.needs_input_grad)
         ctx.set_materialize_grads(False)  # an unused last state needs no zero gradient (one launch fewer)
-        y, last, ckpt, ypre, cfg, n_tiles = _scan_forward(ops, delta_softplus, config, save)
+        y, last, ckpt, ypre, cfg = _scan_forward(ops, delta_softplus, config, save)
         if save:
             ctx.save_for_backward(*ops.kernel_args(), ckpt, ypre)
             ctx.flags = ops.flags()
@@ -620,7 +647,6 @@ class _SelectiveScanTriton(torch.autograd.Function):
             ctx.dtypes = [t.dtype if t is not None else None for t in (A, B, C, D, delta_bias)]
             ctx.softplus = delta_softplus
             ctx.cfg = cfg
-            ctx.n_tiles = n_tiles
         return y, last
 
     @staticmethod
@@ -648,10 +674,10 @@ class _SelectiveScanTriton(torch.autograd.Function):
             u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dy,
             dlast.contiguous() if dlast is not None else dy,
             du, ddelta, dz, dA, dB, dC, dD, dbias,
-            dim, length, n_state, _groups(B), _groups(C), ctx.n_tiles, batch,
+            dim, length, n_state, _groups(B), _groups(C), -(-length // cfg["BWD_BLOCK_L"]), ckpt.shape[2], batch,
             SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, ATOMIC_BC=atomic, **flags,
-            **_tiles(cfg, n_state, "BWD_BLOCK_D"),
-            RUNS=_runs(cfg["BWD_BLOCK_D"], cfg["BLOCK_L"], cfg["bwd_num_warps"],
+            **_tiles(cfg, n_state, "BWD_BLOCK_D", "BWD_BLOCK_L"),
+            RUNS=_runs(cfg["BWD_BLOCK_D"], cfg["BWD_BLOCK_L"], cfg["bwd_num_warps"],
                       [u, delta, B, C, z, ypre, dy, du, ddelta, dz]),
             num_warps=cfg["bwd_num_warps"],
         )
