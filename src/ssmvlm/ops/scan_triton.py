@@ -11,12 +11,12 @@ from inputs of any float dtype; the output is stored in the input dtype. Where a
 leaves too few programs, L is split into segments scanned in parallel (two passes, see ``launch_config``); at
 inference Δ may come as a :class:`LowRankDelta`, projected per tile inside the kernel.
 
-The forward saves, only when a gradient is needed, the state at the start of every tile (the checkpoints)
-and, with z, the output before gating. The backward walks the tiles in reverse: per state it recomputes the
-tile's states from its checkpoint, runs the adjoint recurrence λ_t = a_{t+1}·λ_{t+1} + C_t·g_t as a reverse
-scan (carrying λ between tiles, starting from the last state's gradient; ``_reverse_scan``), and forms every
-input gradient in the same pass. Parameter gradients are written per batch row and summed by torch. Variable
-B/C gradients sum over channels: channel blocks add them atomically, or, under
+The forward saves, only when a gradient is needed, the state at the start of every tile, or of every shorter tile
+the backward walks (the checkpoints), and, with z, the output before gating. The backward walks the tiles in
+reverse: per state it recomputes the tile's states from its checkpoint, runs the adjoint recurrence λ_t =
+a_{t+1}·λ_{t+1} + C_t·g_t as a reverse scan (carrying λ between tiles, starting from the last state's gradient;
+``_reverse_scan``), and forms every input gradient in the same pass. Parameter gradients are written per batch row
+and summed by torch. Variable B/C gradients sum over channels: channel blocks add them atomically, or, under
 ``torch.use_deterministic_algorithms(True)``, write them per block for torch to sum (deterministic).
 """
 
@@ -36,7 +36,8 @@ LOG2_E = tl.constexpr(1.4426950408889634)  # exp(Δ·A) = exp2(Δ·A·log2 e)
 # One-warp programs need this many times the programs that keep larger blocks busy (4 per SM of 2-8 warps).
 ONE_WARP_PROGRAMS = 8
 # Launch tiles (BLOCK_D, BLOCK_L, warps) from the H100 sweeps (benchmarks/notes_scan.md), by kind of launch,
-# N > 1 and L ≤ 256: training (both passes), one-warp inference, and inference in blocks of several warps.
+# N > 1 and L ≤ 256: training (both passes, the backward's tile length aside), one-warp inference, and inference
+# in blocks of several warps.
 _TILES = {
     ("training", False, True): (2, 128, 1), ("training", False, False): (1, 256, 1),
     ("training", True, True): (2, 128, 1), ("training", True, False): (1, 512, 1),
