@@ -159,7 +159,7 @@ def _scan_tile(decay, value, carry, RUNS: tl.constexpr):
         entering = tl.gather(leaving, tl.broadcast_to(tl.maximum(runs - 1, 0), (BLOCK_D, RUNS)), 1)
         entering = tl.where(runs == 0, carry, entering)
         h = tl.reshape(run_value + run_decay * entering[:, :, None], (BLOCK_D, BLOCK_L))
-        last = tl.sum(tl.where(runs == RUNS - 1, leaving, 0.0), axis=1)[:, None]
+        last = _column(leaving, runs == RUNS - 1)
     return h, last, entering
 
 
@@ -196,7 +196,7 @@ def _reverse_scan(decay, value, carry, RUNS: tl.constexpr):
         past = tl.gather(entering, tl.broadcast_to(tl.maximum(RUNS - 2 - runs, 0), (BLOCK_D, RUNS)), 1)
         past = tl.where(runs == RUNS - 1, carry, past)
         lam = tl.reshape(run_value + run_decay * past[:, :, None], (BLOCK_D, BLOCK_L))
-        start = tl.sum(tl.where(runs == RUNS - 1, entering, 0.0), axis=1)[:, None]
+        start = _column(entering, runs == RUNS - 1)
     return lam, start
 
 
@@ -578,7 +578,7 @@ def _checkpoints_per_tile(cfg: dict[str, int], runs: int) -> int:
     """Checkpoints the forward saves per tile so that the backward can walk tiles of BWD_BLOCK_L steps: the
     forward's runs must split evenly into them (else one per tile, and the backward takes the forward's tiles)."""
     per_tile = cfg["BLOCK_L"] // cfg["BWD_BLOCK_L"]
-    even = per_tile >= 1 and per_tile & (per_tile - 1) == 0 and runs > 0 and runs % per_tile == 0
+    even = per_tile >= 1 and (per_tile & (per_tile - 1)) == 0 and runs > 0 and runs % per_tile == 0
     return per_tile if even else 1
 
 
