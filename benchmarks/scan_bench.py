@@ -7,8 +7,8 @@ per call (kernel durations from torch.profiler: where it is below the wall time,
 launches) and the host's enqueue time per call (calls launched back to back without waiting). Bytes are the
 fewest a call must move: every input read once and the output written once (for forward+backward also dy
 read, every input gradient written, and the forward again). Also times cross_scan/cross_merge (torch vs
-fused), batch-1 inference scans of large maps (L split into segments against one segment), and optional tile
-sweeps.
+fused), batch-1 inference scans of the parts of a 4096² VMamba-S forward (as SS2D hands them over, and plain),
+and optional tile sweeps.
 
 CPU (``--cpu``): torch vs reference at L = 1024 with the machine's threads.
 
@@ -52,12 +52,13 @@ GPU_SHAPES = [
     Shape("Vim-S (z, variable B/C)", 64, 768, 197, 16, 1, True),
     Shape("long L=16k N=16", 4, 1536, 16384, 16, 1, False, 2.16, 10.1),
 ]
-# Batch-1 inference scans of VMamba-S on large maps, as SS2D's channel parts hand them over (forward only): rows
-# = 4 orders × the part's channels, L = the stage's tokens at 4096² (parts of 4, 16 and 64 channels).
+# Batch-1 inference scans of VMamba-S on large maps, as SS2D's channel parts hand them over at 4096² (forward only):
+# rows = 4 orders × the part's channels, L = the stage's tokens, Δ's rank that of the stage's dt_proj.
 BATCH1_SHAPES = [
-    Shape("16 rows × 1M (stage 1)", 1, 16, 1 << 20, 1, 4, False),
-    Shape("64 rows × 262k (stage 2)", 1, 64, 1 << 18, 1, 4, False),
-    Shape("256 rows × 65k (stage 3)", 1, 256, 1 << 16, 1, 4, False),
+    (Shape("64 rows × 1M (stage 1)", 1, 64, 1 << 20, 1, 4, False), 6),
+    (Shape("128 rows × 262k (stage 2)", 1, 128, 1 << 18, 1, 4, False), 12),
+    (Shape("512 rows × 65k (stage 3)", 1, 512, 1 << 16, 1, 4, False), 24),
+    (Shape("2048 rows × 16k (stage 4)", 1, 2048, 1 << 14, 1, 4, False), 48),
 ]
 CPU_SHAPES = [
     Shape("VMamba nano-like N=1 (G=4)", 1, 192, 1024, 1, 4, False),
@@ -268,40 +269,47 @@ def backward_sweep(copy_bw: float) -> list[dict]:
     return rows
 
 
-# Batch-1 launch variants (--batch1-sweep): one-warp programs with L split into more or fewer segments, and the
-# eight-warp blocks that were the default before them.
-BATCH1_SWEEP = [
-    {"BLOCK_D": 1, "BLOCK_L": 256, "num_warps": 1, "SEGMENTS": segments} for segments in (16, 64, 256, 1024)
-] + [{"BLOCK_D": 1, "BLOCK_L": 512, "num_warps": 1, "SEGMENTS": 128}, {"BLOCK_D": 8, "BLOCK_L": 128, "num_warps": 8}]
+# Batch-1 launch variants (--batch1-sweep), (BLOCK_D, BLOCK_L, warps) with L split into segments as by default
+# unless given: one-warp programs of one channel and of eight, and one-channel blocks of eight warps.
+BATCH1_SWEEP = [{"BLOCK_D": 1, "BLOCK_L": 256, "num_warps": 1}, {"BLOCK_D": 8, "BLOCK_L": 128, "num_warps": 1},
+                {"BLOCK_D": 1, "BLOCK_L": 1024, "num_warps": 8}]
 
 
 def batch1_inference(copy_bw: float, sweep: bool) -> list[dict]:
-    """Forward time of batch-1 inference scans: the default launch (L split into segments where channels are
-    too few to fill the GPU) against one segment (each program walks the whole of L), and with ``sweep`` other
-    tiles (segments chosen for them as by default unless given)."""
-    from ssmvlm.ops.scan_triton import launch_config
+    """Forward time of batch-1 inference scans as SS2D hands them over: u as mirrored rows (two orders written,
+    their reverses read backwards) and Δ in low-rank form (projected in the kernel, or written out by a GEMM
+    from rank 16 on one-channel programs, inside the timed call) — against a plain u and a full Δ, and with
+    ``sweep`` other tiles. Bytes: the fewest a plain call moves (u, Δ, B, C in, y out)."""
+    from ssmvlm.ops import MirroredRows
+    from ssmvlm.ops.scan_triton import MATERIALIZE_DELTA_RANK, launch_config
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    variants = [("default", None), ("one segment", {"SEGMENTS": 1})] + [("sweep", c) for c in BATCH1_SWEEP if sweep]
-    # Δ as VMamba's SS2D hands it over: dt_proj's weight and rank-6 inputs, projected inside the kernel
-    variants += [("low-rank Δ", None)] + [("low-rank Δ, sweep", c) for c in BATCH1_SWEEP if sweep]
     rows = []
-    for shape in BATCH1_SHAPES:
+    for shape, rank in BATCH1_SHAPES:
         with torch.no_grad():
             inputs = make_inputs(shape, "cuda", torch.bfloat16, requires_grad=False)
             fwd_bytes, _ = bytes_moved(inputs)
-            x_dbl = torch.randn(1, shape.groups, 8, shape.length, device="cuda", dtype=torch.bfloat16)
-            low_rank = inputs | {"delta": LowRankDelta(torch.randn(shape.dim, 6, device="cuda") * 0.4, x_dbl[:, :, :6])}
-            for label, config in variants:
+            x_dbl = torch.randn(1, shape.groups, rank + 2, shape.length, device="cuda", dtype=torch.bfloat16)
+            weight = torch.randn(shape.dim, rank, device="cuda") * rank**-0.5
+            as_ss2d = inputs | {"u": MirroredRows(inputs["u"][:, : shape.dim // 2]),
+                                "delta": LowRankDelta(weight, x_dbl[:, :, :rank])}
+            variants = [("full Δ, plain u", inputs, None), ("as SS2D", as_ss2d, None)]
+            variants += [("as SS2D, sweep", as_ss2d, c) for c in BATCH1_SWEEP if sweep]
+            for label, scan_inputs, config in variants:
                 options = {"config": config} if config else None
-                scan_inputs = low_rank if label.startswith("low-rank") else inputs
                 ms = time_gpu(lambda i=scan_inputs, o=options: selective_scan(**i, backend="triton", backend_options=o))
-                resolved = launch_config(shape.dim, shape.length, 1, (shape.groups,) * 2, training=False,
-                                         batch=1, min_programs=4 * sms, low_rank_delta=label.startswith("low-rank"),
-                                         overrides=config)
-                rows.append({"shape": shape.name, "launch": label, "config": resolved, "fwd_ms": ms,
+                ss2d = label.startswith("as SS2D")
+                groups = (shape.groups,) * 3 + ((2,) if ss2d else ())
+
+                def resolve(low_rank: bool, shape=shape, groups=groups, config=config) -> dict:
+                    return launch_config(shape.dim, shape.length, 1, groups, training=False, batch=1,
+                                         min_programs=4 * sms, low_rank_delta=low_rank, overrides=config)
+                resolved = resolve(ss2d)
+                if ss2d and rank >= MATERIALIZE_DELTA_RANK and resolved["BLOCK_D"] == 1:
+                    resolved = resolve(False) | {"Δ": "written out"}
+                rows.append({"shape": shape.name, "rank": rank, "launch": label, "config": resolved, "fwd_ms": ms,
                              "fwd_frac_copy": fwd_bytes / (ms * 1e-3) / copy_bw})
-                print(f"batch-1 {shape.name} {label} {resolved}: fwd {ms:.4f} ms "
+                print(f"batch-1 {shape.name} R={rank} {label} {resolved}: fwd {ms:.4f} ms "
                       f"({100 * rows[-1]['fwd_frac_copy']:.0f}% copy)", flush=True)
         torch.cuda.empty_cache()
     return rows
@@ -408,7 +416,7 @@ def main() -> None:
     parser.add_argument("--bwd-sweep", action="store_true", help="GPU: also sweep the backward's own tiles")
     parser.add_argument("--fwd-sweep", action="store_true", help="GPU: also sweep one-warp inference tiles")
     parser.add_argument("--batch1-only", action="store_true",
-                        help="GPU: only the batch-1 inference scans (split L against one segment)")
+                        help="GPU: only the batch-1 inference scans (as SS2D hands them over, and plain)")
     parser.add_argument("--batch1-sweep", action="store_true", help="GPU: batch-1 scans with other tiles too")
     args = parser.parse_args()
     report = run_cpu(args) if args.cpu else run_gpu(args)

@@ -413,9 +413,11 @@ def test_vmamba_inference_scans_channel_parts_at_high_resolution(monkeypatch: py
     vmamba = sys.modules["ssmvlm.backbones.vmamba"]
     scan_orders = vmamba.SS2D.scan_orders
     widths: list[int] = []
+    mirrored: list[bool] = []
 
-    def counted(self, xs: torch.Tensor, *args) -> torch.Tensor:
-        widths.append(xs.shape[2])
+    def counted(self, xs, *args) -> torch.Tensor:
+        widths.append(xs.shape[1] // 4)  # (batch, 4 orders × channels, L)
+        mirrored.append(isinstance(xs, vmamba.MirroredRows))
         return scan_orders(self, xs, *args)
 
     monkeypatch.setattr(vmamba.SS2D, "scan_orders", counted)
@@ -423,17 +425,21 @@ def test_vmamba_inference_scans_channel_parts_at_high_resolution(monkeypatch: py
     with torch.no_grad():
         whole = backbone(x)
         first_mixer = backbone.trunk.layers[0].blocks[0].op.d_inner
-        assert widths[0] == first_mixer  # maps of 16x24 tokens and less scan all channels at once
+        assert widths[0] == first_mixer and not any(mirrored)  # maps of 16x24 tokens and less: all channels
         widths.clear()
+        mirrored.clear()
         monkeypatch.setattr(vmamba, "LARGE_MAP_TOKENS", 1)
         monkeypatch.setattr(vmamba, "TOKEN_PART", 50)  # token-wise sublayers in parts of 50 tokens and a remainder
         monkeypatch.setattr(vmamba, "SCAN_PART_ELEMENTS", 4 * 16 * 24 * first_mixer // 4)  # a quarter per part
         in_parts = backbone(x)
     assert widths[:4] == [first_mixer // 4] * 4
+    # parts write two orders, the reverses are read backwards from them (the CPU backend materializes them)
+    assert all(mirrored) and len(mirrored) > 4
     torch.testing.assert_close(in_parts, whole, rtol=1e-10, atol=1e-10)
+    mirrored.clear()
     widths.clear()
     backbone(x.requires_grad_()).sum().backward()  # under autograd every channel scans at once
-    assert widths[0] == first_mixer
+    assert widths[0] == first_mixer and not any(mirrored)
     widths.clear()
     with torch.no_grad():
         backbone.train()(x)  # and in training mode (drop path), whatever the gradient mode

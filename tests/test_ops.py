@@ -219,6 +219,30 @@ def test_cross_scan_and_merge_gradients() -> None:
         cross_merge(y, 4, 4)
 
 
+def test_mirrored_rows_stand_for_rows_and_their_reverses() -> None:
+    from ssmvlm.ops import MirroredRows
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    two = cross_scan(x, reverses=False)
+    assert torch.equal(two, cross_scan(x)[:, :2])  # the row- and column-major orders
+    mirrored = MirroredRows(two.flatten(1, 2))
+    assert mirrored.shape == (2, 12, 20)
+    assert torch.equal(mirrored.materialize(), cross_scan(x).flatten(1, 2))  # the four orders
+    delta = torch.randn(2, 12, 20, generator=gen, dtype=torch.float64)
+    A = -torch.rand(12, 2, generator=gen, dtype=torch.float64)
+    B, C = torch.randn(2, 2, 4, 2, 20, generator=gen, dtype=torch.float64).unbind(1)
+    for backend in ("reference", "torch"):  # backends without a fused path get the rows materialized
+        torch.testing.assert_close(
+            selective_scan(mirrored, delta, A, B, C, delta_softplus=True, backend=backend),
+            selective_scan(mirrored.materialize(), delta, A, B, C, delta_softplus=True, backend=backend),
+        )
+    with pytest.raises(ValueError, match="rows"):
+        MirroredRows(two)
+    with pytest.raises(ValueError, match="every order"):
+        cross_scan(torch.randn(1, 8, 2, 2), grouped=True, reverses=False)
+
+
 def test_low_rank_delta_materializes_per_group_and_backends_take_it() -> None:
     from ssmvlm.ops import LowRankDelta
 
@@ -334,6 +358,46 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     grad = torch.autograd.grad(y.sum(), weight)[0].double()
     grad64 = torch.autograd.grad(expected.sum(), weight64)[0]
     assert float((grad - grad64).norm() / grad64.norm()) < 1e-5
+    # u as mirrored rows (its second half the first half reversed), read backwards by the kernel: in runs
+    # (aligned L, one-channel one-warp programs; fp32 and bf16) and step by step, in one and several segments;
+    # a low-rank Δ of rank MATERIALIZE_DELTA_RANK on one-channel programs is written out first (counted)
+    from ssmvlm.ops import MirroredRows, scan_triton
+
+    materialized = []
+    materialize_delta = scan_triton._Operands.materialize_delta
+    scan_triton._Operands.materialize_delta = lambda ops: materialized.append(1) or materialize_delta(ops)
+    gen = torch.Generator().manual_seed(6)
+    for length, rank in ((48, 3), (37, scan_triton.MATERIALIZE_DELTA_RANK)):
+        rows = torch.randn(2, 4, length, generator=gen)
+        x_dbl = torch.randn(2, 2, rank + 2, length, generator=gen)
+        weight = torch.randn(8, rank, generator=gen) * rank**-0.5
+        A = -torch.rand(8, 1, generator=gen) - 0.5
+        b_in, c_in = x_dbl[:, :, rank : rank + 1].contiguous(), x_dbl[:, :, rank + 1 :].contiguous()
+        D, bias = torch.randn(8, generator=gen), torch.randn(8, generator=gen) * 0.3
+        expected = selective_scan_reference(
+            MirroredRows(rows.double()).materialize(), LowRankDelta(weight.double(), x_dbl[:, :, :rank].double())
+            .materialize(), A.double(), b_in.double(), c_in.double(), D.double(), delta_bias=bias.double(),
+            delta_softplus=True)
+        for config in (one_row, segmented, blocks):
+            for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 2e-2)):
+                if dtype == torch.bfloat16 and config is not one_row:
+                    continue
+                with torch.no_grad():
+                    y = selective_scan_triton(MirroredRows(rows.to(dtype)), LowRankDelta(weight, x_dbl[:, :, :rank]
+                                              .to(dtype)), A, b_in.to(dtype), c_in.to(dtype), D, delta_bias=bias,
+                                              delta_softplus=True, config=config)
+                error = float((y.double() - expected).norm() / expected.norm())
+                assert error < tolerance, ("mirrored", length, config, dtype, error)
+    assert len(materialized) == 2  # rank 16 with one-channel programs (fp32 and bf16), not with blocks of two
+    scan_triton._Operands.materialize_delta = materialize_delta
+    # many segments: the states entering them are composed in chunks of 128 (130 one-tile segments)
+    many = {"BLOCK_D": 2, "BLOCK_L": 8, "SEGMENTS": 130, "num_warps": 1}
+    inputs = [torch.randn(1, 2, 1040, generator=gen), torch.randn(1, 2, 1040, generator=gen) - 1.0,
+              -torch.rand(2, 1, generator=gen) - 0.5, torch.randn(1, 1, 1, 1040, generator=gen),
+              torch.randn(1, 1, 1, 1040, generator=gen)]
+    expected = selective_scan_reference(*[t.double() for t in inputs], delta_softplus=True)
+    y = selective_scan_triton(*inputs, delta_softplus=True, config=many)
+    assert float((y.double() - expected).norm() / expected.norm()) < 1e-6
 
     cases = [
         ScanCase(2, 8, 1, 1, "fixed"),
@@ -356,6 +420,10 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
         grad = y[:, :, : x.shape[1]]
         gx = torch.autograd.grad(cross_scan(x, fused=True), x, grad)[0]
         assert torch.allclose(gx, torch.autograd.grad(cross_scan(x, fused=False), x, grad)[0])
+        two = cross_scan(x, fused=True, reverses=False)  # the row- and column-major orders alone
+        assert torch.equal(two, cross_scan(x, fused=False, reverses=False))
+        gx = torch.autograd.grad(two, x, grad[:, :2])[0]
+        assert torch.allclose(gx, torch.autograd.grad(cross_scan(x, fused=False, reverses=False), x, grad[:, :2])[0])
     groups = torch.randn(2, 5, 7, 4 * 6, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
     assert torch.equal(cross_scan(groups, fused=True, grouped=True), cross_scan(groups, fused=False, grouped=True))
     g = torch.randn(2, 4, 6, 35, dtype=torch.float64)
@@ -396,9 +464,14 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
     assert few["BLOCK_D"] == 1 and few["SEGMENTS"] == 17
     # 256 single channels: splitting L in three would not repay the second read
     assert launch_config(256, 65536, 1, (4, 4), training=False, batch=1, min_programs=528)["SEGMENTS"] == 1
-    # a low-rank Δ keeps blocks of channels that share its input rows
+    # once channel blocks must shrink, one channel each (2048 rows: not the two a program that would suffice)
+    assert launch_config(2048, 16384, 1, (4, 4), training=False, batch=1, min_programs=528)["BLOCK_D"] == 1
+    # a low-rank Δ keeps blocks of channels that share its input rows, while there are enough rows for them;
+    # with too few, one-channel one-warp programs and L split until 16 × 528 programs run
     assert launch_config(768, 65536, 1, (4, 4), training=False, batch=64, min_programs=528,
                          low_rank_delta=True)["BLOCK_D"] == 8
+    split = launch_config(32, 2**20, 1, (4, 4), training=False, batch=1, min_programs=528, low_rank_delta=True)
+    assert (split["BLOCK_D"], split["BLOCK_L"], split["num_warps"], split["SEGMENTS"]) == (1, 256, 1, 264)
     grouped = launch_config(24, 196, 1, (4, 4), training=False, overrides={"BLOCK_D": 16})
     assert 6 % grouped["BLOCK_D"] == 0  # never straddles a group of 6 channels, overrides included
     # training on long N = 16 sequences: the backward on half the forward's tiles where the forward scans in runs

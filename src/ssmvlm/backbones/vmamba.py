@@ -33,7 +33,7 @@ from ssmvlm.backbones.init import init_linear_and_layernorm
 from ssmvlm.backbones.norms import AutocastLayerNorm
 from ssmvlm.backbones.registry import register_backbone
 from ssmvlm.backbones.timm_register import register_family
-from ssmvlm.ops import LowRankDelta, cross_merge, cross_scan, selective_scan
+from ssmvlm.ops import LowRankDelta, MirroredRows, cross_merge, cross_scan, selective_scan
 
 SCAN_DIRECTIONS = 4
 # From this many tokens per map, inference works in parts: SS2D scans its channels in parts of at most
@@ -45,6 +45,9 @@ SCAN_DIRECTIONS = 4
 # next to the work.
 LARGE_MAP_TOKENS = 128 * 128
 SCAN_PART_ELEMENTS = 2**25
+# A channel part spans at least a 32-byte sector of each token: the merge writes the part into the channels-last
+# map, and a narrower write makes the memory read-modify-write every sector (benchmarks/RESULTS.md).
+MIN_PART_BYTES = 32
 TOKEN_PART = 256 * 256
 
 
@@ -194,14 +197,16 @@ class SS2D(nn.Module):
         dts, b_groups, c_groups = self.project_orders(x).split([self.dt_rank, self.d_state, self.d_state], dim=2)
         orders = (dts, b_groups.contiguous(), c_groups.contiguous())
         if not in_parts(x, height * width, self):
-            ys = self.scan_orders(cross_scan(x), *orders)
+            ys = self.scan_orders(cross_scan(x).flatten(1, 2), *orders)
             return cross_merge(ys, height, width, channels_last=True).view(batch, channels, height, width)
         merged = torch.empty_like(x, memory_format=torch.channels_last)
-        step = max(1, SCAN_PART_ELEMENTS // (SCAN_DIRECTIONS * batch * height * width))
+        step = max(MIN_PART_BYTES // x.element_size(), SCAN_PART_ELEMENTS // (SCAN_DIRECTIONS * batch * height * width))
         for start in range(0, channels, step):
             part = slice(start, min(start + step, channels))
-            # one expression: no name keeps a part's four-order tensors alive into the next part
-            cross_merge(self.scan_orders(cross_scan(x[:, part]), *orders, part), height, width, out=merged[:, part])
+            # Only the row- and column-major orders are written: the scan reads their reverses backwards. One
+            # expression: no name keeps a part's order tensors alive into the next part.
+            u = MirroredRows(cross_scan(x[:, part], reverses=False).flatten(1, 2))
+            cross_merge(self.scan_orders(u, *orders, part), height, width, out=merged[:, part])
         return merged
 
     def project_orders(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,21 +220,21 @@ class SS2D(nn.Module):
         return cross_scan(x_dbl.permute(0, 3, 1, 2), grouped=True)
 
     def scan_orders(
-        self, xs: torch.Tensor, dts: torch.Tensor, b_groups: torch.Tensor, c_groups: torch.Tensor,
+        self, xs: torch.Tensor | MirroredRows, dts: torch.Tensor, b_groups: torch.Tensor, c_groups: torch.Tensor,
         channels: slice = slice(None),
     ) -> torch.Tensor:
-        """The four orders' sequences of ``channels``, (B, 4, D', L), and the orders' x_proj outputs split into
+        """The four orders' sequences of ``channels``, (B, 4·D', L), and the orders' x_proj outputs split into
         the Δ projection's input (B, 4, dt_rank, L), B and C (B, 4, N, L) → the scan outputs, (B, 4, D', L).
 
         Each order has its own projections, A, D and Δ bias, and its B/C form one group.
         """
-        batch, count, width, length = xs.shape
+        batch, rows, length = xs.shape
         # Δ = dt_proj of each order's rank-R rows, (4·D', R) by (B, 4, R, L): projected inside the scan kernel
         # where the backend can (Δ is then never written out), else one batched matmul
         delta = LowRankDelta(self.dt_projs_weight[:, channels].reshape(-1, self.dt_rank), dts)
         per_order = (SCAN_DIRECTIONS, self.d_inner)
         ys = selective_scan(
-            xs.reshape(batch, -1, length),
+            xs,
             delta,
             -torch.exp(self.A_logs.view(*per_order, self.d_state)[:, channels].reshape(-1, self.d_state).float()),
             b_groups,
@@ -239,7 +244,7 @@ class SS2D(nn.Module):
             delta_softplus=True,
             backend=self.scan_backend,
         )
-        return ys.view(batch, count, width, length)
+        return ys.view(batch, SCAN_DIRECTIONS, rows // SCAN_DIRECTIONS, length)
 
 
 class Mlp(nn.Module):

@@ -25,20 +25,26 @@ def _fused_available(t: torch.Tensor) -> bool:
     return True
 
 
-def cross_scan(x: torch.Tensor, *, fused: bool | None = None, grouped: bool = False) -> torch.Tensor:
+def cross_scan(
+    x: torch.Tensor, *, fused: bool | None = None, grouped: bool = False, reverses: bool = True
+) -> torch.Tensor:
     """(B, C, H, W) → (B, 4, C, H·W); ``fused=None`` uses the Triton kernel for channels-last maps on CUDA.
 
     ``grouped``: x holds four channel groups, (B, 4·C, H, W), and order k is taken of group k alone
-    → (B, 4, C, H·W) (what each order's own projection of a map needs).
+    → (B, 4, C, H·W) (what each order's own projection of a map needs). ``reverses=False``: the row- and
+    column-major orders only, (B, 2, C, H·W), for a scan that reads the reversed orders backwards from them
+    (:class:`ssmvlm.ops.MirroredRows`).
     """
     if grouped and x.shape[1] % 4:
         raise ValueError(f"cross_scan(grouped=True) needs four channel groups; got {x.shape[1]} channels")
+    if grouped and not reverses:
+        raise ValueError("cross_scan(grouped=True) takes order k of group k: every order, reverses included")
     if fused is None:
         fused = _fused_available(x) and x.stride(1) == 1 and x.shape[1] > 1
     if fused:
         from ssmvlm.ops.cross_scan_triton import CrossScanFused
 
-        return CrossScanFused.apply(x, grouped)
+        return CrossScanFused.apply(x, grouped, reverses)
     batch, channels, height, width = x.shape
     if grouped:
         groups = x.view(batch, 4, channels // 4, height, width)
@@ -47,6 +53,8 @@ def cross_scan(x: torch.Tensor, *, fused: bool | None = None, grouped: bool = Fa
     row_major = x.flatten(2)
     col_major = x.transpose(2, 3).flatten(2)
     forward = torch.stack([row_major, col_major], dim=1)
+    if not reverses:
+        return forward
     return torch.cat([forward, forward.flip(-1)], dim=1).view(batch, 4, channels, height * width)
 
 

@@ -29,12 +29,18 @@ import triton
 import triton.language as tl
 
 from ssmvlm.ops.low_rank_delta import LowRankDelta
+from ssmvlm.ops.mirrored_rows import MirroredRows
 
 # Offsets are int32 inside the kernels.
 _MAX_ELEMENTS = 2**31 - 1
 LOG2_E = tl.constexpr(1.4426950408889634)  # exp(Δ·A) = exp2(Δ·A·log2 e)
-# One-warp programs need this many times the programs that keep larger blocks busy (4 per SM of 2-8 warps).
+# One-warp programs need this many times the programs that keep larger blocks busy (4 per SM of 2-8 warps);
+# where L is split to make them, SPLIT_ONE_WARP_PROGRAMS times (16 beat 8 by 7-8% on 4096² batch-1 parts).
 ONE_WARP_PROGRAMS = 8
+SPLIT_ONE_WARP_PROGRAMS = 16
+# A one-channel program reads a low-rank Δ's R input rows at every step, shared with no other channel; from this
+# rank on, Δ written and read once (one GEMM) costs less (benchmarks/RESULTS.md, batch-1 VMamba-S at 4096²).
+MATERIALIZE_DELTA_RANK = 16
 # Launch tiles (BLOCK_D, BLOCK_L, warps) from the H100 sweeps (benchmarks/notes_scan.md), by kind of launch,
 # N > 1 and L ≤ 256: training (both passes, the backward's tile length aside), one-warp inference, and inference
 # in blocks of several warps.
@@ -117,6 +123,28 @@ def _load_bc(ptr, offs_d, mask_d, n, t, mask_t, batch_id, group, n_groups, n_sta
         values = tl.load(ptr + ((batch_id * n_groups + group) * n_state + n) * length + t, mask=mask_t, other=0.0)
     else:
         values = tl.load(ptr + offs_d * n_state + n, mask=mask_d, other=0.0)
+    return values.to(tl.float32)
+
+
+@triton.jit
+def _load_steps(ptr, t, mask_d, mask_t, length, start, reverse, RUNS: tl.constexpr):
+    """The tile's steps ``t`` (from ``start``) of the rows at ``ptr`` (BLOCK_D, 1), as float32; where ``reverse``
+    (one flag per program) the rows are read backwards, step t at L - 1 - t. In runs, each run is then one
+    ascending vector load flipped within its thread (no data moves); without runs, loads step by step."""
+    if reverse:
+        if RUNS == 0:
+            values = tl.load(ptr + (length - 1 - t), mask=mask_d & mask_t, other=0.0)
+        else:
+            BLOCK_D: tl.constexpr = ptr.shape[0]
+            BLOCK_L: tl.constexpr = t.shape[1]
+            RUN: tl.constexpr = BLOCK_L // RUNS
+            # run r holds steps start + RUN·r + i at L - 1 - (start + RUN·r + i): ascending in RUN - 1 - i
+            at = length - RUN - start - RUN * tl.arange(0, RUNS)[:, None] + tl.arange(0, RUN)[None, :]
+            values = tl.load(ptr[:, :, None] + at[None, :, :], mask=mask_d[:, :, None] & (at >= 0)[None, :, :],
+                             other=0.0)
+            values = tl.reshape(tl.flip(values, 2), (BLOCK_D, BLOCK_L))
+    else:
+        values = tl.load(ptr + t, mask=mask_d & mask_t, other=0.0)
     return values.to(tl.float32)
 
 
@@ -223,20 +251,23 @@ def _step_later(x, after, RUNS: tl.constexpr):
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-    y_ptr, ypre_ptr, last_ptr, ckpt_ptr, segment_end_ptr, segment_dt_ptr, dt_weight_ptr,
+    y_ptr, ypre_ptr, last_ptr, ckpt_ptr, segment_end_ptr, segment_dt_ptr, segment_start_ptr, dt_weight_ptr,
     dim, length, n_state, n_groups_b, n_groups_c, n_tiles, segment_tiles, n_segments,
     n_groups_dt, dt_batch_stride, dt_group_stride,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_CKPT: tl.constexpr,
-    SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr,
+    SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr, MIRRORED: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, RUNS: tl.constexpr,
     CKPT_PER_TILE: tl.constexpr,
 ):
     """Program (channel block, batch row, segment) scans the segment's tiles. With SEGMENT_ENDS it only writes
     the segment's end state from a zero start and its Σ Δ per channel (the first of the split-L passes); with
-    CARRY it starts from the state the earlier segments' ends compose to (the second). With DT_RANK > 0,
-    delta_ptr holds Δ's low-rank inputs (batch, G, R, L), projected here by dt_weight (dim, R). With SAVE_CKPT
-    the state is saved every BLOCK_L / CKPT_PER_TILE steps (at run boundaries, for a backward on shorter tiles)."""
+    CARRY it starts from the state ``_segment_starts_kernel`` composed from the earlier segments' (the second).
+    With DT_RANK > 0, delta_ptr holds Δ's low-rank inputs (batch, G, R, L), projected here by dt_weight (dim, R).
+    With SAVE_CKPT
+    the state is saved every BLOCK_L / CKPT_PER_TILE steps (at run boundaries, for a backward on shorter tiles).
+    With MIRRORED, u_ptr holds the first half of the rows (batch, dim / 2, L), which the second half reads
+    backwards."""
     batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn = _program_tile(
         dim, n_state, BLOCK_D, BLOCK_N, BLOCK_L)
     segment = tl.program_id(2)
@@ -247,13 +278,16 @@ def _scan_fwd_kernel(
     skip = _load_channel(D_ptr, offs_d, mask_d, HAS_D)
     channel = batch_id * dim + offs_d
     row = channel * length
+    u_rows = u_ptr + row
+    reverse = False
+    if MIRRORED:
+        half = dim // 2
+        reverse = d_start >= half
+        u_rows = u_ptr + (batch_id * half + offs_d - tl.where(reverse, half, 0)) * length
     states = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     if CARRY:
-        a2_states = tl.load(A_ptr + offs_d * n_state + offs_n, mask=mask_dn, other=0.0).to(tl.float32) * LOG2_E
-        for earlier in range(0, segment):
-            at = channel * n_segments + earlier
-            decay = tl.exp2(a2_states * tl.load(segment_dt_ptr + at, mask=mask_d, other=0.0))
-            states = decay * states + tl.load(segment_end_ptr + at * n_state + offs_n, mask=mask_dn, other=0.0)
+        at = channel * n_segments + segment
+        states = tl.load(segment_start_ptr + at * n_state + offs_n, mask=mask_dn, other=0.0)
     dt_sum = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
     first_tile = segment * segment_tiles
     for tile in range(first_tile, tl.minimum(first_tile + segment_tiles, n_tiles)):
@@ -262,7 +296,7 @@ def _scan_fwd_kernel(
         mask = mask_d & mask_t
         if SAVE_CKPT:
             tl.store(ckpt_ptr + (channel * n_tiles + tile) * CKPT_PER_TILE * n_state + offs_n, states, mask=mask_dn)
-        u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(tl.float32)
+        u = _load_steps(u_rows, t, mask_d, mask_t, length, tile * BLOCK_L, reverse, RUNS)
         if DT_RANK > 0:
             raw = _project_delta(dt_inputs, dt_weight_ptr, offs_d, mask_d, t, mask_t, length, DT_RANK,
                                  BLOCK_D, BLOCK_L)
@@ -305,6 +339,30 @@ def _scan_fwd_kernel(
         tl.store(segment_dt_ptr + at, dt_sum, mask=mask_d)
     else:
         tl.store(last_ptr + channel * n_state + offs_n, states, mask=mask_dn & (segment == n_segments - 1))
+
+
+@triton.jit
+def _segment_starts_kernel(end_ptr, dt_ptr, A_ptr, start_ptr, dim, n_state, n_segments,
+                           BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Between the split-L passes: the state entering each segment, from the segments' end states (each scanned
+    from zero) and Σ Δ, h ← exp(A·ΣΔ)·h + end, as an exclusive scan along the segments of BLOCK_R (channel,
+    state) rows of one batch row. One pass over the segments, however many there are."""
+    batch_id = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]  # channel * n_state + state
+    mask_r = rows < dim * n_state
+    channel, state = rows // n_state, rows % n_state
+    a2 = tl.load(A_ptr + rows, mask=mask_r, other=0.0).to(tl.float32) * LOG2_E
+    carry = tl.zeros((BLOCK_R, 1), dtype=tl.float32)
+    tl.store(start_ptr + (batch_id * dim + channel) * n_segments * n_state + state, carry, mask=mask_r)
+    for first in range(0, n_segments, BLOCK_S):
+        segment = first + tl.arange(0, BLOCK_S)[None, :]
+        at = (batch_id * dim + channel) * n_segments + segment
+        mask = mask_r & (segment < n_segments)
+        decay = tl.exp2(a2 * tl.load(dt_ptr + at, mask=mask, other=0.0))
+        end = tl.load(end_ptr + at * n_state + state, mask=mask, other=0.0)
+        # padded segments (decay 1, end 0) keep the state, so ``carry`` is the state after the last real one
+        h, carry, _ = _scan_tile(decay, end, carry, 0)
+        tl.store(start_ptr + (at + 1) * n_state + state, h, mask=mask & (segment + 1 < n_segments))
 
 
 @triton.jit
@@ -451,22 +509,27 @@ def launch_config(
     Inference runs one-warp programs where there are enough of them (ONE_WARP_PROGRAMS × ``min_programs``): a
     warp's tile of 128–512 steps gives each thread 8 consecutive steps and keeps the scan inside the warp (no
     layout conversions, no barriers); not for long sequences with a low-rank Δ, whose R input rows per tile
-    blocks of 8 channels share. Fewer than ``min_programs`` programs (a small batch of long sequences) leave
-    the GPU idle while each one walks L: channel blocks then shrink and tiles lengthen by the same factor, and
-    where that still leaves too few, L is split into SEGMENTS scanned in parallel (a first pass writes each
-    segment's end state, the second starts each segment from the composition of the earlier ones: u, Δ and B
-    are read twice). A channel block must not straddle two B/C (or low-rank Δ) groups (the kernels read one
+    blocks of 8 channels share, unless rows are too few for that (a small batch): one-channel one-warp programs
+    then split L into segments until there are SPLIT_ONE_WARP_PROGRAMS × ``min_programs``. Fewer than
+    ``min_programs`` programs (a small batch of long sequences) leave the GPU idle while each one walks L:
+    channel blocks then become single channels and tiles lengthen by the same factor, and where that still
+    leaves too few, L is split into SEGMENTS scanned in parallel (a first pass writes each segment's end state,
+    a small kernel composes the state entering each segment, the second pass starts from it: u, Δ and B are
+    read twice). A channel block must not straddle two B/C (or low-rank Δ) groups (the kernels read one
     group's rows per block), so BLOCK_D is halved until it divides every grouped operand's channels per group.
     """
     several, short = n_state > 1, length <= 256
     kind = "training" if training else "one warp"
+    busy = min_programs  # programs that keep the GPU busy
     if not training:
-        one_warp_programs = -(-dim // _TILES[kind, several, short][0]) * batch
-        if (low_rank_delta and not short) or one_warp_programs < ONE_WARP_PROGRAMS * min_programs:
+        few_rows = -(-dim // _TILES[kind, several, short][0]) * batch < ONE_WARP_PROGRAMS * min_programs
+        if low_rank_delta and not short and few_rows:
+            busy = SPLIT_ONE_WARP_PROGRAMS * min_programs
+        elif few_rows or (low_rank_delta and not short):
             kind = "blocks"
     block_d, block_l, warps = _TILES[kind, several, short]
-    while block_d > 1 and -(-dim // block_d) * batch < min_programs:
-        block_d, block_l = block_d // 2, block_l * 2
+    if -(-dim // block_d) * batch < busy:
+        block_d, block_l = 1, block_l * block_d
     block_l = max(16, min(block_l, _next_pow2(length)))
     cfg = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps, "BWD_BLOCK_D": block_d,
            "bwd_num_warps": warps, "BWD_BLOCK_L": _BACKWARD_BLOCK_L.get((kind, several, short), block_l)}
@@ -478,7 +541,7 @@ def launch_config(
     programs = -(-dim // cfg["BLOCK_D"]) * batch
     tiles = -(-length // cfg["BLOCK_L"])
     # Splitting L reads u, Δ and B twice: worth it only where it multiplies the programs at least four-fold.
-    split = -(-min_programs // programs)
+    split = -(-busy // programs)
     cfg.setdefault("SEGMENTS", min(tiles, split) if split >= 4 else 1)
     return cfg
 
@@ -486,10 +549,12 @@ def launch_config(
 class _Operands:
     """The inputs in the layouts the kernels index: contiguous rows, B/C as (d, N) or (batch, G, N, L); a
     low-rank Δ as its weight (dim, R) and inputs (batch, G, R, L) with rows of stride L (any batch/group
-    strides, as x_proj's output split into Δ, B and C is)."""
+    strides, as x_proj's output split into Δ, B and C is); mirrored u as its first half of rows."""
 
     def __init__(self, u, delta, A, B, C, D, z, delta_bias):
-        self.u = u.contiguous()
+        self.mirrored = isinstance(u, MirroredRows)
+        self.u = (u.rows if self.mirrored else u).contiguous()
+        self.shape = u.shape
         self.dt_weight = None
         if isinstance(delta, LowRankDelta):
             inputs = delta.inputs
@@ -504,6 +569,11 @@ class _Operands:
         self.D = D.contiguous() if D is not None else None
         self.z = z.contiguous() if z is not None else None
         self.delta_bias = delta_bias.contiguous() if delta_bias is not None else None
+
+    def materialize_delta(self) -> None:
+        """Δ written out by one GEMM (in the inputs' dtype) in place of its low-rank form."""
+        self.delta = LowRankDelta(self.dt_weight.to(self.delta.dtype), self.delta).materialize()
+        self.dt_weight = None
 
     def kernel_args(self) -> list:
         dummy = self.u
@@ -592,45 +662,62 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
     state, and what a backward needs: the checkpoints (batch, dim, checkpoints per row, N), the pre-gate output
     and the launch config, whose BWD_BLOCK_L is the checkpoints' spacing."""
     u = ops.u
-    batch, dim, length = u.shape
+    batch, dim, length = ops.shape
     n_state = ops.A.shape[1]
     groups = (_groups(ops.B), _groups(ops.C))
-    cfg = launch_config(dim, length, n_state, (*groups, ops.dt_groups), training=save, batch=batch,
-                        min_programs=4 * _multiprocessors(u.device), low_rank_delta=ops.dt_rank > 0,
-                        overrides=config)
+
+    def configure() -> dict[str, int]:
+        # mirrored rows: no channel block may straddle the two halves either
+        return launch_config(dim, length, n_state, (*groups, ops.dt_groups, 2 if ops.mirrored else 1),
+                             training=save, batch=batch, min_programs=4 * _multiprocessors(u.device),
+                             low_rank_delta=ops.dt_rank > 0, overrides=config)
+
+    cfg = configure()
+    if ops.dt_rank >= MATERIALIZE_DELTA_RANK and cfg["BLOCK_D"] == 1:
+        ops.materialize_delta()
+        cfg = configure()
     n_tiles = -(-length // cfg["BLOCK_L"])
     segment_tiles = -(-n_tiles // cfg["SEGMENTS"])
     segments = -(-n_tiles // segment_tiles)
-    y = torch.empty_like(u)
+    y = u.new_empty(ops.shape)
     last = torch.empty(batch, dim, n_state, device=u.device, dtype=torch.float32)
     ckpt = ypre = last  # written only when a gradient is needed (ypre: only with z)
     if save and ops.z is not None:
-        ypre = torch.empty_like(u)
+        ypre = torch.empty_like(y)
     runs = _runs(cfg["BLOCK_D"], cfg["BLOCK_L"], cfg["num_warps"], [u, ops.delta, ops.B, ops.C, y, ypre])
     per_tile = _checkpoints_per_tile(cfg, runs) if save else 1
     cfg["BWD_BLOCK_L"] = cfg["BLOCK_L"] // per_tile
     delta_span = sum((size - 1) * stride for size, stride in zip(ops.delta.shape, ops.delta.stride(), strict=True))
     checkpoints = batch * dim * n_tiles * per_tile * n_state
-    if max(u.numel(), delta_span + 1, checkpoints, ops.B.numel(), ops.C.numel()) > _MAX_ELEMENTS:
-        raise ValueError(f"selective_scan triton backend: {tuple(u.shape)} with N={n_state} exceeds int32 "
+    if max(y.numel(), delta_span + 1, checkpoints, ops.B.numel(), ops.C.numel()) > _MAX_ELEMENTS:
+        raise ValueError(f"selective_scan triton backend: {tuple(ops.shape)} with N={n_state} exceeds int32 "
                          "offsets; use backend='torch'")
     if save:
         ckpt = torch.empty(batch, dim, n_tiles * per_tile, n_state, device=u.device, dtype=torch.float32)
-    segment_ends = segment_dt = last  # the split-L passes' exchange, only with several segments
+    segment_ends = segment_dt = segment_starts = last  # the split-L passes' exchange, only with several segments
     if segments > 1:
         segment_ends = torch.empty(batch, dim, segments, n_state, device=u.device, dtype=torch.float32)
+        segment_starts = torch.empty_like(segment_ends)
         segment_dt = torch.empty(batch, dim, segments, device=u.device, dtype=torch.float32)
     grid = (-(-dim // cfg["BLOCK_D"]), batch, segments)
-    passes = [dict(SEGMENT_ENDS=True, CARRY=False), dict(SEGMENT_ENDS=False, CARRY=True)] if segments > 1 else [
-        dict(SEGMENT_ENDS=False, CARRY=False)]
-    for split_pass in passes:
+
+    def scan_pass(segment_ends_only: bool, carry: bool) -> None:
         _scan_fwd_kernel[grid](
-            *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, ops.dt_weight_arg(),
+            *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, segment_starts, ops.dt_weight_arg(),
             dim, length, n_state, *groups, n_tiles, segment_tiles, segments, *ops.dt_layout(),
-            SOFTPLUS=delta_softplus, SAVE_CKPT=save and not split_pass["SEGMENT_ENDS"], **split_pass,
-            DT_RANK=ops.dt_rank, **ops.flags(), **_tiles(cfg, n_state), RUNS=runs, CKPT_PER_TILE=per_tile,
-            num_warps=cfg["num_warps"],
+            SOFTPLUS=delta_softplus, SAVE_CKPT=save and not segment_ends_only, SEGMENT_ENDS=segment_ends_only,
+            CARRY=carry, DT_RANK=ops.dt_rank, MIRRORED=ops.mirrored, **ops.flags(), **_tiles(cfg, n_state), RUNS=runs,
+            CKPT_PER_TILE=per_tile, num_warps=cfg["num_warps"],
         )
+
+    if segments > 1:
+        scan_pass(segment_ends_only=True, carry=False)
+        rows = dim * n_state
+        block_r = min(32, _next_pow2(rows))
+        _segment_starts_kernel[(-(-rows // block_r), batch)](
+            segment_ends, segment_dt, ops.A, segment_starts, dim, n_state, segments,
+            BLOCK_R=block_r, BLOCK_S=min(128, _next_pow2(segments)), num_warps=4)
+    scan_pass(segment_ends_only=False, carry=segments > 1)
     return y, last, ckpt, ypre, cfg
 
 
@@ -698,7 +785,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
 
 
 def selective_scan_triton(
-    u: torch.Tensor,
+    u: torch.Tensor | MirroredRows,
     delta: torch.Tensor | LowRankDelta,
     A: torch.Tensor,
     B: torch.Tensor,
@@ -713,13 +800,16 @@ def selective_scan_triton(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Fused Triton selective scan; ``config`` overrides entries of ``launch_config`` (tiles, warps).
 
-    A :class:`LowRankDelta` is projected inside the forward kernel (Δ is never written out) when no gradient
-    is needed; under autograd it is materialized and differentiated as a matmul.
+    A :class:`LowRankDelta` is projected inside the forward kernel (Δ is never written out) and
+    :class:`MirroredRows` are read backwards from their first half when no gradient is needed; under autograd
+    both are materialized (the projection differentiated as a matmul).
     """
-    if isinstance(delta, LowRankDelta):
-        operands = (u, delta.weight, delta.inputs, A, B, C, D, z, delta_bias)
+    if isinstance(delta, LowRankDelta) or isinstance(u, MirroredRows):
+        operands = [u.rows if isinstance(u, MirroredRows) else u, A, B, C, D, z, delta_bias]
+        operands += [delta.weight, delta.inputs] if isinstance(delta, LowRankDelta) else [delta]
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in operands):
-            delta = delta.materialize()
+            u = u.materialize() if isinstance(u, MirroredRows) else u
+            delta = delta.materialize() if isinstance(delta, LowRankDelta) else delta
         else:
             ops = _Operands(u, delta, A, B, C, D, z, delta_bias)
             y, last, *_ = _scan_forward(ops, delta_softplus, config, save=False)

@@ -6,8 +6,9 @@ gated with SiLU; delta_bias (dim,). The output has the input dtype and is comput
 float64 inputs). With ``return_last_state`` the final state (batch, dim, N) is returned too.
 
 Backends are registered by name; ``backend=None`` picks the fastest one available for the inputs' device.
-``delta`` may also be a :class:`LowRankDelta` (dt_proj's weight and inputs): backends registered with
-``low_rank_delta=True`` fuse the projection, the others get it materialized.
+``delta`` may also be a :class:`LowRankDelta` (dt_proj's weight and inputs) and ``u`` a :class:`MirroredRows` (rows
+and the same rows reversed): backends registered with ``lazy_inputs=True`` fuse the projection and the reversal,
+the others get them materialized.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import torch
 
 from ssmvlm.ops.flops import record_scan
 from ssmvlm.ops.low_rank_delta import LowRankDelta
+from ssmvlm.ops.mirrored_rows import MirroredRows
 from ssmvlm.ops.scan_reference import selective_scan_reference
 from ssmvlm.ops.scan_torch import selective_scan_torch
 
 ScanFn = Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
 
 _BACKENDS: dict[str, ScanFn] = {"reference": selective_scan_reference, "torch": selective_scan_torch}
-_LOW_RANK_DELTA: set[str] = set()  # backends that take a LowRankDelta as it is
+_LAZY_INPUTS: set[str] = set()  # backends that take a LowRankDelta and MirroredRows as they are
 # Preference order per device type when no backend is named.
 _PREFERENCE: dict[str, tuple[str, ...]] = {
     "cuda": ("triton", "torch", "reference"),
@@ -32,12 +34,12 @@ _PREFERENCE: dict[str, tuple[str, ...]] = {
 }
 
 
-def register_scan_backend(name: str, fn: ScanFn, *, low_rank_delta: bool = False) -> None:
+def register_scan_backend(name: str, fn: ScanFn, *, lazy_inputs: bool = False) -> None:
     _BACKENDS[name] = fn
-    if low_rank_delta:
-        _LOW_RANK_DELTA.add(name)
+    if lazy_inputs:
+        _LAZY_INPUTS.add(name)
     else:
-        _LOW_RANK_DELTA.discard(name)
+        _LAZY_INPUTS.discard(name)
 
 
 def _register_triton() -> None:
@@ -48,7 +50,7 @@ def _register_triton() -> None:
         from ssmvlm.ops.scan_triton import selective_scan_triton
     except ImportError:
         return
-    register_scan_backend("triton", selective_scan_triton, low_rank_delta=True)
+    register_scan_backend("triton", selective_scan_triton, lazy_inputs=True)
 
 
 _register_triton()
@@ -66,7 +68,7 @@ def default_backend(device: torch.device) -> str:
 
 
 def selective_scan(
-    u: torch.Tensor,
+    u: torch.Tensor | MirroredRows,
     delta: torch.Tensor | LowRankDelta,
     A: torch.Tensor,
     B: torch.Tensor,
@@ -87,14 +89,17 @@ def selective_scan(
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     batch, dim, length = u.shape
     record_scan(batch, dim, length, A.shape[1], with_d=D is not None, with_z=z is not None)
-    name = backend or default_backend(u.device)
+    rows = u.rows if isinstance(u, MirroredRows) else u
+    name = backend or default_backend(rows.device)
     if name not in _BACKENDS:
         raise ValueError(f"unknown selective-scan backend {name!r} (available: {', '.join(_BACKENDS)})")
-    # On the meta device too, so that FLOP counts include the projection; and under torch.compile, whose graph
-    # then holds the matmul and the scan as in the uncompiled training path.
-    native = name in _LOW_RANK_DELTA and not u.is_meta and not torch.compiler.is_compiling()
+    # Materialized on the meta device too, so that FLOP counts include the projection; and under torch.compile,
+    # whose graph then holds the matmul and the scan as in the uncompiled training path.
+    native = name in _LAZY_INPUTS and not rows.is_meta and not torch.compiler.is_compiling()
     if isinstance(delta, LowRankDelta) and not native:
         delta = delta.materialize()
+    if isinstance(u, MirroredRows) and not native:
+        u = u.materialize()
     if u.is_meta:  # shape-only passes (FLOP counting, size checks) need no arithmetic
         out = torch.empty_like(u)
         return (out, u.new_empty(batch, dim, A.shape[1], dtype=torch.float32)) if return_last_state else out
@@ -105,7 +110,7 @@ def selective_scan(
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
-    if u.dim() != 3 or delta.shape != u.shape:
+    if len(u.shape) != 3 or delta.shape != u.shape:
         raise ValueError(
             f"u and delta must both be (batch, dim, L); got {tuple(u.shape)} and {tuple(delta.shape)}"
         )
