@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ssmvlm.ops import available_backends, cross_merge, cross_scan, selective_scan
+from ssmvlm.ops.scan_reference import selective_scan_reference
 from ssmvlm.ops.scan_testing import ScanCase, compare_backend, run_in_triton_interpreter, shape_variants
 from ssmvlm.ops.scan_torch import chunked_linear_scan
 from ssmvlm.ops.selective_scan import default_backend
@@ -237,6 +238,31 @@ def test_mirrored_rows_stand_for_rows_and_their_reverses() -> None:
             selective_scan(mirrored, delta, A, B, C, delta_softplus=True, backend=backend),
             selective_scan(mirrored.materialize(), delta, A, B, C, delta_softplus=True, backend=backend),
         )
+    # a backend registered for lazy inputs gets them as they are (on the meta device they are materialized)
+    from ssmvlm.ops import LowRankDelta
+    from ssmvlm.ops.selective_scan import _BACKENDS, register_scan_backend
+
+    received = []
+
+    def lazy_probe(u, delta, *args, **kwargs):
+        received.append((type(u).__name__, type(delta).__name__))
+        return selective_scan_reference(u.materialize(), delta.materialize(), *args, **kwargs)
+
+    register_scan_backend("lazy_probe", lazy_probe, lazy_inputs=True)
+    try:
+        low_rank = LowRankDelta(torch.randn(12, 3, generator=gen, dtype=torch.float64),
+                                torch.randn(2, 4, 3, 20, generator=gen, dtype=torch.float64))
+        torch.testing.assert_close(
+            selective_scan(mirrored, low_rank, A, B, C, delta_softplus=True, backend="lazy_probe"),
+            selective_scan(mirrored.materialize(), low_rank.materialize(), A, B, C, delta_softplus=True,
+                           backend="reference"),
+        )
+        assert received == [("MirroredRows", "LowRankDelta")]
+        on_meta = MirroredRows(torch.empty(2, 6, 20, device="meta"))
+        out = selective_scan(on_meta, low_rank.materialize().to("meta"), A, B, C, backend="lazy_probe")
+        assert out.shape == (2, 12, 20) and out.is_meta and len(received) == 1
+    finally:
+        del _BACKENDS["lazy_probe"]
     with pytest.raises(ValueError, match="rows"):
         MirroredRows(two)
     with pytest.raises(ValueError, match="every order"):
@@ -509,3 +535,39 @@ def test_triton_kernels_in_interpreter() -> None:
 def test_triton_backend_on_gpu(case: ScanCase) -> None:
     _assert_close(compare_backend(case, "triton", dtype=torch.float32, device="cuda"), 1e-6)
     _assert_close(compare_backend(case, "triton", dtype=torch.bfloat16, device="cuda"), 2e-2)
+
+
+def test_triton_kernels_compile_for_hopper() -> None:
+    """The interpreter runs the kernels' Python; only the compiler checks their types (a loop-carried value must
+    keep its shape, for one), so the launches the backbones use are compiled here for sm_90 (no GPU needed)."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from ssmvlm.ops import scan_triton
+
+    def compile_kernel(kernel, constexprs: dict, warps: int) -> None:
+        names = list(kernel.arg_names)
+        bf16 = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "ypre_ptr", "dy_ptr", "du_ptr", "ddelta_ptr",
+                "dz_ptr"}
+        signature = {name: "constexpr" if name in constexprs else
+                     "*bf16" if name in bf16 else "*fp32" if name.endswith("_ptr") else "i32" for name in names}
+        aligned = {(names.index(n),): [["tt.divisibility", 16]] for n in names if n.endswith("_ptr") or n == "length"}
+        source = ASTSource(fn=kernel, signature=signature, attrs=aligned,
+                           constexprs={(names.index(n),): v for n, v in constexprs.items()})
+        triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+
+    flags = dict(B_VARIABLE=True, C_VARIABLE=True, HAS_D=True, HAS_Z=False, HAS_BIAS=True, SOFTPLUS=True, BLOCK_N=1)
+    forward = flags | dict(SAVE_CKPT=False, SEGMENT_ENDS=False, CARRY=False, DT_RANK=0, MIRRORED=False,
+                           CKPT_PER_TILE=1)
+    launches = [  # training on long N = 16 rows, L split (checkpoints at run boundaries); batch-1 SS2D parts
+        (forward | dict(SAVE_CKPT=True, CARRY=True, CKPT_PER_TILE=2, BLOCK_N=16, BLOCK_D=1, BLOCK_L=512, RUNS=64), 1),
+        (forward | dict(SEGMENT_ENDS=True, DT_RANK=6, MIRRORED=True, BLOCK_D=1, BLOCK_L=256, RUNS=32), 1),
+        (forward | dict(CARRY=True, DT_RANK=6, MIRRORED=True, BLOCK_D=1, BLOCK_L=256, RUNS=32), 1),
+        (forward | dict(CARRY=True, SAVE_CKPT=True, MIRRORED=True, BLOCK_D=1, BLOCK_L=1024, RUNS=0), 8),
+    ]
+    for constexprs, warps in launches:
+        compile_kernel(scan_triton._scan_fwd_kernel, constexprs, warps)
+    backward = flags | dict(HAS_DLAST=True, ATOMIC_BC=True, BLOCK_N=16, BLOCK_D=1, BLOCK_L=256, RUNS=32)
+    compile_kernel(scan_triton._scan_bwd_kernel, backward, 1)
+    compile_kernel(scan_triton._segment_starts_kernel, dict(BLOCK_R=32, BLOCK_S=128), 4)

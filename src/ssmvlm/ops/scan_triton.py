@@ -286,8 +286,8 @@ def _scan_fwd_kernel(
         u_rows = u_ptr + (batch_id * half + offs_d - tl.where(reverse, half, 0)) * length
     states = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     if CARRY:
-        at = channel * n_segments + segment
-        states = tl.load(segment_start_ptr + at * n_state + offs_n, mask=mask_dn, other=0.0)
+        states = tl.load(segment_start_ptr + (channel * n_segments + segment) * n_state + offs_n, mask=mask_dn,
+                         other=0.0)
     dt_sum = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
     first_tile = segment * segment_tiles
     for tile in range(first_tile, tl.minimum(first_tile + segment_tiles, n_tiles)):

@@ -100,7 +100,7 @@ def selective_scan(
         delta = delta.materialize()
     if isinstance(u, MirroredRows) and not native:
         u = u.materialize()
-    if u.is_meta:  # shape-only passes (FLOP counting, size checks) need no arithmetic
+    if rows.is_meta:  # shape-only passes (FLOP counting, size checks) need no arithmetic
         out = torch.empty_like(u)
         return (out, u.new_empty(batch, dim, A.shape[1], dtype=torch.float32)) if return_last_state else out
     return _BACKENDS[name](
