@@ -385,8 +385,9 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     grad64 = torch.autograd.grad(expected.sum(), weight64)[0]
     assert float((grad - grad64).norm() / grad64.norm()) < 1e-5
     # u as mirrored rows (its second half the first half reversed), read backwards by the kernel: in runs
-    # (aligned L, one-channel one-warp programs; fp32 and bf16) and step by step, in one and several segments;
-    # a low-rank Δ of rank MATERIALIZE_DELTA_RANK on one-channel programs is written out first (counted)
+    # (aligned L, one-channel one-warp programs; fp32 and bf16), in each thread's vectors (one-channel blocks of
+    # two warps) and step by step, in one and several segments; a low-rank Δ of rank MATERIALIZE_DELTA_RANK on
+    # one-channel programs is written out first (counted)
     from ssmvlm.ops import MirroredRows, scan_triton
 
     materialized = []
@@ -404,7 +405,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
             MirroredRows(rows.double()).materialize(), LowRankDelta(weight.double(), x_dbl[:, :, :rank].double())
             .materialize(), A.double(), b_in.double(), c_in.double(), D.double(), delta_bias=bias.double(),
             delta_softplus=True)
-        for config in (one_row, segmented, blocks):
+        for config in (one_row, segmented, blocks, {"BLOCK_D": 1, "BLOCK_L": 128, "num_warps": 2}):
             for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 2e-2)):
                 if dtype == torch.bfloat16 and config is not one_row:
                     continue
@@ -414,7 +415,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
                                               delta_softplus=True, config=config)
                 error = float((y.double() - expected).norm() / expected.norm())
                 assert error < tolerance, ("mirrored", length, config, dtype, error)
-    assert len(materialized) == 2  # rank 16 with one-channel programs (fp32 and bf16), not with blocks of two
+    assert len(materialized) == 3  # rank 16 with one-channel programs (3 calls), not with blocks of two
     scan_triton._Operands.materialize_delta = materialize_delta
     # many segments: the states entering them are composed in chunks of 128 (130 one-tile segments)
     many = {"BLOCK_D": 2, "BLOCK_L": 8, "SEGMENTS": 130, "num_warps": 1}
@@ -559,12 +560,13 @@ def test_triton_kernels_compile_for_hopper() -> None:
 
     flags = dict(B_VARIABLE=True, C_VARIABLE=True, HAS_D=True, HAS_Z=False, HAS_BIAS=True, SOFTPLUS=True, BLOCK_N=1)
     forward = flags | dict(SAVE_CKPT=False, SEGMENT_ENDS=False, CARRY=False, DT_RANK=0, MIRRORED=False,
-                           CKPT_PER_TILE=1)
+                           MIRROR_RUN=1, CKPT_PER_TILE=1)
     launches = [  # training on long N = 16 rows, L split (checkpoints at run boundaries); batch-1 SS2D parts
         (forward | dict(SAVE_CKPT=True, CARRY=True, CKPT_PER_TILE=2, BLOCK_N=16, BLOCK_D=1, BLOCK_L=512, RUNS=64), 1),
-        (forward | dict(SEGMENT_ENDS=True, DT_RANK=6, MIRRORED=True, BLOCK_D=1, BLOCK_L=256, RUNS=32), 1),
-        (forward | dict(CARRY=True, DT_RANK=6, MIRRORED=True, BLOCK_D=1, BLOCK_L=256, RUNS=32), 1),
-        (forward | dict(CARRY=True, SAVE_CKPT=True, MIRRORED=True, BLOCK_D=1, BLOCK_L=1024, RUNS=0), 8),
+        (forward | dict(SEGMENT_ENDS=True, DT_RANK=6, MIRRORED=True, MIRROR_RUN=8, BLOCK_D=1, BLOCK_L=256, RUNS=32), 1),
+        (forward | dict(CARRY=True, DT_RANK=6, MIRRORED=True, MIRROR_RUN=8, BLOCK_D=1, BLOCK_L=256, RUNS=32), 1),
+        (forward | dict(CARRY=True, SAVE_CKPT=True, MIRRORED=True, MIRROR_RUN=4, BLOCK_D=1, BLOCK_L=1024, RUNS=0), 8),
+        (forward | dict(MIRRORED=True, BLOCK_D=8, BLOCK_L=128, RUNS=0), 1),
     ]
     for constexprs, warps in launches:
         compile_kernel(scan_triton._scan_fwd_kernel, constexprs, warps)

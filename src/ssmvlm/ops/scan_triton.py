@@ -127,19 +127,19 @@ def _load_bc(ptr, offs_d, mask_d, n, t, mask_t, batch_id, group, n_groups, n_sta
 
 
 @triton.jit
-def _load_steps(ptr, t, mask_d, mask_t, length, start, reverse, RUNS: tl.constexpr):
+def _load_steps(ptr, t, mask_d, mask_t, length, start, reverse, RUN: tl.constexpr):
     """The tile's steps ``t`` (from ``start``) of the rows at ``ptr`` (BLOCK_D, 1), as float32; where ``reverse``
-    (one flag per program) the rows are read backwards, step t at L - 1 - t. In runs, each run is then one
-    ascending vector load flipped within its thread (no data moves); without runs, loads step by step."""
+    (one flag per program) the rows are read backwards, step t at L - 1 - t: in vectors of RUN consecutive steps
+    loaded ascending and flipped, which stays within threads (no data moves) when a thread holds RUN consecutive
+    steps of the tile; step by step with RUN = 1."""
     if reverse:
-        if RUNS == 0:
+        if RUN == 1:
             values = tl.load(ptr + (length - 1 - t), mask=mask_d & mask_t, other=0.0)
         else:
             BLOCK_D: tl.constexpr = ptr.shape[0]
             BLOCK_L: tl.constexpr = t.shape[1]
-            RUN: tl.constexpr = BLOCK_L // RUNS
-            # run r holds steps start + RUN·r + i at L - 1 - (start + RUN·r + i): ascending in RUN - 1 - i
-            at = length - RUN - start - RUN * tl.arange(0, RUNS)[:, None] + tl.arange(0, RUN)[None, :]
+            # vector r holds steps start + RUN·r + i at L - 1 - (start + RUN·r + i): ascending in RUN - 1 - i
+            at = length - RUN - start - RUN * tl.arange(0, BLOCK_L // RUN)[:, None] + tl.arange(0, RUN)[None, :]
             values = tl.load(ptr[:, :, None] + at[None, :, :], mask=mask_d[:, :, None] & (at >= 0)[None, :, :],
                              other=0.0)
             values = tl.reshape(tl.flip(values, 2), (BLOCK_D, BLOCK_L))
@@ -257,6 +257,7 @@ def _scan_fwd_kernel(
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_CKPT: tl.constexpr,
     SEGMENT_ENDS: tl.constexpr, CARRY: tl.constexpr, DT_RANK: tl.constexpr, MIRRORED: tl.constexpr,
+    MIRROR_RUN: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, RUNS: tl.constexpr,
     CKPT_PER_TILE: tl.constexpr,
 ):
@@ -267,7 +268,7 @@ def _scan_fwd_kernel(
     With SAVE_CKPT
     the state is saved every BLOCK_L / CKPT_PER_TILE steps (at run boundaries, for a backward on shorter tiles).
     With MIRRORED, u_ptr holds the first half of the rows (batch, dim / 2, L), which the second half reads
-    backwards."""
+    backwards, MIRROR_RUN steps at a time."""
     batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn = _program_tile(
         dim, n_state, BLOCK_D, BLOCK_N, BLOCK_L)
     segment = tl.program_id(2)
@@ -296,7 +297,7 @@ def _scan_fwd_kernel(
         mask = mask_d & mask_t
         if SAVE_CKPT:
             tl.store(ckpt_ptr + (channel * n_tiles + tile) * CKPT_PER_TILE * n_state + offs_n, states, mask=mask_dn)
-        u = _load_steps(u_rows, t, mask_d, mask_t, length, tile * BLOCK_L, reverse, RUNS)
+        u = _load_steps(u_rows, t, mask_d, mask_t, length, tile * BLOCK_L, reverse, MIRROR_RUN)
         if DT_RANK > 0:
             raw = _project_delta(dt_inputs, dt_weight_ptr, offs_d, mask_d, t, mask_t, length, DT_RANK,
                                  BLOCK_D, BLOCK_L)
@@ -644,6 +645,17 @@ def _runs(block_d: int, block_l: int, warps: int, tiles: list[torch.Tensor]) -> 
     return max(1, block_l // max(1, 16 // first.element_size())) if one_row and aligned else 0
 
 
+def _mirror_run(cfg: dict[str, int], runs: int, element_size: int) -> int:
+    """Steps per vector in which mirrored rows are read backwards: a run of ``_scan_tile``'s, or in one-channel
+    blocks of several warps the consecutive steps each thread holds (up to one 16-byte load, as Triton lays such
+    a tile out); 1 (step by step) in blocks of several channels."""
+    if runs:
+        return cfg["BLOCK_L"] // runs
+    if cfg["BLOCK_D"] > 1:
+        return 1
+    return max(1, min(16 // element_size, cfg["BLOCK_L"] // (32 * cfg["num_warps"])))
+
+
 def _checkpoints_per_tile(cfg: dict[str, int], runs: int) -> int:
     """Checkpoints the forward saves per tile so that the backward can walk tiles of BWD_BLOCK_L steps: the
     forward's runs must split evenly into them (else one per tile, and the backward takes the forward's tiles)."""
@@ -686,6 +698,7 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
         ypre = torch.empty_like(y)
     runs = _runs(cfg["BLOCK_D"], cfg["BLOCK_L"], cfg["num_warps"], [u, ops.delta, ops.B, ops.C, y, ypre])
     per_tile = _checkpoints_per_tile(cfg, runs) if save else 1
+    mirror_run = _mirror_run(cfg, runs, u.element_size()) if ops.mirrored else 1
     cfg["BWD_BLOCK_L"] = cfg["BLOCK_L"] // per_tile
     delta_span = sum((size - 1) * stride for size, stride in zip(ops.delta.shape, ops.delta.stride(), strict=True))
     checkpoints = batch * dim * n_tiles * per_tile * n_state
@@ -706,8 +719,8 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
             *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, segment_starts, ops.dt_weight_arg(),
             dim, length, n_state, *groups, n_tiles, segment_tiles, segments, *ops.dt_layout(),
             SOFTPLUS=delta_softplus, SAVE_CKPT=save and not segment_ends_only, SEGMENT_ENDS=segment_ends_only,
-            CARRY=carry, DT_RANK=ops.dt_rank, MIRRORED=ops.mirrored, **ops.flags(), **_tiles(cfg, n_state), RUNS=runs,
-            CKPT_PER_TILE=per_tile, num_warps=cfg["num_warps"],
+            CARRY=carry, DT_RANK=ops.dt_rank, MIRRORED=ops.mirrored, MIRROR_RUN=mirror_run, **ops.flags(),
+            **_tiles(cfg, n_state), RUNS=runs, CKPT_PER_TILE=per_tile, num_warps=cfg["num_warps"],
         )
 
     if segments > 1:
