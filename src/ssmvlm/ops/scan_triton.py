@@ -9,7 +9,8 @@ tile's end is carried to the next tile in a (BLOCK_D, N) register block. Tiles a
 whatever N is; what N = 16 costs, and why, is in benchmarks/notes_scan.md. Everything is computed in float32
 from inputs of any float dtype; the output is stored in the input dtype. Where a small batch of long sequences
 leaves too few programs, L is split into segments scanned in parallel (two passes, see ``launch_config``); at
-inference Δ may come as a :class:`LowRankDelta`, projected per tile inside the kernel.
+inference Δ may come as a :class:`LowRankDelta`, projected per tile inside the kernel (or first written out by
+one GEMM, see MATERIALIZE_DELTA_RANK), and u as :class:`MirroredRows`, whose second half is read backwards.
 
 The forward saves, only when a gradient is needed, the state at the start of every tile, or of every shorter tile
 the backward walks (the checkpoints), and, with z, the output before gating. The backward walks the tiles in
@@ -265,10 +266,9 @@ def _scan_fwd_kernel(
     the segment's end state from a zero start and its Σ Δ per channel (the first of the split-L passes); with
     CARRY it starts from the state ``_segment_starts_kernel`` composed from the earlier segments' (the second).
     With DT_RANK > 0, delta_ptr holds Δ's low-rank inputs (batch, G, R, L), projected here by dt_weight (dim, R).
-    With SAVE_CKPT
-    the state is saved every BLOCK_L / CKPT_PER_TILE steps (at run boundaries, for a backward on shorter tiles).
-    With MIRRORED, u_ptr holds the first half of the rows (batch, dim / 2, L), which the second half reads
-    backwards, MIRROR_RUN steps at a time."""
+    With SAVE_CKPT the state is saved every BLOCK_L / CKPT_PER_TILE steps (at run boundaries, for a backward on
+    shorter tiles). With MIRRORED, u_ptr holds the first half of the rows (batch, dim / 2, L), which the second
+    half reads backwards, MIRROR_RUN steps at a time."""
     batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn = _program_tile(
         dim, n_state, BLOCK_D, BLOCK_N, BLOCK_L)
     segment = tl.program_id(2)
