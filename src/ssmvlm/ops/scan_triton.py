@@ -119,12 +119,13 @@ def _delta(raw, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 @triton.jit
 def _load_bc(ptr, offs_d, mask_d, n, t, mask_t, batch_id, group, n_groups, n_state, length,
              VARIABLE: tl.constexpr):
-    """State n's B or C: (1, BLOCK_L) over the tile's steps if variable, else (BLOCK_D, 1) per channel."""
+    """State n's B or C as stored (the caller converts): (1, BLOCK_L) over the tile's steps if variable, else
+    (BLOCK_D, 1) per channel."""
     if VARIABLE:
         values = tl.load(ptr + ((batch_id * n_groups + group) * n_state + n) * length + t, mask=mask_t, other=0.0)
     else:
         values = tl.load(ptr + offs_d * n_state + n, mask=mask_d, other=0.0)
-    return values.to(tl.float32)
+    return values
 
 
 @triton.jit
@@ -306,14 +307,27 @@ def _scan_fwd_kernel(
         dt, _ = _delta(raw, mask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = skip * u
+        # Each state's B and C are loaded while the state before is scanned: their latency bound the loop over
+        # states (the last state reloads its own; with one state there is nothing to overlap). The first split-L
+        # pass needs no C (only the end state).
+        next_b = _load_bc(B_ptr, offs_d, mask_d, 0, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
+                          B_VARIABLE)
+        if not SEGMENT_ENDS:
+            next_c = _load_bc(C_ptr, offs_d, mask_d, 0, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
+                              C_VARIABLE)
         for n in range(0, n_state):
             is_n = offs_n == n
             a2 = tl.load(A_ptr + offs_d * n_state + n, mask=mask_d, other=0.0).to(tl.float32) * LOG2_E
-            Bn = _load_bc(B_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
-                          B_VARIABLE)
-            if not SEGMENT_ENDS:  # the first split-L pass needs only the segment's end state
-                Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
-                              C_VARIABLE)
+            later = tl.minimum(n + 1, n_state - 1)
+            Bn = next_b.to(tl.float32)
+            if BLOCK_N > 1:
+                next_b = _load_bc(B_ptr, offs_d, mask_d, later, t, mask_t, batch_id, group_b, n_groups_b, n_state,
+                                  length, B_VARIABLE)
+            if not SEGMENT_ENDS:
+                Cn = next_c.to(tl.float32)
+                if BLOCK_N > 1:
+                    next_c = _load_bc(C_ptr, offs_d, mask_d, later, t, mask_t, batch_id, group_c, n_groups_c,
+                                      n_state, length, C_VARIABLE)
             # Padded steps hold the state, so the tile's last state is the state after its last real step.
             h, last, entering = _scan_tile(tl.exp2(dt * a2), dtu * Bn, _column(states, is_n), RUNS)
             states = tl.where(is_n, last, states)
@@ -442,9 +456,9 @@ def _scan_bwd_kernel(
             is_n = offs_n == n
             a = tl.load(A_ptr + offs_d * n_state + n, mask=mask_d, other=0.0).to(tl.float32)
             Bn = _load_bc(B_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
-                          B_VARIABLE)
+                          B_VARIABLE).to(tl.float32)
             Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
-                          C_VARIABLE)
+                          C_VARIABLE).to(tl.float32)
             start = tl.load(ckpt_ptr + (channel * ckpt_row + tile) * n_state + n, mask=mask_d, other=0.0)
             x = dtu * Bn
             h = _scan_tile(tl.exp2(dt * (a * LOG2_E)), x, start, RUNS)[0]
