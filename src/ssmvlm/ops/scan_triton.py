@@ -307,27 +307,34 @@ def _scan_fwd_kernel(
         dt, _ = _delta(raw, mask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = skip * u
-        # Each state's B and C are loaded while the state before is scanned: their latency bound the loop over
-        # states (the last state reloads its own; with one state there is nothing to overlap). The first split-L
-        # pass needs no C (only the end state).
-        next_b = _load_bc(B_ptr, offs_d, mask_d, 0, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
-                          B_VARIABLE)
-        if not SEGMENT_ENDS:
-            next_c = _load_bc(C_ptr, offs_d, mask_d, 0, t, mask_t, batch_id, group_c, n_groups_c, n_state, length,
-                              C_VARIABLE)
+        # With several states, each state's B and C are loaded while the state before is scanned: their latency
+        # bound the loop over states (the last state reloads its own). The first split-L pass needs no C.
+        PREFETCH: tl.constexpr = BLOCK_N > 1
+        if PREFETCH:
+            next_b = _load_bc(B_ptr, offs_d, mask_d, 0, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
+                              B_VARIABLE)
+            if not SEGMENT_ENDS:
+                next_c = _load_bc(C_ptr, offs_d, mask_d, 0, t, mask_t, batch_id, group_c, n_groups_c, n_state,
+                                  length, C_VARIABLE)
         for n in range(0, n_state):
             is_n = offs_n == n
             a2 = tl.load(A_ptr + offs_d * n_state + n, mask=mask_d, other=0.0).to(tl.float32) * LOG2_E
-            later = tl.minimum(n + 1, n_state - 1)
-            Bn = next_b.to(tl.float32)
-            if BLOCK_N > 1:
+            if PREFETCH:
+                later = tl.minimum(n + 1, n_state - 1)
+                Bn = next_b.to(tl.float32)
                 next_b = _load_bc(B_ptr, offs_d, mask_d, later, t, mask_t, batch_id, group_b, n_groups_b, n_state,
                                   length, B_VARIABLE)
+            else:
+                Bn = _load_bc(B_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_b, n_groups_b, n_state, length,
+                              B_VARIABLE).to(tl.float32)
             if not SEGMENT_ENDS:
-                Cn = next_c.to(tl.float32)
-                if BLOCK_N > 1:
+                if PREFETCH:
+                    Cn = next_c.to(tl.float32)
                     next_c = _load_bc(C_ptr, offs_d, mask_d, later, t, mask_t, batch_id, group_c, n_groups_c,
                                       n_state, length, C_VARIABLE)
+                else:
+                    Cn = _load_bc(C_ptr, offs_d, mask_d, n, t, mask_t, batch_id, group_c, n_groups_c, n_state,
+                                  length, C_VARIABLE).to(tl.float32)
             # Padded steps hold the state, so the tile's last state is the state after its last real step.
             h, last, entering = _scan_tile(tl.exp2(dt * a2), dtu * Bn, _column(states, is_n), RUNS)
             states = tl.where(is_n, last, states)
@@ -827,19 +834,18 @@ def selective_scan_triton(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Fused Triton selective scan; ``config`` overrides entries of ``launch_config`` (tiles, warps).
 
-    A :class:`LowRankDelta` is projected inside the forward kernel (Δ is never written out) and
-    :class:`MirroredRows` are read backwards from their first half when no gradient is needed; under autograd
-    both are materialized (the projection differentiated as a matmul).
+    When no gradient is needed the call goes straight to the forward kernel (no autograd Function), a
+    :class:`LowRankDelta` is projected inside it (Δ is never written out) and :class:`MirroredRows` are read
+    backwards from their first half; under autograd both are materialized (the projection differentiated as a
+    matmul).
     """
-    if isinstance(delta, LowRankDelta) or isinstance(u, MirroredRows):
-        operands = [u.rows if isinstance(u, MirroredRows) else u, A, B, C, D, z, delta_bias]
-        operands += [delta.weight, delta.inputs] if isinstance(delta, LowRankDelta) else [delta]
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in operands):
-            u = u.materialize() if isinstance(u, MirroredRows) else u
-            delta = delta.materialize() if isinstance(delta, LowRankDelta) else delta
-        else:
-            ops = _Operands(u, delta, A, B, C, D, z, delta_bias)
-            y, last, *_ = _scan_forward(ops, delta_softplus, config, save=False)
-            return (y, last) if return_last_state else y
-    y, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config)
+    operands = [u.rows if isinstance(u, MirroredRows) else u, A, B, C, D, z, delta_bias]
+    operands += [delta.weight, delta.inputs] if isinstance(delta, LowRankDelta) else [delta]
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in operands)):
+        # inference: straight to the kernel, without autograd's bookkeeping (its host time is the call's at 1024²)
+        y, last, *_ = _scan_forward(_Operands(u, delta, A, B, C, D, z, delta_bias), delta_softplus, config, save=False)
+    else:
+        u = u.materialize() if isinstance(u, MirroredRows) else u
+        delta = delta.materialize() if isinstance(delta, LowRankDelta) else delta
+        y, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config)
     return (y, last) if return_last_state else y
