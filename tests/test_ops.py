@@ -509,6 +509,15 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
     assert long["BLOCK_L"] == 2 * long["BWD_BLOCK_L"]
     assert _checkpoints_per_tile(long, runs=64) == 2 and _checkpoints_per_tile(long, runs=0) == 1
     assert _checkpoints_per_tile(long, runs=1) == 1  # runs must split evenly into the backward's tiles
+    # mirrored rows are read backwards a run at a time, or in one-channel blocks of several warps a thread's
+    # vector (4 bf16 steps of a 1024-step tile over 8 warps; 16 bytes at most), else step by step
+    from ssmvlm.ops.scan_triton import _mirror_run
+
+    blocks = {"BLOCK_D": 1, "BLOCK_L": 1024, "num_warps": 8}
+    assert _mirror_run({"BLOCK_D": 1, "BLOCK_L": 256, "num_warps": 1}, runs=32, element_size=2) == 8
+    assert _mirror_run(blocks, runs=0, element_size=2) == 4
+    assert _mirror_run(blocks | {"num_warps": 1}, runs=0, element_size=2) == 8
+    assert _mirror_run(blocks | {"BLOCK_D": 2}, runs=0, element_size=2) == 1
 
 
 def test_triton_bc_gradient_buffers_atomic_or_per_block() -> None:
