@@ -491,7 +491,8 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
     assert few["BLOCK_D"] == 1 and few["SEGMENTS"] == 17
     # 256 single channels: splitting L in three would not repay the second read
     assert launch_config(256, 65536, 1, (4, 4), training=False, batch=1, min_programs=528)["SEGMENTS"] == 1
-    # once channel blocks must shrink, one channel each (2048 rows: not the two a program that would suffice)
+    # once channel blocks must shrink, one channel a program (2048 rows: not the two a program that would give
+    # just enough programs)
     assert launch_config(2048, 16384, 1, (4, 4), training=False, batch=1, min_programs=528)["BLOCK_D"] == 1
     # a low-rank Δ keeps blocks of channels that share its input rows, while there are enough rows for them;
     # with too few, one-channel one-warp programs and L split until 16 × 528 programs run
