@@ -281,7 +281,7 @@ def batch1_inference(copy_bw: float, sweep: bool) -> list[dict]:
     from rank 16 on one-channel programs, inside the timed call) — against a plain u and a full Δ, and with
     ``sweep`` other tiles. Bytes: the fewest a plain call moves (u, Δ, B, C in, y out)."""
     from ssmvlm.ops import MirroredRows
-    from ssmvlm.ops.scan_triton import MATERIALIZE_DELTA_RANK, launch_config
+    from ssmvlm.ops.scan_triton import resolve_launch
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
@@ -299,14 +299,11 @@ def batch1_inference(copy_bw: float, sweep: bool) -> list[dict]:
                 options = {"config": config} if config else None
                 ms = time_gpu(lambda i=scan_inputs, o=options: selective_scan(**i, backend="triton", backend_options=o))
                 ss2d = label.startswith("as SS2D")
-                groups = (shape.groups,) * 3 + ((2,) if ss2d else ())
-
-                def resolve(low_rank: bool, shape=shape, groups=groups, config=config) -> dict:
-                    return launch_config(shape.dim, shape.length, 1, groups, training=False, batch=1,
-                                         min_programs=4 * sms, low_rank_delta=low_rank, overrides=config)
-                resolved = resolve(ss2d)
-                if ss2d and rank >= MATERIALIZE_DELTA_RANK and resolved["BLOCK_D"] == 1:
-                    resolved = resolve(False) | {"Δ": "written out"}
+                resolved, write_delta = resolve_launch(
+                    shape.dim, shape.length, 1, (shape.groups,) * 3 + ((2,) if ss2d else ()), training=False,
+                    batch=1, min_programs=4 * sms, dt_rank=rank if ss2d else 0, overrides=config)
+                if write_delta:
+                    resolved |= {"Δ": "written out"}
                 rows.append({"shape": shape.name, "rank": rank, "launch": label, "config": resolved, "fwd_ms": ms,
                              "fwd_frac_copy": fwd_bytes / (ms * 1e-3) / copy_bw})
                 print(f"batch-1 {shape.name} R={rank} {label} {resolved}: fwd {ms:.4f} ms "

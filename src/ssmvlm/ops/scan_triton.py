@@ -568,6 +568,23 @@ def launch_config(
     return cfg
 
 
+def resolve_launch(
+    dim: int, length: int, n_state: int, groups: tuple[int, ...], *, training: bool, batch: int,
+    min_programs: int, dt_rank: int, overrides: dict[str, int] | None = None,
+) -> tuple[dict[str, int], bool]:
+    """The launch for a Δ of rank ``dt_rank`` (0: a full Δ), and whether that low-rank Δ is first written out by
+    one GEMM: from MATERIALIZE_DELTA_RANK on, where the launch would have one-channel programs (the launch is
+    then a full Δ's)."""
+    def configure(low_rank: bool) -> dict[str, int]:
+        return launch_config(dim, length, n_state, groups, training=training, batch=batch,
+                             min_programs=min_programs, low_rank_delta=low_rank, overrides=overrides)
+
+    cfg = configure(dt_rank > 0)
+    if dt_rank >= MATERIALIZE_DELTA_RANK and cfg["BLOCK_D"] == 1:
+        return configure(False), True
+    return cfg, False
+
+
 class _Operands:
     """The inputs in the layouts the kernels index: contiguous rows, B/C as (d, N) or (batch, G, N, L); a
     low-rank Δ as its weight (dim, R) and inputs (batch, G, R, L) with rows of stride L (any batch/group
@@ -699,16 +716,12 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
     n_state = ops.A.shape[1]
     groups = (_groups(ops.B), _groups(ops.C))
 
-    def configure() -> dict[str, int]:
-        # mirrored rows: no channel block may straddle the two halves either
-        return launch_config(dim, length, n_state, (*groups, ops.dt_groups, 2 if ops.mirrored else 1),
-                             training=save, batch=batch, min_programs=4 * _multiprocessors(u.device),
-                             low_rank_delta=ops.dt_rank > 0, overrides=config)
-
-    cfg = configure()
-    if ops.dt_rank >= MATERIALIZE_DELTA_RANK and cfg["BLOCK_D"] == 1:
+    # mirrored rows: no channel block may straddle the two halves either
+    cfg, write_delta = resolve_launch(dim, length, n_state, (*groups, ops.dt_groups, 2 if ops.mirrored else 1),
+                                      training=save, batch=batch, min_programs=4 * _multiprocessors(u.device),
+                                      dt_rank=ops.dt_rank, overrides=config)
+    if write_delta:
         ops.materialize_delta()
-        cfg = configure()
     n_tiles = -(-length // cfg["BLOCK_L"])
     segment_tiles = -(-n_tiles // cfg["SEGMENTS"])
     segments = -(-n_tiles // segment_tiles)
