@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import textwrap
 
 import pytest
@@ -521,18 +522,26 @@ def test_triton_launch_config_spreads_small_batches_and_respects_groups() -> Non
     assert _mirror_run(blocks | {"BLOCK_D": 2}, runs=0, element_size=2) == 1
 
 
-def test_triton_bc_gradient_buffers_atomic_or_per_block() -> None:
+def test_triton_gradient_buffers_atomic_or_in_parts() -> None:
     pytest.importorskip("triton")
-    from ssmvlm.ops.scan_triton import _bc_grad_buffer
+    from ssmvlm.ops.scan_triton import _bc_grad_shape, _gradient_buffers
 
     variable = torch.empty(4, 1, 16, 2**24, device="meta")  # (batch, G, N, L): 2^30 elements
-    assert _bc_grad_buffer(variable, 4, 1536, 1, atomic=True).shape == (1, *variable.shape)
-    assert _bc_grad_buffer(variable[..., :1024], 4, 1536, 2, atomic=False).shape == (768, 4, 1, 16, 1024)
+    assert _bc_grad_shape(variable, 4, 1536, 1, atomic=True) == variable.shape
+    assert _bc_grad_shape(variable[..., :1024], 4, 1536, 2, atomic=False) == (768, 4, 1, 16, 1024)
     # 1536 one-channel blocks of 2^30 elements each would overflow the kernel's int32 offsets
     with pytest.raises(ValueError, match="int32"):
-        _bc_grad_buffer(variable, 4, 1536, 1, atomic=False)
+        _bc_grad_shape(variable, 4, 1536, 1, atomic=False)
     fixed = torch.empty(1536, 16, device="meta")
-    assert _bc_grad_buffer(fixed, 4, 1536, 1, atomic=True).shape == (4, 1536, 16)
+    assert _bc_grad_shape(fixed, 4, 1536, 1, atomic=True) == (1536, 16)
+    assert _bc_grad_shape(fixed, 4, 1536, 1, atomic=False) == (4, 1536, 16)
+    # one allocation, every part zeroed where added into, and starting 128-byte aligned as its own buffer would
+    shapes = [(3, 5), (3,), (3,), (2, 1, 1, 7)]
+    buffers = _gradient_buffers(shapes, torch.device("cpu"), zeroed=True)
+    assert [tuple(b.shape) for b in buffers] == shapes
+    assert len({b.untyped_storage().data_ptr() for b in buffers}) == 1
+    base = buffers[0].untyped_storage().data_ptr()
+    assert all((b.data_ptr() - base) % 128 == 0 and b.is_contiguous() and not b.any() for b in buffers)
 
 
 def test_triton_kernels_in_interpreter() -> None:
@@ -546,6 +555,23 @@ def test_triton_kernels_in_interpreter() -> None:
 def test_triton_backend_on_gpu(case: ScanCase) -> None:
     _assert_close(compare_backend(case, "triton", dtype=torch.float32, device="cuda"), 1e-6)
     _assert_close(compare_backend(case, "triton", dtype=torch.bfloat16, device="cuda"), 2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_triton_scan_repeated_launches_and_under_torch_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a specialization's first launch the scan's kernels are called through their compiled form (tensors as
+    addresses); under torch.compile (which runs the scan's autograd Function as it is: its launch rules read
+    pointers' alignment) values and gradients stay those of the reference."""
+    from ssmvlm.ops import scan_triton
+
+    scan_module = importlib.import_module("ssmvlm.ops.selective_scan")  # the package exports the function by this name
+    compiled = torch.compile(scan_triton.selective_scan_triton)
+    monkeypatch.setitem(scan_module._BACKENDS, "triton_compiled", compiled)
+    case = ScanCase(2, 64, 320, 1, "grouped", groups=4)
+    for seed in range(3):
+        for backend in ("triton", "triton_compiled"):
+            _assert_close(compare_backend(case, backend, dtype=torch.float32, device="cuda", seed=seed), 1e-6)
 
 
 def test_triton_kernels_compile_for_hopper() -> None:
@@ -580,6 +606,6 @@ def test_triton_kernels_compile_for_hopper() -> None:
     ]
     for constexprs, warps in launches:
         compile_kernel(scan_triton._scan_fwd_kernel, constexprs, warps)
-    backward = flags | dict(HAS_DLAST=True, ATOMIC_BC=True, BLOCK_N=16, BLOCK_D=1, BLOCK_L=256, RUNS=32)
+    backward = flags | dict(HAS_DLAST=True, ATOMIC=True, BLOCK_N=16, BLOCK_D=1, BLOCK_L=256, RUNS=32)
     compile_kernel(scan_triton._scan_bwd_kernel, backward, 1)
     compile_kernel(scan_triton._segment_starts_kernel, dict(BLOCK_R=32, BLOCK_S=128), 4)

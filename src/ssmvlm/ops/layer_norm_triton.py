@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ssmvlm.ops.triton_launch import CachedLaunch
+
 _TILE_ELEMENTS = 4096  # rows per program: this many elements (fp32) in flight per tile
 
 
@@ -32,6 +34,9 @@ def _layer_norm_fwd_kernel(x_ptr, weight_ptr, bias_ptr, y_ptr, rows, cols, x_row
     tl.store(y_ptr + row.to(tl.int64) * cols + col, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+_launch_layer_norm = CachedLaunch(_layer_norm_fwd_kernel)
+
+
 def layer_norm_triton(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, out_dtype: torch.dtype
 ) -> torch.Tensor:
@@ -44,9 +49,9 @@ def layer_norm_triton(
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
     block_c = triton.next_power_of_2(cols)
     block_r = max(1, min(_TILE_ELEMENTS // block_c, triton.next_power_of_2(rows)))
-    _layer_norm_fwd_kernel[(-(-rows // block_r),)](
-        rows_view, weight if weight is not None else rows_view, bias if bias is not None else rows_view, out,
-        rows, cols, rows_view.stride(0), eps,
+    _launch_layer_norm(
+        (-(-rows // block_r),), rows_view, weight if weight is not None else rows_view,
+        bias if bias is not None else rows_view, out, rows, cols, rows_view.stride(0), eps,
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_R=block_r, BLOCK_C=block_c,
         num_warps=4 if block_r * block_c <= 2048 else 8,
     )

@@ -16,9 +16,10 @@ The forward saves, only when a gradient is needed, the state at the start of eve
 the backward walks (the checkpoints), and, with z, the output before gating. The backward walks the tiles in
 reverse: per state it recomputes the tile's states from its checkpoint, runs the adjoint recurrence λ_t =
 a_{t+1}·λ_{t+1} + C_t·g_t as a reverse scan (carrying λ between tiles, starting from the last state's gradient;
-``_reverse_scan``), and forms every input gradient in the same pass. Parameter gradients are written per batch row
-and summed by torch. Variable B/C gradients sum over channels: channel blocks add them atomically, or, under
-``torch.use_deterministic_algorithms(True)``, write them per block for torch to sum (deterministic).
+``_reverse_scan``), and forms every input gradient in the same pass. Gradients that sum over programs (A's, D's,
+the Δ bias's and fixed B/C's over batch rows, variable B/C's over channel blocks) are added atomically into zeroed
+buffers, or, under ``torch.use_deterministic_algorithms(True)``, written per batch row or channel block for torch
+to sum (deterministic).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import triton.language as tl
 
 from ssmvlm.ops.low_rank_delta import LowRankDelta
 from ssmvlm.ops.mirrored_rows import MirroredRows
+from ssmvlm.ops.triton_launch import CachedLaunch
 
 # Offsets are int32 inside the kernels.
 _MAX_ELEMENTS = 2**31 - 1
@@ -388,8 +390,8 @@ def _segment_starts_kernel(end_ptr, dt_ptr, A_ptr, start_ptr, dim, n_state, n_se
 
 
 @triton.jit
-def _write_bc_grad(ptrs, values, mask, ATOMIC: tl.constexpr):
-    """A channel block's share of a variable B/C gradient: added atomically, or stored as its own partial."""
+def _write_grad(ptrs, values, mask, ATOMIC: tl.constexpr):
+    """A program's share of a gradient summed over programs: added atomically, or stored as its own partial."""
     if ATOMIC:
         tl.atomic_add(ptrs, values, mask=mask, sem="relaxed")
     else:
@@ -402,12 +404,13 @@ def _scan_bwd_kernel(
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
     dim, length, n_state, n_groups_b, n_groups_c, n_tiles, ckpt_row, batch,
     B_VARIABLE: tl.constexpr, C_VARIABLE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, ATOMIC_BC: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, ATOMIC: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, RUNS: tl.constexpr,
 ):
-    """Gradients: du, dΔ, dz as inputs; dA, dD, dΔ-bias and fixed dB/dC per batch row (batch, dim, ·);
-    variable dB/dC per channel block (blocks per group, batch, G, N, L), or with ATOMIC_BC added into one
-    (1, batch, G, N, L) buffer."""
+    """Gradients: du, dΔ, dz as inputs; with ATOMIC, dA, dD, dΔ-bias and fixed dB/dC added into (dim, ·) and
+    variable dB/dC into (batch, G, N, L) zeroed buffers; without, each program's share written as its own partial:
+    the parameters' per batch row (batch, dim, ·), variable dB/dC per channel block (blocks per group, batch, G, N,
+    L)."""
     batch_id, d_start, offs_d, offs_n, offs_t, mask_d, mask_dn = _program_tile(
         dim, n_state, BLOCK_D, BLOCK_N, BLOCK_L)
     channels_b = dim // n_groups_b
@@ -416,8 +419,8 @@ def _scan_bwd_kernel(
     group_c = d_start // channels_c
     # Variable-B/C gradient rows of this channel block: its slot within its group (one shared slot when adding
     # atomically), then as the B/C layout.
-    slot_b = 0 if ATOMIC_BC else (d_start % channels_b) // BLOCK_D
-    slot_c = 0 if ATOMIC_BC else (d_start % channels_c) // BLOCK_D
+    slot_b = 0 if ATOMIC else (d_start % channels_b) // BLOCK_D
+    slot_c = 0 if ATOMIC else (d_start % channels_c) // BLOCK_D
     rows_db = ((slot_b * batch + batch_id) * n_groups_b + group_b) * n_state
     rows_dc = ((slot_c * batch + batch_id) * n_groups_c + group_c) * n_state
     bias = _load_channel(bias_ptr, offs_d, mask_d, HAS_BIAS)
@@ -479,13 +482,13 @@ def _scan_bwd_kernel(
             grad_b = lam * dtu
             grad_c = h * g
             if B_VARIABLE:
-                _write_bc_grad(dB_ptr + (rows_db + n) * length + t, tl.sum(grad_b, axis=0)[None, :], mask_t,
-                               ATOMIC_BC)
+                _write_grad(dB_ptr + (rows_db + n) * length + t, tl.sum(grad_b, axis=0)[None, :], mask_t,
+                            ATOMIC)
             else:
                 dB_acc += tl.where(is_n, tl.sum(grad_b, axis=1)[:, None], 0.0)
             if C_VARIABLE:
-                _write_bc_grad(dC_ptr + (rows_dc + n) * length + t, tl.sum(grad_c, axis=0)[None, :], mask_t,
-                               ATOMIC_BC)
+                _write_grad(dC_ptr + (rows_dc + n) * length + t, tl.sum(grad_c, axis=0)[None, :], mask_t,
+                            ATOMIC)
             else:
                 dC_acc += tl.where(is_n, tl.sum(grad_c, axis=1)[:, None], 0.0)
         du *= dt
@@ -500,16 +503,22 @@ def _scan_bwd_kernel(
         if HAS_BIAS:
             dbias_acc += tl.sum(ddt, axis=1)[:, None]
 
-    per_state = channel * n_state + offs_n
-    tl.store(dA_ptr + per_state, dA_acc, mask=mask_dn)
+    parameter_row = offs_d if ATOMIC else channel  # one row for all batch rows, or a partial per batch row
+    per_state = parameter_row * n_state + offs_n
+    _write_grad(dA_ptr + per_state, dA_acc, mask_dn, ATOMIC)
     if not B_VARIABLE:
-        tl.store(dB_ptr + per_state, dB_acc, mask=mask_dn)
+        _write_grad(dB_ptr + per_state, dB_acc, mask_dn, ATOMIC)
     if not C_VARIABLE:
-        tl.store(dC_ptr + per_state, dC_acc, mask=mask_dn)
+        _write_grad(dC_ptr + per_state, dC_acc, mask_dn, ATOMIC)
     if HAS_D:
-        tl.store(dD_ptr + channel, dD_acc, mask=mask_d)
+        _write_grad(dD_ptr + parameter_row, dD_acc, mask_d, ATOMIC)
     if HAS_BIAS:
-        tl.store(dbias_ptr + channel, dbias_acc, mask=mask_d)
+        _write_grad(dbias_ptr + parameter_row, dbias_acc, mask_d, ATOMIC)
+
+
+_launch_scan_fwd = CachedLaunch(_scan_fwd_kernel)
+_launch_segment_starts = CachedLaunch(_segment_starts_kernel)
+_launch_scan_bwd = CachedLaunch(_scan_bwd_kernel)
 
 
 def _next_pow2(x: int) -> int:
@@ -656,19 +665,37 @@ def _tiles(cfg: dict[str, int], n_state: int, block_d: str = "BLOCK_D", block_l:
     return {"BLOCK_D": cfg[block_d], "BLOCK_N": _next_pow2(n_state), "BLOCK_L": cfg[block_l]}
 
 
-def _bc_grad_buffer(bc: torch.Tensor, batch: int, dim: int, block_d: int, atomic: bool) -> torch.Tensor:
-    """Where the backward writes a B/C gradient: per batch row (batch, dim, N) when fixed; when variable, per
-    channel block (blocks per group, batch, G, N, L), or one zeroed (1, batch, G, N, L) that every block adds
-    into atomically. The caller sums dim 0."""
-    if bc.dim() == 2:
-        return torch.empty(batch, *bc.shape, device=bc.device, dtype=torch.float32)
+def _bc_grad_shape(bc: torch.Tensor, batch: int, dim: int, block_d: int, atomic: bool) -> tuple[int, ...]:
+    """Where the backward writes a B/C gradient: the B/C shape itself where every program adds into it; else its
+    partials, summed over dim 0 afterwards: fixed, per batch row (batch, dim, N); variable, per channel block
+    (blocks per group, batch, G, N, L)."""
     if atomic:
-        return torch.zeros(1, *bc.shape, device=bc.device, dtype=torch.float32)
+        return tuple(bc.shape)
+    if bc.dim() == 2:
+        return (batch, *bc.shape)
     blocks = -(-(dim // bc.shape[1]) // block_d)
     if blocks * bc.numel() > _MAX_ELEMENTS:
         raise ValueError(f"selective_scan triton backend: per-block B/C gradients of {blocks} channel blocks × "
                          f"{tuple(bc.shape)} (deterministic algorithms) exceed int32 offsets; use backend='torch'")
-    return torch.empty(blocks, *bc.shape, device=bc.device, dtype=torch.float32)
+    return (blocks, *bc.shape)
+
+
+def _gradient_buffers(shapes: list[tuple[int, ...]], device: torch.device, zeroed: bool) -> list[torch.Tensor]:
+    """Contiguous float32 buffers for the gradients the backward writes, carved from one allocation (zeroed where
+    the kernel adds into them: one launch clears them all), each starting on a 128-byte boundary, as a buffer of
+    its own would (Triton specializes pointers on their alignment)."""
+    offsets, strides, total = [], [], 0
+    for shape in shapes:
+        stride, row = [], 1
+        for size in reversed(shape):
+            stride.append(row)
+            row *= size
+        offsets.append(total)
+        strides.append(stride[::-1])
+        total += -(-row // 32) * 32
+    flat = (torch.zeros if zeroed else torch.empty)(total, device=device, dtype=torch.float32)
+    return [flat.as_strided(shape, stride, offset) for shape, stride, offset in zip(shapes, strides, offsets,
+                                                                                      strict=True)]
 
 
 def _runs(block_d: int, block_l: int, warps: int, tiles: list[torch.Tensor]) -> int:
@@ -702,9 +729,8 @@ def _checkpoints_per_tile(cfg: dict[str, int], runs: int) -> int:
     return per_tile if even else 1
 
 
-def _sum_parts(parts: torch.Tensor) -> torch.Tensor:
-    """The sum over dim 0 of gradients written in parts (a view when there is one part: no launch)."""
-    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] | None, save: bool):
@@ -749,9 +775,9 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
     grid = (-(-dim // cfg["BLOCK_D"]), batch, segments)
 
     def scan_pass(segment_ends_only: bool, carry: bool) -> None:
-        _scan_fwd_kernel[grid](
-            *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, segment_starts, ops.dt_weight_arg(),
-            dim, length, n_state, *groups, n_tiles, segment_tiles, segments, *ops.dt_layout(),
+        _launch_scan_fwd(
+            grid, *ops.kernel_args(), y, ypre, last, ckpt, segment_ends, segment_dt, segment_starts,
+            ops.dt_weight_arg(), dim, length, n_state, *groups, n_tiles, segment_tiles, segments, *ops.dt_layout(),
             SOFTPLUS=delta_softplus, SAVE_CKPT=save and not segment_ends_only, SEGMENT_ENDS=segment_ends_only,
             CARRY=carry, DT_RANK=ops.dt_rank, MIRRORED=ops.mirrored, MIRROR_RUN=mirror_run, **ops.flags(),
             **_tiles(cfg, n_state), RUNS=runs, CKPT_PER_TILE=per_tile, num_warps=cfg["num_warps"],
@@ -761,8 +787,8 @@ def _scan_forward(ops: _Operands, delta_softplus: bool, config: dict[str, int] |
         scan_pass(segment_ends_only=True, carry=False)
         rows = dim * n_state
         block_r = min(32, _next_pow2(rows))
-        _segment_starts_kernel[(-(-rows // block_r), batch)](
-            segment_ends, segment_dt, ops.A, segment_starts, dim, n_state, segments,
+        _launch_segment_starts(
+            (-(-rows // block_r), batch), segment_ends, segment_dt, ops.A, segment_starts, dim, n_state, segments,
             BLOCK_R=block_r, BLOCK_S=min(128, _next_pow2(segments)), num_warps=4)
     scan_pass(segment_ends_only=False, carry=segments > 1)
     return y, last, ckpt, ypre, cfg
@@ -792,41 +818,41 @@ class _SelectiveScanTriton(torch.autograd.Function):
         batch, dim, length = u.shape
         n_state = A.shape[1]
         cfg = ctx.cfg
-        per_row = {"device": u.device, "dtype": torch.float32}
         du = torch.empty_like(u)
         ddelta = torch.empty_like(delta)
         dz = torch.empty_like(z) if flags["HAS_Z"] else du
-        dA = torch.empty(batch, dim, n_state, **per_row)
-        # Channel blocks add their variable-B/C gradients atomically unless torch is asked for deterministic
-        # algorithms (the order of the float additions then varies from run to run, as in mamba's CUDA kernel).
+        # Programs add their shares of the parameter and B/C gradients atomically unless torch is asked for
+        # deterministic algorithms (the order of the float additions then varies from run to run, as in mamba's
+        # CUDA kernel); then each writes its own partial, summed by torch.
         atomic = not torch.are_deterministic_algorithms_enabled()
-        dB = _bc_grad_buffer(B, batch, dim, cfg["BWD_BLOCK_D"], atomic)
-        dC = _bc_grad_buffer(C, batch, dim, cfg["BWD_BLOCK_D"], atomic)
-        dD = torch.empty(batch, dim, **per_row)
-        dbias = torch.empty(batch, dim, **per_row)
+        parts = () if atomic else (batch,)
+        dA, dD, dbias, dB, dC = _gradient_buffers(
+            [(*parts, dim, n_state), (*parts, dim), (*parts, dim),
+             _bc_grad_shape(B, batch, dim, cfg["BWD_BLOCK_D"], atomic),
+             _bc_grad_shape(C, batch, dim, cfg["BWD_BLOCK_D"], atomic)], u.device, zeroed=atomic)
         grid = (-(-dim // cfg["BWD_BLOCK_D"]), batch)
-        _scan_bwd_kernel[grid](
-            u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dy,
+        _launch_scan_bwd(
+            grid, u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dy,
             dlast.contiguous() if dlast is not None else dy,
             du, ddelta, dz, dA, dB, dC, dD, dbias,
             dim, length, n_state, _groups(B), _groups(C), -(-length // cfg["BWD_BLOCK_L"]), ckpt.shape[2], batch,
-            SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, ATOMIC_BC=atomic, **flags,
+            SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None, ATOMIC=atomic, **flags,
             **_tiles(cfg, n_state, "BWD_BLOCK_D", "BWD_BLOCK_L"),
             RUNS=_runs(cfg["BWD_BLOCK_D"], cfg["BWD_BLOCK_L"], cfg["bwd_num_warps"],
                       [u, delta, B, C, z, ypre, dy, du, ddelta, dz]),
             num_warps=cfg["bwd_num_warps"],
         )
+        if not atomic:
+            dA, dD, dbias, dB, dC = (partials.sum(0) for partials in (dA, dD, dbias, dB, dC))
         a_dtype, b_dtype, c_dtype, d_dtype, bias_dtype = ctx.dtypes
         b_dims, c_dims = ctx.original_bc
-        dB = _sum_parts(dB)
-        dC = _sum_parts(dC)
-        dB = (dB.squeeze(1) if b_dims == 3 else dB).to(b_dtype)
-        dC = (dC.squeeze(1) if c_dims == 3 else dC).to(c_dtype)
         return (
-            du, ddelta, _sum_parts(dA).to(a_dtype), dB, dC,
-            _sum_parts(dD).to(d_dtype) if flags["HAS_D"] else None,
+            du, ddelta, _cast(dA, a_dtype),
+            _cast(dB.squeeze(1) if b_dims == 3 else dB, b_dtype),
+            _cast(dC.squeeze(1) if c_dims == 3 else dC, c_dtype),
+            _cast(dD, d_dtype) if flags["HAS_D"] else None,
             dz if flags["HAS_Z"] else None,
-            _sum_parts(dbias).to(bias_dtype) if flags["HAS_BIAS"] else None,
+            _cast(dbias, bias_dtype) if flags["HAS_BIAS"] else None,
             None, None,
         )
 
