@@ -24,6 +24,16 @@ def _assert_close(errors: dict[str, float], tolerance: float) -> None:
     assert not bad, f"relative errors over {tolerance}: {bad}"
 
 
+def test_inputs_placed_off_their_storage_start() -> None:
+    from ssmvlm.ops.scan_testing import _placed
+
+    t = torch.randn(2, 3)
+    placed = _placed(t, 3)
+    assert placed.storage_offset() == 3 and placed.is_contiguous() and torch.equal(placed, t)
+    case = ScanCase(2, 8, 33, 4, "grouped", groups=2)
+    _assert_close(compare_backend(case, "torch", dtype=torch.float64, offset=3), 1e-6)
+
+
 @pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: c.label())
 def test_torch_backend_matches_reference_float64(case: ScanCase) -> None:
     _assert_close(compare_backend(case, "torch", dtype=torch.float64, seed=hash(case.label()) % 1000), 1e-6)
@@ -561,17 +571,30 @@ def test_triton_backend_on_gpu(case: ScanCase) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_triton_scan_repeated_launches_and_under_torch_compile(monkeypatch: pytest.MonkeyPatch) -> None:
     """After a specialization's first launch the scan's kernels are called through their compiled form (tensors as
-    addresses); under torch.compile (which runs the scan's autograd Function as it is: its launch rules read
-    pointers' alignment) values and gradients stay those of the reference."""
+    addresses); torch.compile traces the scan's forward and backward whole (no graph break), with values and
+    gradients those of the reference."""
     from ssmvlm.ops import scan_triton
 
     scan_module = importlib.import_module("ssmvlm.ops.selective_scan")  # the package exports the function by this name
-    compiled = torch.compile(scan_triton.selective_scan_triton)
+    compiled = torch.compile(scan_triton.selective_scan_triton, fullgraph=True)
     monkeypatch.setitem(scan_module._BACKENDS, "triton_compiled", compiled)
     case = ScanCase(2, 64, 320, 1, "grouped", groups=4)
     for seed in range(3):
         for backend in ("triton", "triton_compiled"):
             _assert_close(compare_backend(case, backend, dtype=torch.float32, device="cuda", seed=seed), 1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_triton_scan_in_runs_on_misaligned_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs are a layout, not a result (which lets torch.compile take rows as aligned): forced onto rows that start
+    one element off a 16-byte boundary, the scan still matches the reference, forward and backward."""
+    from ssmvlm.ops import scan_triton
+
+    monkeypatch.setattr(scan_triton, "_rows_aligned", lambda tiles: True)
+    for case in (ScanCase(2, 8, 320, 1, "grouped", groups=4), ScanCase(2, 8, 320, 16, "variable")):
+        _assert_close(compare_backend(case, "triton", dtype=torch.bfloat16, device="cuda", offset=1), 2e-2)
+        _assert_close(compare_backend(case, "triton", dtype=torch.float32, device="cuda", offset=1), 1e-6)
 
 
 def test_triton_kernels_compile_for_hopper() -> None:

@@ -75,6 +75,12 @@ def _relative_error(fast: torch.Tensor, ref: torch.Tensor) -> float:
     return float((fast - ref).norm() / ref.norm().clamp_min(1.0))
 
 
+def _placed(t: torch.Tensor, offset: int) -> torch.Tensor:
+    """A contiguous copy of ``t`` starting ``offset`` elements into its storage."""
+    storage = torch.empty(t.numel() + offset, dtype=t.dtype, device=t.device)
+    return storage[offset:].view(t.shape).copy_(t)
+
+
 def compare_backend(
     case: ScanCase,
     backend: str,
@@ -83,11 +89,13 @@ def compare_backend(
     device: str | torch.device = "cpu",
     seed: int = 0,
     gradients: bool = True,
+    offset: int = 0,
 ) -> dict[str, float]:
     """Relative errors of ``backend`` (inputs cast to ``dtype`` on ``device``) against the float64 reference.
 
     The reference sees the same values (the low-precision inputs upcast), so only the backend's arithmetic is
-    measured. Keys: ``y``, ``last_state`` and ``grad_<input>`` for every input present.
+    measured. ``offset`` places the inputs that many elements into their storage (rows that start off the
+    allocation's alignment). Keys: ``y``, ``last_state`` and ``grad_<input>`` for every input present.
     """
     generator = torch.Generator().manual_seed(seed)
     inputs = random_inputs(case, generator)
@@ -98,6 +106,8 @@ def compare_backend(
                                            or (name in ("B", "C") and t.dim() == 2) else dtype)
         for name, t in inputs.items()
     }
+    if offset:
+        low = {name: None if t is None else _placed(t, offset) for name, t in low.items()}
     ref_in = {name: None if t is None else t.detach().cpu().double() for name, t in low.items()}
     present = [name for name in INPUT_NAMES if low[name] is not None]
     for name in present:

@@ -698,16 +698,23 @@ def _gradient_buffers(shapes: list[tuple[int, ...]], device: torch.device, zeroe
                                                                                       strict=True)]
 
 
+def _rows_aligned(tiles: list[torch.Tensor]) -> bool:
+    """Whether every row of these (…, L) tensors starts 16-byte aligned (L a multiple of 16, as Triton specializes
+    it, and aligned addresses). While torch.compile traces, addresses are unknown and rows are taken as aligned
+    (torch allocates on 512-byte boundaries): what depends on it is a layout, not a result (``_runs``)."""
+    return tiles[0].shape[-1] % 16 == 0 and (
+        torch.compiler.is_compiling() or all(t.data_ptr() % 16 == 0 for t in tiles))
+
+
 def _runs(block_d: int, block_l: int, warps: int, tiles: list[torch.Tensor]) -> int:
     """Runs per tile for ``_scan_tile``/``_reverse_scan``: one per 16-byte load of the tile's steps, which is how
     Triton lays out the tile of a one-warp, one-channel program when every row it loads or stores starts 16-byte
-    aligned (L a multiple of 16, as Triton specializes it, and aligned ``tiles``). 0, Triton's scans along the
-    tile, otherwise: unaligned rows load one step per thread at a time (no runs within threads), and blocks of
-    several channels or warps compiled with layout conversions through shared memory."""
-    first = tiles[0]
-    aligned = first.shape[-1] % 16 == 0 and all(t.data_ptr() % 16 == 0 for t in tiles)
+    aligned (``_rows_aligned``). 0, Triton's scans along the tile, otherwise: unaligned rows load one step per
+    thread at a time (no runs within threads), and blocks of several channels or warps compiled with layout
+    conversions through shared memory. Runs on rows that turn out misaligned still scan correctly (the kernel's
+    reshapes then compile to layout conversions), only slower."""
     one_row = block_d == 1 and warps == 1
-    return max(1, block_l // max(1, 16 // first.element_size())) if one_row and aligned else 0
+    return max(1, block_l // max(1, 16 // tiles[0].element_size())) if one_row and _rows_aligned(tiles) else 0
 
 
 def _mirror_run(cfg: dict[str, int], runs: int, element_size: int) -> int:
