@@ -737,6 +737,8 @@ def _checkpoints_per_tile(cfg: dict[str, int], runs: int) -> int:
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)`` without its dispatch where the dtype already matches (~3 µs a call: host time, which sets
+    the wall time of a small scan's backward)."""
     return t if t.dtype == dtype else t.to(dtype)
 
 
