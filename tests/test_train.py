@@ -97,9 +97,12 @@ def test_generate_with_cache_equals_without_and_batched_equals_single(trained, d
         assert vlm.generate([image], [prompt], max_new_tokens=6, min_new_tokens=4) == [answer]
     probs = vlm.first_token_probs(images, prompts, ["red", "green", "blue", "yellow"])
     assert all(abs(sum(p.values()) - 1) < 1e-5 for p in probs)
-    blind = vlm.first_token_probs(images[:2], [prompts[0]] * 2, ["red", "green"], blind=True)
-    seeing = vlm.first_token_probs(images[:2], [prompts[0]] * 2, ["red", "green"])
-    assert blind[0] == blind[1] and seeing[0] != seeing[1]  # blind: the image no longer matters
+    # Blind: the image no longer matters, so two images give the same bits. Bitwise identity holds only for the
+    # same shapes at the same batch position (CPU kernels may round batch rows differently), so each image
+    # is scored alone.
+    blind = [vlm.first_token_probs([image], [prompts[0]], ["red", "green"], blind=True)[0] for image in images[:2]]
+    seeing = [vlm.first_token_probs([image], [prompts[0]], ["red", "green"])[0] for image in images[:2]]
+    assert blind[0] == blind[1] and seeing[0] != seeing[1]
 
 
 def test_kill_and_resume_is_bitwise_identical(tmp_path: Path, data_json: Path) -> None:
