@@ -220,7 +220,9 @@ def test_feature_cache_gives_the_uncached_features(trained, data_json: Path) -> 
     rows = [4, None, 1, 0]
     a, b = cached.features(rows), uncached.features(rows)
     assert cached.cache is not None and uncached.cache is None
-    assert torch.equal(a, b) and torch.equal(a[1], torch.zeros_like(a[1]))
+    # The cache encodes all images in one chunk, the uncached path only this micro-batch's three: CPU kernels
+    # may round rows of different batch sizes differently, so the features agree to float32 rounding, not bits.
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6) and torch.equal(a[1], torch.zeros_like(a[1]))
 
 
 def test_trains_on_generated_shapescenes(tmp_path: Path) -> None:
