@@ -97,6 +97,34 @@ def require_list(value: Any, file: Path, where: str | int, key: str) -> list:
     return value
 
 
+def relative_image(name: Any, file: Path, where: str | int, key: str = "image") -> str:
+    """An image path named by an annotation record, normalized; one that would leave the dataset's folder
+    (absolute, or climbing with ``..``) is refused with a one-line error naming the file, record and field."""
+    from ssmvlm.data.images import check_inside_root
+
+    if not isinstance(name, str) or not name:
+        raise DataError(file, f"expected a non-empty path string, got {name!r}", record=where, field=key)
+    return str(check_inside_root(name, Path(), source=file, record=where, field=key))
+
+
+def image_under(root: Path, name: Any, file: Path, where: str | int, key: str = "image") -> Path:
+    """``root / name`` after :func:`relative_image`'s check."""
+    return root / relative_image(name, file, where, key)
+
+
+def first_layout(root: Path, layouts: Sequence[tuple[str, Sequence[str]]]) -> tuple[str, list[Path]]:
+    """The first ``(name, relative files)`` layout whose files all exist under ``root``: its name and paths.
+
+    The error lists every layout tried, so a user whose download looks different sees what was expected.
+    """
+    for name, files in layouts:
+        paths = [root / f for f in files]
+        if all(p.is_file() for p in paths):
+            return name, paths
+    tried = "; ".join(f"{name} ({', '.join(files)})" for name, files in layouts)
+    raise DataError(root, f"no known layout found; tried: {tried}")
+
+
 def find_file(root: Path, names: Sequence[str]) -> Path:
     """The first of ``names`` that exists under ``root``; the error lists what was looked for."""
     for name in names:

@@ -8,11 +8,38 @@ model's ``image_transform`` (the raykuo18 fork). Both are computed for every exa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ssmvlm.eval.metrics import accuracy_at_iou, box_iou, parse_box
 from ssmvlm.eval.tasks.base import BOX_CONVENTIONS, Example, ModelOutput, ScoreContext, Scored, Scorer
+from ssmvlm.utils.errors import DataError
+
+# Annotation tools round box edges, so a ground-truth edge may sit a fraction of a pixel past the image border.
+EDGE_TOLERANCE_PX = 1.0
+
+
+def check_box_px(
+    box_px: Sequence[float], width: float, height: float, file: str | Path, where: str | int, key: str = "bbox"
+) -> tuple[float, float, float, float]:
+    """A ground-truth (x1, y1, x2, y2) pixel box, checked: finite, x1 ≤ x2 and y1 ≤ y2, inside the image.
+
+    A box that fails would be scored against silently (NaN gives IoU 0, an inverted box no area), so it is a
+    one-line error naming the file, the record and the field.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box_px)
+    shown = "[" + ", ".join(f"{v:g}" for v in (x1, y1, x2, y2)) + "] (x1, y1, x2, y2)"
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        problem = "is not finite"
+    elif x2 < x1 or y2 < y1:
+        problem = "has x2 < x1 or y2 < y1"
+    elif min(x1, y1) < -EDGE_TOLERANCE_PX or x2 > width + EDGE_TOLERANCE_PX or y2 > height + EDGE_TOLERANCE_PX:
+        problem = f"lies outside the {width:g}x{height:g} image"
+    else:
+        return x1, y1, x2, y2
+    raise DataError(file, f"box {shown} {problem}", record=where, field=key)
 
 
 def box_target(box_px: Sequence[float], width: int, height: int) -> dict[str, Any]:

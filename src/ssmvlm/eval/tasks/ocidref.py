@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssmvlm.eval.tasks.base import REFER_PROMPT, Example, Task, check_unique, require
-from ssmvlm.eval.tasks.boxes import box_target, make_box_scorer, summarize_boxes
+from ssmvlm.eval.tasks.base import REFER_PROMPT, Example, Task, check_unique, relative_image, require
+from ssmvlm.eval.tasks.boxes import box_target, check_box_px, make_box_scorer, summarize_boxes
 from ssmvlm.utils.errors import DataError
 from ssmvlm.utils.io import read_json
 
@@ -38,13 +38,15 @@ def load_ocidref(root: Path, split: str) -> list[Example]:
             raise DataError(
                 path, f"bbox must be '[x1, y1, x2, y2]', got {raw_box!r}", record=key, field="bbox"
             ) from None
+        x1, y1, x2, y2 = check_box_px((x1, y1, x2, y2), *OCID_IMAGE_SIZE, path, key)
+        scene = require(record, "scene_path", path, key)
         take_id = require(record, "take_id", path, key)
         if not isinstance(take_id, int) or not 0 <= take_id <= 20:
             raise DataError(path, f"take_id must be an integer in 0..20, got {take_id!r}", record=key)
         examples.append(
             Example(
                 id=str(key),
-                image=root / "OCID-dataset" / str(require(record, "scene_path", path, key)),
+                image=root / "OCID-dataset" / relative_image(scene, path, key, "scene_path"),
                 prompt=REFER_PROMPT.format(sentence=require(record, "sentence", path, key)),
                 target={**box_target((x1, y1, x2, y2), *OCID_IMAGE_SIZE), "sentence": record["sentence"]},
                 subset=clutter_level(take_id),

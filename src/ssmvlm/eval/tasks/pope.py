@@ -16,6 +16,7 @@ from ssmvlm.eval.tasks.base import (
     Task,
     check_unique,
     iter_jsonl_records,
+    relative_image,
     require,
 )
 from ssmvlm.utils.errors import DataError
@@ -39,7 +40,7 @@ def load_pope_files(files: dict[str, Path], image_for: Callable[[str], Path]) ->
             split_examples.append(
                 Example(
                     id=f"{split}/{qid}",
-                    image=image_for(str(require(record, "image", path, qid))),
+                    image=image_for(relative_image(require(record, "image", path, qid), path, qid)),
                     prompt=VQA_PROMPT.format(question=require(record, "text", path, qid)),
                     target={"label": label, "canonical": label.capitalize()},
                     subset=split,

@@ -8,6 +8,7 @@ file (``bbox`` = x, y, w, h in pixels). Every sentence of a ref is one example.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from ssmvlm.eval.tasks.base import (
     Example,
     Task,
     check_unique,
+    relative_image,
     require,
     require_list,
 )
-from ssmvlm.eval.tasks.boxes import box_target, make_box_scorer, summarize_boxes
+from ssmvlm.eval.tasks.boxes import box_target, check_box_px, make_box_scorer, summarize_boxes
 from ssmvlm.utils.errors import DataError
 from ssmvlm.utils.io import read_json
 
@@ -57,6 +59,7 @@ def refs_to_examples(
         if image_id not in images:
             raise DataError(refs_file, f"image_id {image_id} not in the instances images", record=ref_id)
         image = images[image_id]
+        relative_image(image["file_name"], refs_file, ref_id, "file_name")  # image_for joins it below a root
         x, y, w, h = boxes[ann_id]
         target = box_target((x, y, x + w, y + h), image["width"], image["height"])
         sentences = require_list(require(ref, "sentences", refs_file, ref_id), refs_file, ref_id, "sentences")
@@ -79,6 +82,12 @@ def refs_to_examples(
 def read_instances(path: Path) -> tuple[dict[int, list[float]], dict[int, dict[str, Any]]]:
     """(ann_id → bbox xywh, image_id → {file_name, width, height}) from a COCO instances file."""
     data = read_json(path)
+    images = {}
+    for index, img in enumerate(require_list(require(data, "images", path, "root"), path, "root", "images")):
+        image_id = require(img, "id", path, index)
+        images[image_id] = {
+            key: require(img, key, path, image_id) for key in ("file_name", "width", "height")
+        }
     boxes = {}
     for index, ann in enumerate(
         require_list(require(data, "annotations", path, "root"), path, "root", "annotations")
@@ -88,14 +97,17 @@ def read_instances(path: Path) -> tuple[dict[int, list[float]], dict[int, dict[s
             raise DataError(
                 path, "bbox must be 4 numbers [x, y, w, h]", record=ann.get("id", index), field="bbox"
             )
-        boxes[require(ann, "id", path, index)] = bbox
-    images = {}
-    for index, img in enumerate(require_list(require(data, "images", path, "root"), path, "root", "images")):
-        image_id = require(img, "id", path, index)
-        images[image_id] = {
-            key: require(img, key, path, image_id) for key in ("file_name", "width", "height")
-        }
+        ann_id = require(ann, "id", path, index)
+        _check_xywh(bbox, images.get(ann.get("image_id")), path, ann_id)
+        boxes[ann_id] = bbox
     return boxes, images
+
+
+def _check_xywh(bbox: list[float], image: dict[str, Any] | None, path: Path, where: Any) -> None:
+    """A COCO ``[x, y, w, h]`` box checked against its image (when the image is listed): see check_box_px."""
+    x, y, w, h = (float(v) for v in bbox)
+    width, height = (image["width"], image["height"]) if image else (math.inf, math.inf)
+    check_box_px((x, y, x + w, y + h), width, height, path, where)
 
 
 def _read_refs_parquet(path: Path) -> tuple[list[dict[str, Any]], dict[int, list[float]], dict[int, dict]]:
@@ -121,6 +133,9 @@ def _read_refs_parquet(path: Path) -> tuple[list[dict[str, Any]], dict[int, list
         images[image_id] = {
             k: require(info, k, path, row["ref_id"]) for k in ("file_name", "width", "height")
         }
+        if not (isinstance(boxes[ann_id], list) and len(boxes[ann_id]) == 4):
+            raise DataError(path, "bbox must be 4 numbers [x, y, w, h]", record=row["ref_id"], field="raw_anns")
+        _check_xywh(boxes[ann_id], images[image_id], path, row["ref_id"])
         refs.append(
             {
                 "ref_id": row["ref_id"],

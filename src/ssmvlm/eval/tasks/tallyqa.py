@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ssmvlm.eval.tasks.base import Example, ModelOutput, ScoreContext, Scored, Task, check_unique, require
+from ssmvlm.eval.tasks.base import (
+    Example,
+    ModelOutput,
+    ScoreContext,
+    Scored,
+    Task,
+    check_unique,
+    image_under,
+    require,
+)
 from ssmvlm.utils.errors import DataError
 from ssmvlm.utils.io import read_json
 
@@ -35,7 +44,7 @@ def load_tallyqa(root: Path, split: str) -> list[Example]:
         examples.append(
             Example(
                 id=qid,
-                image=root / str(require(record, "image", path, qid)),
+                image=image_under(root, require(record, "image", path, qid), path, qid),
                 prompt=TALLYQA_PROMPT.replace("{question}", str(require(record, "question", path, qid))),
                 target={
                     "answer": answer,

@@ -20,7 +20,9 @@ from ssmvlm.eval.tasks.base import (
     Scored,
     Task,
     check_unique,
+    first_layout,
     mean_score,
+    relative_image,
     require,
     require_list,
 )
@@ -32,10 +34,12 @@ VIZWIZ_PROMPT = (
     "\nAnswer the question using a single word or phrase."
 )
 VIZWIZ_ANNOTATIONS = "Annotations/val.json"
+# The official zips unpack to Annotations/val.json; a val.json given beside val/ is read as well.
+VIZWIZ_LAYOUTS = (("official", (VIZWIZ_ANNOTATIONS,)), ("flat", ("val.json",)))
 
 
 def load_vizwiz(root: Path, split: str) -> list[Example]:
-    path = root / VIZWIZ_ANNOTATIONS
+    _, (path,) = first_layout(root, VIZWIZ_LAYOUTS)
     records = read_json(path)
     if not isinstance(records, list):
         raise DataError(path, f"expected a list of questions, got {type(records).__name__}")
@@ -50,7 +54,7 @@ def load_vizwiz(root: Path, split: str) -> list[Example]:
         examples.append(
             Example(
                 id=Path(image).stem,
-                image=root / "val" / image,
+                image=root / "val" / relative_image(image, path, image),
                 prompt=VIZWIZ_PROMPT.format(question=require(record, "question", path, image)),
                 target={
                     "answers": texts,
@@ -96,7 +100,7 @@ TASKS = [
         "vizwiz",
         load_vizwiz,
         score_vizwiz,
-        f"VizWiz val ({VIZWIZ_ANNOTATIONS}, val/), with the Unanswerable instruction",
+        f"VizWiz val ({VIZWIZ_ANNOTATIONS} or val.json, val/), with the Unanswerable instruction",
         summarize=summarize_vizwiz,
     )
 ]

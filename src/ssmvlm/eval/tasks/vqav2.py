@@ -14,6 +14,7 @@ from ssmvlm.eval.tasks.base import (
     Scored,
     Task,
     check_unique,
+    first_layout,
     require,
     require_list,
 )
@@ -107,10 +108,18 @@ def instances_image_rule(instances_file: Path, dataset_root: Path) -> Callable[[
     return image_for
 
 
+# (layout name, questions file, annotations file, folder holding val2014/): the flat layout of a plain
+# download, and the official VQA API repository's (github.com/GT-Vision-Lab/VQA).
+VQAV2_LAYOUTS = (
+    ("flat", VQAV2_QUESTIONS, VQAV2_ANNOTATIONS, "."),
+    ("VQA API", f"Questions/{VQAV2_QUESTIONS}", f"Annotations/{VQAV2_ANNOTATIONS}", "Images/mscoco"),
+)
+
+
 def _load_vqav2(root: Path, split: str) -> list[Example]:
-    return load_vqav2_layout(
-        root / VQAV2_QUESTIONS, root / VQAV2_ANNOTATIONS, coco_val2014_image(root), subset_field="answer_type"
-    )
+    name, (questions, annotations) = first_layout(root, [(n, (q, a)) for n, q, a, _ in VQAV2_LAYOUTS])
+    images = root / next(folder for n, _, _, folder in VQAV2_LAYOUTS if n == name)
+    return load_vqav2_layout(questions, annotations, coco_val2014_image(images), subset_field="answer_type")
 
 
 def _load_shapes_vqa(root: Path, split: str) -> list[Example]:
@@ -130,7 +139,8 @@ TASKS = [
         "vqav2",
         _load_vqav2,
         score_vqav2,
-        f"VQAv2 val ({VQAV2_QUESTIONS}, {VQAV2_ANNOTATIONS}, val2014/)",
+        f"VQAv2 val ({VQAV2_QUESTIONS}, {VQAV2_ANNOTATIONS}, val2014/; or the VQA API layout Questions/, "
+        "Annotations/, Images/mscoco/val2014/)",
     ),
     Task(
         "shapes-vqa",
