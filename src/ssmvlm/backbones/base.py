@@ -26,7 +26,9 @@ from ssmvlm.data.transforms import (
 )
 from ssmvlm.utils.errors import CheckpointError
 
-_TAP_PATTERN = re.compile(r"^(?:s(?P<stage>\d+))?(?:\.?b(?P<block>-?\d+))?$")
+_TAP_PATTERN = re.compile(
+    r"^(?:s(?P<stage>\d+))?(?:\.?b(?P<block>-?\d+)|\.(?P<input>in))?(?P<outnorm>\.outnorm)?$"
+)
 
 
 @dataclass(frozen=True)
@@ -36,34 +38,51 @@ class FeatureTap:
     ``block`` is a 0-based index within the stage (or over all blocks when ``stage`` is None); negative
     values count from the end, so ``block=-1`` is the stage's last block and ``FeatureTap(None, -2)`` is a
     ViT's penultimate block (prismatic-vlms). Written as ``s3.b14``, ``s3`` (last block of stage 3) or ``b-2``.
+
+    ``stage_input`` reads a stage's input instead: the previous stage's output after its downsample, before any
+    block of this stage (``s3.in``; the paper release's MambaVision "stage 3", which has the shape of ``s3``
+    but is another point). ``outnorm`` adds the family's trained output norm of the tapped stage, which dense
+    (detection/segmentation) checkpoints carry (``s3.b14.outnorm``, VMamba's ``outnorm2``).
     """
 
     stage: int | None = None
     block: int = -1
+    stage_input: bool = False
+    outnorm: bool = False
 
     @classmethod
     def parse(cls, text: str | FeatureTap) -> FeatureTap:
         if isinstance(text, FeatureTap):
             return text
         match = _TAP_PATTERN.match(text.strip())
-        if not match or (match["stage"] is None and match["block"] is None):
-            raise ValueError(f"feature tap {text!r} must look like 's3', 's3.b14' or 'b-2'")
+        if not match or (match["stage"] is None and match["block"] is None) or (
+            match["stage"] is None and match["outnorm"]
+        ):
+            raise ValueError(
+                f"feature tap {text!r} must look like 's3', 's3.b14', 's3.in', 's3.b14.outnorm' or 'b-2'"
+            )
         stage = int(match["stage"]) if match["stage"] is not None else None
         block = int(match["block"]) if match["block"] is not None else -1
-        return cls(stage, block)
+        return cls(stage, block, stage_input=match["input"] is not None, outnorm=match["outnorm"] is not None)
 
     def block_index(self, depth: int, model_name: str) -> int:
         """This tap's 0-based block in a plain (single-stage) model of ``depth`` blocks."""
-        if self.stage not in (None, 1):
+        if self.stage not in (None, 1) or self.stage_input or self.outnorm:
             raise ValueError(f"{model_name} is a plain ViT: taps are blocks 'bK', got {self}")
         if not -depth <= self.block < depth:
             raise ValueError(f"{model_name} has {depth} blocks, tap {self} is out of range")
         return self.block % depth
 
     def stage_block_index(self, stage_depths: list[int], model_name: str) -> tuple[int, int]:
-        """This tap's 0-based (stage, block) in a hierarchical model whose stages have ``stage_depths`` blocks."""
+        """This tap's 0-based (stage, block) in a hierarchical model whose stages have ``stage_depths`` blocks.
+
+        A stage-input tap gives block -1 *unreduced*: the stage's first ``block + 1 = 0`` blocks run, which is
+        what every family's ``blocks[: block + 1]`` computes.
+        """
         if self.stage is None or not 1 <= self.stage <= len(stage_depths):
             raise ValueError(f"{model_name} has stages s1..s{len(stage_depths)}; tap {self} names none of them")
+        if self.stage_input:
+            return self.stage - 1, -1
         depth = stage_depths[self.stage - 1]
         if not -depth <= self.block < depth:
             raise ValueError(f"{model_name}: stage {self.stage} has {depth} blocks; tap {self} is out of range")
@@ -72,7 +91,12 @@ class FeatureTap:
     def __str__(self) -> str:
         if self.stage is None:
             return f"b{self.block}"
-        return f"s{self.stage}" if self.block == -1 else f"s{self.stage}.b{self.block}"
+        text = f"s{self.stage}"
+        if self.stage_input:
+            text += ".in"
+        elif self.block != -1:
+            text += f".b{self.block}"
+        return text + (".outnorm" if self.outnorm else "")
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,9 @@ class BackboneSpec:
 class VisionBackbone(nn.Module, abc.ABC):
     """A vision encoder behind the zoo's interface. Families implement the three abstract methods."""
 
+    # Families whose dense checkpoints carry trained per-stage output norms set this (taps ``sN….outnorm``).
+    supports_outnorm: bool = False
+
     def __init__(
         self,
         spec: BackboneSpec,
@@ -117,6 +144,8 @@ class VisionBackbone(nn.Module, abc.ABC):
         self.feature_tap = FeatureTap.parse(feature_tap or spec.default_tap)
         self.image_size = image_size
         self.resize_strategy = resize_strategy
+        if self.feature_tap.outnorm and not self.supports_outnorm:
+            raise ValueError(f"{spec.name} has no trained output norms: tap {self.feature_tap} is not available")
         self.tap_info(self.feature_tap)  # validates the tap against this trunk
 
     # -- what each family implements ---------------------------------------------------------------

@@ -398,7 +398,18 @@ _LEGACY_TOP_LEVEL = (("norm.", "classifier.norm."), ("head.", "classifier.head."
 
 
 class VMambaBackbone(ScanBackendSetting, VisionBackbone):
+    """Taps end in a parameter-free LayerNorm, or with ``.outnorm`` in the trained ``outnorm{i}`` of the tapped
+    stage that the release's detection/segmentation ``Backbone_VSSM`` checkpoints carry (added to the trunk,
+    so such a checkpoint loads strictly)."""
+
     trunk: VSSM
+    supports_outnorm = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.feature_tap.outnorm:
+            stage, _ = self._resolve(self.feature_tap)
+            self.trunk.add_module(f"outnorm{stage}", nn.LayerNorm(self.trunk.dims[stage]))
 
     def tap_info(self, tap: FeatureTap) -> TapInfo:
         stage, _ = self._resolve(tap)
@@ -417,6 +428,8 @@ class VMambaBackbone(ScanBackendSetting, VisionBackbone):
             if index < stage:
                 x = layer.downsample(x)
         tokens = x.flatten(1, 2)  # (B, H, W, C) → (B, H·W, C)
+        if tap.outnorm:
+            return getattr(self.trunk, f"outnorm{stage}")(tokens)
         return F.layer_norm(tokens, tokens.shape[-1:])
 
     def forward_stages(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
@@ -434,6 +447,7 @@ class VMambaBackbone(ScanBackendSetting, VisionBackbone):
         return list(self.trunk.dims)
 
     def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        state = self._dense_backbone_state(state)
         adapted = {}
         for key, value in state.items():
             for old, new in _LEGACY_RENAMES:
@@ -446,6 +460,29 @@ class VMambaBackbone(ScanBackendSetting, VisionBackbone):
 
     def is_head_key(self, key: str) -> bool:
         return key.startswith("classifier.")
+
+    def _dense_backbone_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An mmdet/mmseg checkpoint's ``backbone.*`` entries, with the tapped stage's trained out norm only.
+
+        Raises ValueError when the checkpoint and the tap disagree about that norm: features read without the
+        trained norm (or with an untrained one) would load silently and differ from the release's.
+        """
+        if any(key.startswith("backbone.") for key in state):
+            state = {key.removeprefix("backbone."): v for key, v in state.items() if key.startswith("backbone.")}
+        norms = sorted({key.split(".")[0] for key in state if key.startswith("outnorm")})
+        stage, _ = self._resolve(self.feature_tap)
+        if self.feature_tap.outnorm and f"outnorm{stage}" not in norms:
+            raise ValueError(
+                f"tap {self.feature_tap} needs the trained outnorm{stage} of a detection/segmentation checkpoint; "
+                f"this one has {norms or 'none'} (a classification checkpoint: use a tap without .outnorm)"
+            )
+        if norms and not self.feature_tap.outnorm:
+            raise ValueError(
+                f"a dense checkpoint with trained {', '.join(norms)}: tap {self.feature_tap} would skip them; "
+                f"use tap {self.feature_tap}.outnorm"
+            )
+        tapped = f"outnorm{stage}."
+        return {key: v for key, v in state.items() if not key.startswith("outnorm") or key.startswith(tapped)}
 
 
 _RELEASE = "https://github.com/MzeroMiko/VMamba/releases/download"

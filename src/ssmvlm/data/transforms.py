@@ -7,7 +7,9 @@ spans ``[i, i + 1)``), so a box can be mapped into the model's frame and back ex
 - ``resize-naive``: stretch to the target size, ignoring aspect ratio;
 - ``resize-crop``: scale so the shorter side fits, then centre-crop (objects near the long edges can be cut);
 - ``letterbox``: fit the longer side, pad symmetrically with the backbone's mean colour (prismatic-vlms);
-- ``letterbox-br``: fit the longer side, pad right and bottom (detection-style "square" geometry).
+- ``letterbox-br``: fit the longer side, pad right and bottom (detection-style "square" geometry);
+- ``letterbox-br-down``: the paper release's "letterbox" for its detection/segmentation encoders (ViTDet,
+  VMamba COCO/ADE20K): shrink to fit (bilinear) but never enlarge, pad right and bottom.
 
 A target may be square (``224``) or ``(height, width)`` for non-square model frames such as 800×1333.
 """
@@ -21,8 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-ResizeStrategy = Literal["resize-naive", "resize-crop", "letterbox", "letterbox-br"]
-RESIZE_STRATEGIES: tuple[str, ...] = ("resize-naive", "resize-crop", "letterbox", "letterbox-br")
+ResizeStrategy = Literal["resize-naive", "resize-crop", "letterbox", "letterbox-br", "letterbox-br-down"]
+RESIZE_STRATEGIES: tuple[str, ...] = ("resize-naive", "resize-crop", "letterbox", "letterbox-br", "letterbox-br-down")
+# Strategies that resize bilinearly (the release's mmdet/detectron2-style pipelines); the others are bicubic.
+_BILINEAR = frozenset({"letterbox-br-down"})
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,6 +100,8 @@ class ImageTransform:
             scale = max(target_w / width, target_h / height)
         else:
             scale = min(target_w / width, target_h / height)
+        if self.strategy == "letterbox-br-down":
+            scale = min(scale, 1.0)
         resized_w = max(1, round(width * scale))
         resized_h = max(1, round(height * scale))
         if self.strategy == "resize-crop":
@@ -104,7 +110,7 @@ class ImageTransform:
         elif self.strategy == "letterbox":
             offset_x = float((target_w - resized_w) // 2)
             offset_y = float((target_h - resized_h) // 2)
-        else:  # letterbox-br
+        else:  # letterbox-br, letterbox-br-down
             offset_x = offset_y = 0.0
         return Geometry(resized_w / width, resized_h / height, offset_x, offset_y, resized_w, resized_h)
 
@@ -112,7 +118,8 @@ class ImageTransform:
         """The resized/cropped/padded RGB image in the model frame (before normalization)."""
         image = image.convert("RGB")
         geo = self.geometry(*image.size)
-        resized = image.resize((geo.resized_width, geo.resized_height), Image.Resampling.BICUBIC)
+        resample = Image.Resampling.BILINEAR if self.strategy in _BILINEAR else Image.Resampling.BICUBIC
+        resized = image.resize((geo.resized_width, geo.resized_height), resample)  # same size: PIL copies
         target_h, target_w = self.size
         if self.strategy == "resize-naive":
             return resized

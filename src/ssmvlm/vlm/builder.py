@@ -45,8 +45,10 @@ class VLMConfig:
 
     backbone: str = "vit_nano"
     checkpoint: str | None = None
-    image_size: int = 224
-    resize_strategy: Literal["resize-naive", "resize-crop", "letterbox", "letterbox-br"] = "letterbox"
+    image_size: int | tuple[int, int] = 224  # square side, or (height, width) such as (800, 1333)
+    resize_strategy: Literal["resize-naive", "resize-crop", "letterbox", "letterbox-br", "letterbox-br-down"] = (
+        "letterbox"
+    )
     feature_tap: str | None = None
     vision_dtype: Literal["float32", "bfloat16"] = "float32"
     connector: Literal["linear", "gelu-mlp", "fused-gelu-mlp"] = "gelu-mlp"
@@ -149,6 +151,8 @@ def load_vlm(run_dir: str | Path, device: str | torch.device | None = None) -> V
     run_dir = Path(run_dir)
     saved = read_json(run_dir / CONFIG_FILE)
     config = from_dict(VLMConfig, saved.get("model", {}), path="model")
+    if not is_tiny_preset(config.llm) and not Path(config.llm).is_absolute() and (run_dir / config.llm).is_dir():
+        config.llm = str(run_dir / config.llm)  # a folder inside the run (a converted run's llm/), so it can move
     tokenizer = prepare_tokenizer(config, run_dir)
     vlm = build_vlm(config, tokenizer, int(saved.get("seed", 0)))
     if not (run_dir / WEIGHTS_FILE).is_file():

@@ -134,9 +134,19 @@ def build_tiny_llm(name: str, tokenizer: Any, seed: int) -> nn.Module:
         return LlamaForCausalLM(config)
 
 
+# Files that hold a Hugging Face model's weights; a directory with none of them holds only its config.
+HF_WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
+)
+
+
 def load_local_llm(path: Path, tokenizer: Any, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Any local ``AutoModelForCausalLM`` directory; embeddings grown to fit an added pad token."""
-    from transformers import AutoModelForCausalLM
+    """Any local ``AutoModelForCausalLM`` directory; embeddings grown to fit an added pad token.
+
+    A directory with a config but no weights (a converted run's ``llm/``, whose weights are all in the run's
+    ``model.safetensors``) gives the architecture with its initial weights.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if not Path(path).is_dir():
         raise ConfigError(
@@ -144,7 +154,11 @@ def load_local_llm(path: Path, tokenizer: Any, dtype: torch.dtype = torch.float3
             f"{path} is neither an LLM preset nor a local model directory",
             allowed=sorted(TINY_LLAMA_PRESETS),
         )
-    llm = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    if any((Path(path) / name).is_file() for name in HF_WEIGHT_FILES):
+        llm = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    else:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        llm = AutoModelForCausalLM.from_config(config, dtype=dtype)
     if len(tokenizer) > llm.get_input_embeddings().weight.shape[0]:
         llm.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=EMBEDDING_MULTIPLE)
     return llm
