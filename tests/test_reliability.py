@@ -156,3 +156,148 @@ def test_missing_layout_lists_the_layouts_tried(tmp_path: Path, task: str, expec
     message = one_line(error)
     assert message.startswith(f"{tmp_path / family}: no known layout found; tried: ")
     assert all(layout in message for layout in expected)
+
+
+# -- the command line: one line, exit 2, no traceback ---------------------------------------------------------
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """Run ``ssmvlm ARGS`` in-process through its entry point; (exit code, stdout + stderr)."""
+    import sys
+
+    from ssmvlm.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["ssmvlm", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out + captured.err
+
+
+def assert_one_line_error(code: int, output: str, *needles: str) -> None:
+    assert code == 2, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and "Traceback" not in output, output
+    assert all(needle in lines[-1] for needle in needles), (needles, output)
+
+
+# -- LLaVA answers -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("box", ["[nan, 0.24, 0.58, 0.83]", "[0.1, inf, 0.58, 0.83]", "[0.1, 0.2, NaN, 0.5]"])
+def test_llava_answer_box_with_a_non_finite_coordinate(tmp_path: Path, box: str) -> None:
+    from test_train_data import make_mini_llava
+
+    from ssmvlm.data.llava import LlavaLoadReport, load_llava_records
+
+    path = make_mini_llava(tmp_path, 4, size=32)
+    records = json.loads(path.read_text())
+    records[2]["conversations"][1]["value"] = f"It is at {box}."
+    path.write_text(json.dumps(records))
+    with pytest.raises(DataError) as error:
+        load_llava_records(path)
+    assert one_line(error).startswith(f"{path} record 2 (id 'mini-2') field 'conversations[1].value': box [")
+    assert "non-finite coordinate" in str(error.value)
+    report = LlavaLoadReport()
+    kept = load_llava_records(path, skip_bad=True, report=report)
+    assert [r.id for r in kept] == ["mini-0", "mini-1", "mini-3"] and report.skipped == 1
+
+
+# -- COCO pretraining ------------------------------------------------------------------------------------------
+
+
+def write_png(path: Path, size: tuple[int, int] = (40, 30)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (120, 40, 200)).save(path)
+
+
+def coco_2017(root: Path, count: int = 3) -> Path:
+    """COCO 2017 as downloaded: annotations/instances_{train,val}2017.json beside train2017/ and val2017/,
+    file names without a folder, each split's images in its own folder."""
+    for split, first_id in (("train2017", 100), ("val2017", 900)):
+        images = [
+            {"id": first_id + i, "file_name": f"{first_id + i:012d}.jpg", "width": 40, "height": 30}
+            for i in range(count)
+        ]
+        for image in images:
+            write_png(root / split / image["file_name"])
+        annotations = [
+            {"id": 10 * image["id"], "image_id": image["id"], "category_id": 18, "bbox": [2, 3, 10, 8],
+             "area": 80.0, "iscrowd": 0}
+            for image in images
+        ]
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(
+            json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 18, "name": "dog"}]})
+        )
+    return root / "annotations"
+
+
+def coco_config(train: Path, val: Path | None = None, images: Path | None = None):
+    from ssmvlm.pretrain.config import DataConfig, PretrainConfig
+
+    data = DataConfig(source="coco", annotations=train, val_annotations=val, root=images)
+    return PretrainConfig(objective="detection", data=data)
+
+
+def test_coco_2017_as_downloaded_reads_each_split_from_its_folder(tmp_path: Path) -> None:
+    from ssmvlm.pretrain.data import load_task_data
+
+    annotations = coco_2017(tmp_path / "coco")
+    for images in (None, tmp_path / "coco", tmp_path / "coco" / "train2017"):
+        data = load_task_data(
+            coco_config(annotations / "instances_train2017.json", annotations / "instances_val2017.json", images)
+        )
+        assert {r.root for r in data.train} == {tmp_path / "coco" / "train2017"}, images
+        assert {r.root for r in data.eval} == {tmp_path / "coco" / "val2017"}, images
+        assert all((r.root / r.image).is_file() for r in data.train + data.eval)
+
+
+def test_coco_images_not_found_lists_the_folders_tried(tmp_path: Path) -> None:
+    from ssmvlm.pretrain.data import load_task_data
+
+    annotations = coco_2017(tmp_path / "coco")
+    shutil.rmtree(tmp_path / "coco" / "val2017")
+    with pytest.raises(DataError) as error:
+        load_task_data(coco_config(annotations / "instances_train2017.json", annotations / "instances_val2017.json"))
+    message = one_line(error)
+    assert message.startswith(f"{annotations / 'instances_val2017.json'} record 0 field 'file_name': image ")
+    assert str(tmp_path / "coco" / "val2017") in message and str(annotations / "val2017") in message
+
+
+@pytest.mark.parametrize(
+    ("bbox", "problem"),
+    [
+        ([math.nan, 3, 10, 8], "is not finite"),
+        ([2, 3, -10, 8], "negative width or height"),
+        ([35, 3, 10, 8], "outside the 40x30 image"),
+        ([-5, 3, 10, 8], "outside the 40x30 image"),
+    ],
+)
+def test_coco_pretraining_box_is_checked(tmp_path: Path, bbox: list[float], problem: str) -> None:
+    from ssmvlm.pretrain.data import load_task_data
+
+    annotations = coco_2017(tmp_path / "coco")
+    path = annotations / "instances_train2017.json"
+    data = json.loads(path.read_text())
+    data["annotations"][1]["bbox"] = bbox
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError) as error:
+        load_task_data(coco_config(path, annotations / "instances_val2017.json"))
+    assert one_line(error).startswith(f"{path} record annotations[1] (id 1010) field 'bbox': box [")
+    assert problem in str(error.value)
+
+
+def test_coco_category_without_id_is_one_line_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    annotations = coco_2017(tmp_path / "coco")
+    path = annotations / "instances_train2017.json"
+    data = json.loads(path.read_text())
+    data["categories"] = [{"name": "dog"}]
+    path.write_text(json.dumps(data))
+    args = ["pretrain", "run", "--backbone", "vit_nano", "--objective", "detection", "--coco", str(path)]
+    code, output = cli([*args, "--out", str(tmp_path / "out")], capsys, monkeypatch)
+    assert_one_line_error(code, output, str(path), "categories[0]", "'id'", "missing")

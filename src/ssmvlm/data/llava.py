@@ -10,6 +10,7 @@ Images are only checked for existence here (decoding thousands of images up fron
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ GROUNDING_PROMPT = (
 _NUMBER = r"\s*(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*"
 # A box in an answer is a bracketed list of exactly four numbers, e.g. "[0.12, 0.30, 0.55, 0.81]".
 _BOX = re.compile(r"\[" + ",".join([_NUMBER] * 4) + r"\]")
+# Four bracketed items that float() reads but _BOX does not, such as "[nan, 0.24, 0.58, 0.83]" or "inf".
+_NON_FINITE_BOX = re.compile(r"\[" + ",".join([r"\s*([-+]?(?:nan|inf(?:inity)?|[\d.eE+-]+))\s*"] * 4) + r"\]", re.I)
 
 
 @dataclass
@@ -207,6 +210,13 @@ def _parse_turns(
 
 
 def _check_boxes(text: str, source: Path, where: str, field_name: str) -> None:
+    for match in _NON_FINITE_BOX.finditer(text):
+        try:
+            values = [float(v) for v in match.groups()]
+        except ValueError:
+            continue  # not four numbers: plain text that happens to be bracketed
+        if not all(math.isfinite(v) for v in values):
+            raise DataError(source, f"box {match.group(0)} has a non-finite coordinate", record=where, field=field_name)
     for box in parse_boxes(text):
         x1, y1, x2, y2 = box
         shown = "[" + ", ".join(f"{v:g}" for v in box) + "]"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,10 +189,11 @@ def _scan_imagefolder(folder: Path, classes: list[str] | None) -> tuple[list[Rec
 
 def _coco(config: PretrainConfig) -> TaskData:
     annotations = Path(config.data.annotations)  # type: ignore[arg-type]
-    images_root = Path(config.data.root) if config.data.root else annotations.parent
-    train, ground_truth, names, cat_ids = _read_coco(annotations, images_root)
+    given = Path(config.data.root) if config.data.root else None
+    train, ground_truth, names, cat_ids = _read_coco(annotations, _coco_image_roots(annotations, given))
     if config.data.val_annotations is not None:
-        held_out, ground_truth, eval_names, _ = _read_coco(Path(config.data.val_annotations), images_root)
+        val_annotations = Path(config.data.val_annotations)
+        held_out, ground_truth, eval_names, _ = _read_coco(val_annotations, _coco_image_roots(val_annotations, given))
         if eval_names != names:
             raise DataError(config.data.val_annotations, "its categories differ from the training annotations'")
     else:
@@ -205,21 +207,65 @@ def _coco(config: PretrainConfig) -> TaskData:
     return TaskData(train, held_out, names, ground_truth, cat_ids, description=f"COCO {annotations}")
 
 
-def _read_coco(path: Path, images_root: Path) -> tuple[list[Record], dict[str, Any], list[str], list[int]]:
+def _coco_image_roots(annotations: Path, given: Path | None) -> list[Path]:
+    """Folders the images of one COCO instances file may be under, most specific first.
+
+    COCO as downloaded keeps ``annotations/instances_val2017.json`` beside ``val2017/``, and each split's
+    images are in the folder its file names (``instances_{split}.json`` → ``{split}/``). With ``--images``
+    given, that folder, a split folder inside it, or the split's sibling folder (``--images coco/train2017``
+    with ``instances_val2017.json`` → ``coco/val2017``).
+    """
+    match = re.fullmatch(r"instances_(\w+)\.json", annotations.name)
+    split = match.group(1) if match else None
+    if given is not None:
+        candidates = [given / split, given.parent / split, given] if split else [given]
+    else:
+        folder = annotations.parent
+        candidates = [folder.parent / split, folder / split, folder] if split else [folder]
+    return list(dict.fromkeys(candidates))
+
+
+def _pick_image_root(path: Path, candidates: list[Path], images: list[Any]) -> Path:
+    """The first candidate folder holding the file's first image; the error lists every folder tried."""
+    first = images[0].get("file_name") if images and isinstance(images[0], dict) else None
+    if len(candidates) == 1 or not isinstance(first, str):
+        return candidates[0]
+    for root in candidates:
+        if check_inside_root(first, root, source=path, record=0, field="file_name").is_file():
+            return root
+    tried = ", ".join(str(root) for root in candidates)
+    raise DataError(path, f"image {first!r} not found in any image folder tried: {tried}", record=0, field="file_name")
+
+
+def _read_coco(
+    path: Path, image_roots: Path | list[Path]
+) -> tuple[list[Record], dict[str, Any], list[str], list[int]]:
     """Records (crowd and empty boxes left out of training targets) and the ground truth COCOeval needs."""
     data = read_json(path)
     for key in ("images", "annotations", "categories"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise DataError(path, f"expected a COCO instances file with a '{key}' list")
+    roots = image_roots if isinstance(image_roots, list) else [image_roots]
+    images_root = _pick_image_root(path, roots, data["images"])
+    for number, category in enumerate(data["categories"]):
+        category_id = category.get("id") if isinstance(category, dict) else None
+        if isinstance(category_id, bool) or not isinstance(category_id, int):
+            problem = "missing" if isinstance(category, dict) and "id" not in category else f"got {category_id!r}"
+            raise DataError(
+                path, f"expected an integer category id ({problem})", record=f"categories[{number}]", field="id"
+            )
     categories = sorted(data["categories"], key=lambda c: int(c["id"]))
     cat_ids = [int(c["id"]) for c in categories]
     class_of = {cid: i for i, cid in enumerate(cat_ids)}
     records: dict[int, Record] = {}
+    sizes: dict[int, tuple[float, float]] = {}  # image_id → (width, height), where the file gives them
     for number, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
             raise DataError(path, "expected {id, file_name, width, height}", record=number, field="images")
         check_inside_root(image["file_name"], images_root, source=path, record=number, field="file_name")
         records[int(image["id"])] = Record(image["file_name"], images_root, image_id=int(image["id"]))
+        if isinstance(image.get("width"), int | float) and isinstance(image.get("height"), int | float):
+            sizes[int(image["id"])] = (float(image["width"]), float(image["height"]))
     ground_truth_annotations = []
     for number, ann in enumerate(data["annotations"]):
         where = {"record": f"annotations[{number}] (id {ann.get('id')})" if isinstance(ann, dict) else number}
@@ -244,6 +290,7 @@ def _read_coco(path: Path, images_root: Path) -> tuple[list[Record], dict[str, A
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, int | float) for v in bbox):
             raise DataError(path, f"expected [x, y, width, height], got {bbox!r}", field="bbox", **where)
         x, y, w, h = (float(v) for v in bbox)
+        _check_coco_box(x, y, w, h, sizes.get(record.image_id), path, where["record"])
         crowd = int(ann.get("iscrowd", 0))
         if w > 0 and h > 0 and not crowd:
             record.boxes.append((x, y, x + w, y + h))
@@ -274,6 +321,27 @@ def _read_coco(path: Path, images_root: Path) -> tuple[list[Record], dict[str, A
     if not records:
         raise DataError(path, "holds no images")
     return list(records.values()), ground_truth, [str(c.get("name", c["id"])) for c in categories], cat_ids
+
+
+def _check_coco_box(
+    x: float, y: float, w: float, h: float, size: tuple[float, float] | None, path: Path, where: str | int
+) -> None:
+    """A COCO [x, y, w, h] box must be finite, non-negative and inside its image (to a pixel of rounding).
+
+    Zero-area boxes stay allowed (they are left out of the training targets); a NaN or negative box was
+    silently dropped before, and one outside the image trained on a target no frame holds.
+    """
+    shown = f"[{x:g}, {y:g}, {w:g}, {h:g}] (x, y, width, height)"
+    width, height = size if size else (math.inf, math.inf)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        problem = "is not finite"
+    elif w < 0 or h < 0:
+        problem = "has a negative width or height"
+    elif x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
+        problem = f"lies outside the {width:g}x{height:g} image"
+    else:
+        return
+    raise DataError(path, f"box {shown} {problem}", record=where, field="bbox")
 
 
 # -- ADE20K -----------------------------------------------------------------------------------------------
