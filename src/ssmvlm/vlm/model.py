@@ -15,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from ssmvlm.connectors import Connector
+from ssmvlm.ops.graphed import GraphedInference
 from ssmvlm.utils.errors import ConfigError
 from ssmvlm.vlm.prompts import PromptFormat
 
@@ -31,6 +32,7 @@ class VLM(nn.Module):
         prompt_format: PromptFormat,
         *,
         vision_dtype: torch.dtype = torch.float32,
+        encoder_cuda_graphs: bool | None = None,
     ) -> None:
         super().__init__()
         self.vision_backbone = vision_backbone
@@ -42,6 +44,9 @@ class VLM(nn.Module):
         self.vision_backbone.to(dtype=vision_dtype)
         self.vision_backbone.requires_grad_(False)
         self.vision_backbone.eval()
+        # In eval mode (inference) the encoder's calls replay CUDA graphs: not launch-bound at batch 1. None: on
+        # unless SSMVLM_CUDA_GRAPHS=0; set ``encoder_graphs.enabled`` to change it later.
+        self.encoder_graphs = GraphedInference(enabled=encoder_cuda_graphs)
 
     # -- the frozen encoder never leaves eval mode -------------------------------------------------------
     def train(self, mode: bool = True) -> VLM:
@@ -59,8 +64,12 @@ class VLM(nn.Module):
 
     @torch.no_grad()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Frozen encoder tokens (B, N, D) in fp32 (what the feature cache stores)."""
-        return self.vision_backbone(pixel_values.to(self.vision_dtype)).float()
+        """Frozen encoder tokens (B, N, D) in fp32 (what the feature cache stores); replayed from a CUDA graph in
+        eval mode (:mod:`ssmvlm.ops.graphed`)."""
+        pixels = pixel_values.to(self.vision_dtype)
+        if self.training:
+            return self.vision_backbone(pixels).float()
+        return self.encoder_graphs(self.vision_backbone, pixels).float()
 
     def project(self, vision_features: torch.Tensor) -> torch.Tensor:
         weight = next(self.connector.parameters())
