@@ -55,7 +55,9 @@ def load_image(example: Example, task: Task) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(example.image) as image:
+        # A file, or an image cell of a parquet shard (ParquetImage), decoded from memory.
+        source = example.image if isinstance(example.image, Path) else example.image.open()
+        with Image.open(source) as image:
             return image.convert("RGB")
     except FileNotFoundError:
         raise DataError(example.image, "image file not found", record=f"{task.name} {example.id}") from None

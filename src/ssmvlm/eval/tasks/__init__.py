@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from ssmvlm.eval.tasks import gqa, ocidref, pope, refer, tallyqa, textvqa, vizwiz, vqav2
 from ssmvlm.eval.tasks.base import Example, ModelOutput, ScoreContext, Scored, Task, dataset_root
+from ssmvlm.eval.tasks.layouts import add_alternative_layouts
 from ssmvlm.utils.errors import ConfigError
 
-TASKS: dict[str, Task] = {
-    task.name: task
-    for module in (vqav2, gqa, vizwiz, textvqa, pope, tallyqa, refer, ocidref)
-    for task in module.TASKS
-}
+# Each task reads its official layout, and also vlm-evaluation's folders and Hugging Face parquet shards.
+TASKS: dict[str, Task] = add_alternative_layouts(
+    {
+        task.name: task
+        for module in (vqav2, gqa, vizwiz, textvqa, pope, tallyqa, refer, ocidref)
+        for task in module.TASKS
+    }
+)
 # Names that stand for several tasks: the ShapeScenes suite, and the suite behind the paper's weighted scores.
 TASK_GROUPS: dict[str, tuple[str, ...]] = {
     "shapes": ("shapes-vqa", "shapes-pope", "shapes-refexp"),

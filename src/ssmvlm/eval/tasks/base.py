@@ -6,9 +6,12 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ssmvlm.utils.errors import DataError
+
+if TYPE_CHECKING:
+    from ssmvlm.eval.tasks.hf_parquet import ParquetImage
 
 VQA_PROMPT = "{question}\nAnswer the question using a single word or phrase."
 REFER_PROMPT = (
@@ -25,7 +28,7 @@ class Example:
     """One evaluation item. ``target`` holds what the scorer needs and stays JSON-serializable."""
 
     id: str
-    image: Path
+    image: Path | ParquetImage  # a file, or an image cell of a Hugging Face parquet shard
     prompt: str
     target: dict[str, Any]
     subset: str | None = None  # breakdown key: question family, POPE split, RefCOCO variant, clutter level

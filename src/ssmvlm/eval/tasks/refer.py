@@ -1,7 +1,7 @@
 """Referring expressions in the REFER layout: RefCOCO / RefCOCO+ / RefCOCOg val and ShapeScenes.
 
-``refs`` come as JSON (the REFER ref list, converted once from ``refs(unc).p``) or as the parquet release
-(read with pyarrow when installed); the pickle itself is never opened. Boxes come from the COCO instances
+``refs`` come as JSON (the REFER ref list, converted once from ``refs(unc).p``) or as jxu124's parquet release
+(every validation shard below the folder); the pickle itself is never opened. Boxes come from the COCO instances
 file (``bbox`` = x, y, w, h in pixels). Every sentence of a ref is one example.
 """
 
@@ -23,6 +23,7 @@ from ssmvlm.eval.tasks.base import (
     require_list,
 )
 from ssmvlm.eval.tasks.boxes import box_target, check_box_px, make_box_scorer, summarize_boxes
+from ssmvlm.eval.tasks.hf_parquet import find_shards, read_rows, report_rows
 from ssmvlm.utils.errors import DataError
 from ssmvlm.utils.io import read_json
 
@@ -110,18 +111,15 @@ def _check_xywh(bbox: list[float], image: dict[str, Any] | None, path: Path, whe
     check_box_px((x, y, x + w, y + h), width, height, path, where)
 
 
-def _read_refs_parquet(path: Path) -> tuple[list[dict[str, Any]], dict[int, list[float]], dict[int, dict]]:
-    """The parquet release: one row per ref with JSON-string columns for the annotation and the image."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(path, "reading the parquet release needs pyarrow (pip install pyarrow)") from None
-    table = pq.read_table(path)
-    missing = [c for c in _PARQUET_COLUMNS if c not in table.column_names]
-    if missing:
-        raise DataError(path, f"missing columns {', '.join(missing)}")
+def _read_refs_parquet(
+    shards: list[Path],
+) -> tuple[list[dict[str, Any]], dict[int, list[float]], dict[int, dict]]:
+    """The parquet release (jxu124/refcoco*): one row per ref with JSON-string columns for the annotation and
+    the image; every shard is read."""
     refs, boxes, images = [], {}, {}
-    for row in table.to_pylist():
+    rows = read_rows(shards, "jxu124/refcoco", _PARQUET_COLUMNS, image=False)
+    for parquet_row in rows:
+        path, row = parquet_row.file, parquet_row.cells
         ann = json.loads(row["raw_anns"]) if isinstance(row["raw_anns"], str) else row["raw_anns"]
         info = (
             json.loads(row["raw_image_info"])
@@ -146,6 +144,7 @@ def _read_refs_parquet(path: Path) -> tuple[list[dict[str, Any]], dict[int, list
                 "category_id": ann.get("category_id", "all"),
             }
         )
+    report_rows("jxu124/refcoco", len(rows), shards, shards[0].parent)
     return refs, boxes, images
 
 
@@ -160,10 +159,10 @@ def _load_refcoco(variant: str, split_by: str) -> Callable[[Path, str], list[Exa
                 boxes, images = read_instances(folder / "instances.json")
                 break
         else:
-            parquet = sorted(folder.glob("*val*.parquet"))
+            parquet = find_shards(folder, ("validation", "val"))  # every shard, at any depth
             if parquet:
-                refs_file = parquet[0]
-                refs, boxes, images = _read_refs_parquet(refs_file)
+                refs_file = parquet[0] if len(parquet) == 1 else folder
+                refs, boxes, images = _read_refs_parquet(parquet)
             elif (folder / f"refs({split_by}).p").is_file():
                 raise DataError(
                     folder / f"refs({split_by}).p",
@@ -172,7 +171,7 @@ def _load_refcoco(variant: str, split_by: str) -> Callable[[Path, str], list[Exa
                     f"open('refs({split_by}).json','w'))\"",
                 )
             else:
-                raise DataError(folder, f"no refs({split_by}).json, refs.json or *val*.parquet found")
+                raise DataError(folder, f"no refs({split_by}).json, refs.json or validation parquet shards found")
         return refs_to_examples(refs, refs_file, boxes, images, image_for, split="val", subset=variant)
 
     return load

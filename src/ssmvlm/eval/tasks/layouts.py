@@ -1,0 +1,48 @@
+"""Where else a task's data may come from: vlm-evaluation's folders and Hugging Face parquet shards.
+
+Each task's own loader reads the official layout. :func:`with_alternative_layouts` puts the other layouts in
+front of it: the first one detected under the dataset folder is read, and the official loader runs when none
+is (so its error, listing the official files, is what a user with an unrecognized folder sees).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from ssmvlm.eval.tasks import hf_parquet, vlm_eval_layouts
+from ssmvlm.eval.tasks.base import Example, Task
+
+Detect = Callable[[Path], bool]
+Load = Callable[[Path, str], list[Example]]
+
+
+def alternative_layouts() -> dict[str, list[tuple[str, Detect, Load]]]:
+    """Task name → [(layout name, detect, load)], in the order they are tried."""
+    layouts: dict[str, list[tuple[str, Detect, Load]]] = {}
+    for task, name, detect, load in vlm_eval_layouts.iter_tasks():
+        layouts.setdefault(task, []).append((name, detect, load))
+    for task, detect, load in hf_parquet.iter_tasks():
+        layouts.setdefault(task, []).append(("Hugging Face parquet", detect, load))
+    return layouts
+
+
+def with_alternative_layouts(task: Task, layouts: list[tuple[str, Detect, Load]]) -> Task:
+    official = task.load
+
+    def load(root: Path, split: str) -> list[Example]:
+        for _, detect, alternative in layouts:
+            if detect(root):
+                return alternative(root, split)
+        return official(root, split)
+
+    names = ", ".join(dict.fromkeys(name for name, _, _ in layouts))
+    return replace(task, load=load, describe=f"{task.describe}; also {names}")
+
+
+def add_alternative_layouts(tasks: dict[str, Task]) -> dict[str, Task]:
+    layouts = alternative_layouts()
+    return {
+        name: with_alternative_layouts(task, layouts[name]) if name in layouts else task for name, task in tasks.items()
+    }
