@@ -1,3 +1,3 @@
 """Imports every family module so that their ``@register_backbone`` decorators run."""
 
-from ssmvlm.backbones import mambavision, timm_families, vim, vitdet, vmamba  # noqa: F401
+from ssmvlm.backbones import mambavision, prismatic, timm_families, vim, vitdet, vmamba  # noqa: F401
