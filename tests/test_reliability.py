@@ -301,3 +301,119 @@ def test_coco_category_without_id_is_one_line_through_the_cli(
     args = ["pretrain", "run", "--backbone", "vit_nano", "--objective", "detection", "--coco", str(path)]
     code, output = cli([*args, "--out", str(tmp_path / "out")], capsys, monkeypatch)
     assert_one_line_error(code, output, str(path), "categories[0]", "'id'", "missing")
+
+
+# -- evaluate: tasks checked up front, provenance kept ------------------------------------------------------
+
+
+class TwoTokenLetters:
+    """A fake model whose tokenizer spells TallyQA's letters after 'H' in 2 tokens; it records every call."""
+
+    image_transform = None
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def candidate_token_id(self, candidate: str) -> int:
+        from ssmvlm.utils.errors import ConfigError
+
+        if len(candidate) == 1 and candidate > "H":
+            raise ConfigError("candidates", f"candidate {candidate!r} is 2 tokens, expected exactly 1")
+        return len(candidate)  # any id: only whether it is one token matters here
+
+    def generate(self, images, prompts, *, max_new_tokens=128, blind=False):
+        self.calls.append("generate")
+        return ["yes"] * len(prompts)
+
+    def first_token_probs(self, images, prompts, candidates, *, blind=False):
+        self.calls.append("first_token_probs")
+        return [dict.fromkeys(candidates, 1 / len(candidates)) for _ in prompts]
+
+
+def test_a_task_that_cannot_run_fails_before_any_model_work(tmp_path: Path) -> None:
+    from ssmvlm.eval import evaluate_model
+    from ssmvlm.utils.errors import ConfigError
+
+    model = TwoTokenLetters()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "run.json").write_text('{"earlier": "evaluation"}')
+    roots = {"shapes": FIXTURES / "shapes", "tallyqa": FIXTURES / "tallyqa"}
+    with pytest.raises(ConfigError) as error:
+        evaluate_model(model, ["shapes-pope", "tallyqa"], roots, out_dir=tmp_path / "out", show_progress=False)
+    assert one_line(error) == (
+        "tasks: task 'tallyqa' cannot run with this model's tokenizer: candidates: candidate 'I' is 2 tokens, "
+        "expected exactly 1"
+    )
+    assert model.calls == []  # shapes-pope, listed first, did not run either
+    assert json.loads((tmp_path / "out" / "run.json").read_text()) == {"earlier": "evaluation"}
+
+
+def test_evaluate_with_bad_data_keeps_the_earlier_run_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssmvlm.vlm
+
+    monkeypatch.setattr(ssmvlm.vlm, "load_vlm", lambda run, device=None: TwoTokenLetters())
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "run.json").write_text('{"earlier": "evaluation"}')
+    data = tmp_path / "tallyqa"
+    data.mkdir()
+    record = {"question_id": 1, "image": "../x.jpg", "question": "How many?", "answer": 1}
+    (data / "test.json").write_text(json.dumps([record]))
+    args = ["evaluate", "--run", str(tmp_path), "--tasks", "tallyqa", "--data", f"tallyqa={data}"]
+    code, output = cli([*args, "--out", str(tmp_path / "eval")], capsys, monkeypatch)
+    assert_one_line_error(code, output, str(data / "test.json"), "record 1", "field 'image'")
+    assert json.loads((tmp_path / "eval" / "run.json").read_text()) == {"earlier": "evaluation"}
+
+
+# -- train: --threads recorded; a tampered optimizer.pt is refused in one line -----------------------------------
+
+
+TRAIN_ARGS = [
+    "model.backbone=vit_nano",
+    "model.image_size=48",
+    "recipe=shapes",
+    "optim.global_batch_size=4",
+    "optim.per_device_batch_size=4",
+    "optim.max_steps=2",
+    "logging.checkpoint_every=1",
+    "--quiet",
+]
+
+
+@pytest.fixture
+def restore_threads(monkeypatch: pytest.MonkeyPatch):
+    """--threads sets torch's process-wide thread count (and OMP_NUM_THREADS): put both back afterwards."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(before)))
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_threads_recorded_and_tampered_optimizer_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, restore_threads
+) -> None:
+    import argparse
+
+    import torch
+    from test_train_data import make_mini_llava
+
+    data = make_mini_llava(tmp_path / "data", 4, size=32)
+    run = tmp_path / "run"
+    args = ["train", *TRAIN_ARGS, f"data.train_json={data}", "--out", str(run)]
+    code, output = cli([*args, "--threads", "1", "--stop-after", "1"], capsys, monkeypatch)
+    assert code == 0, output
+    assert json.loads((run / "run.json").read_text())["threads"] == 1
+    optimizer = run / "checkpoints" / "step-00000001" / "optimizer.pt"
+    # An object weights_only refuses: PyTorch's own error would advise weights_only=False.
+    torch.save({"state": {}, "param_groups": [], "extra": argparse.Namespace(x=1)}, optimizer)
+    code, output = cli([*args, "--resume"], capsys, monkeypatch)
+    assert_one_line_error(code, output, str(optimizer), "objects other than tensors", "nothing was unpickled")
+    assert "weights_only=False" not in output
+    optimizer.write_bytes(b"\x80\x02truncated")
+    code, output = cli([*args, "--resume"], capsys, monkeypatch)
+    assert_one_line_error(code, output, str(optimizer), "not an optimizer state ssmvlm wrote")

@@ -37,8 +37,14 @@ def evaluate(
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Greedy decoding length limit."),
     device: str | None = typer.Option(None, "--device"),
     seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch (default: one per core); recorded in run.json."
+    ),
 ) -> None:
     """Evaluate RUN on TASKS; writes predictions.jsonl, results.json, results.md and run.json."""
+    from ssmvlm.utils.threads import set_threads
+
+    set_threads(threads)
     from ssmvlm.eval.report import render_markdown
     from ssmvlm.eval.runner import evaluate_run
     from ssmvlm.utils.seed import seed_everything

@@ -36,8 +36,14 @@ def run(
     config_file: Path | None = typer.Option(None, "--config", help="YAML file with PretrainConfig fields."),
     override: list[str] = typer.Option([], "--set", help="Config override key.path=value (repeatable)."),
     register: str | None = typer.Option(None, "--register", help="Register the result as BACKBONE@TAG."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch (default: one per core); recorded in run.json."
+    ),
 ) -> None:
     """Pretrain or adapt one backbone with the matched recipe; prints its held-out metrics."""
+    from ssmvlm.utils.threads import set_threads
+
+    set_threads(threads)
     from ssmvlm.config import load_config
     from ssmvlm.pretrain import PretrainConfig, run_pretraining
     from ssmvlm.utils.errors import ConfigError

@@ -25,8 +25,14 @@ def train(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Count and skip bad records and images."),
     stop_after: int | None = typer.Option(None, "--stop-after", help="Checkpoint and stop after this many steps."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch (default: one per core); recorded in run.json."
+    ),
 ) -> None:
     """Train a VLM. Several GPUs: `torchrun --nproc-per-node N --no-python ssmvlm train ...`."""
+    from ssmvlm.utils.threads import set_threads
+
+    set_threads(threads)
     from ssmvlm.config import load_config
     from ssmvlm.train import TrainConfig, train_vlm
     from ssmvlm.train.recipe import resolve_config_path

@@ -277,6 +277,22 @@ def load_tasks(
     return tasks, examples
 
 
+def check_tasks_runnable(model: Any, tasks: Sequence[Task]) -> None:
+    """Refuse, before any model work, a task this model cannot answer (first-token candidates that are not
+    single tokens of its tokenizer); found inside the task's own run, it would fail after earlier tasks ran."""
+    token_id = getattr(model, "candidate_token_id", None)  # models without a tokenizer (fakes) skip this
+    if token_id is None:
+        return
+    for task in tasks:
+        for candidate in task.candidates:
+            try:
+                token_id(candidate)
+            except ConfigError as exc:
+                raise ConfigError(
+                    "tasks", f"task '{task.name}' cannot run with this model's tokenizer: {exc}"
+                ) from None
+
+
 def evaluate_model(
     model: EvalModel,
     tasks: Sequence[str],
@@ -319,9 +335,12 @@ def evaluate_model(
         "max_new_tokens": max_new_tokens,
         **(dict(run_info) if run_info else {}),
     }
-    write_run_record(out, config, seed)
 
     task_list, all_examples = load_tasks(tasks, data_root, split)
+    check_tasks_runnable(model, task_list)
+    # Written once every task's data was read and checked: a failed start leaves an earlier evaluation's
+    # provenance in place.
+    write_run_record(out, config, seed)
     full = {name: {e.id: e for e in examples} for name, examples in all_examples.items()}
     selected = {name: select_examples(examples, limit, seed, name) for name, examples in all_examples.items()}
     context = ScoreContext(getattr(model, "image_transform", None), box_convention)  # type: ignore[arg-type]

@@ -103,10 +103,31 @@ def load_checkpoint(path: Path) -> Checkpoint:
         state = read_json(path / "state.json")
         trainable = load_safetensors_bytes((path / "trainable.safetensors").read_bytes())
         rng_tensors = load_safetensors_bytes((path / "rng.safetensors").read_bytes())
-        optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        optimizer = _load_optimizer_state(path / "optimizer.pt")
     except (OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
     return Checkpoint(path, int(state["step"]), trainable, optimizer, state["scheduler"], state["rng"], rng_tensors)
+
+
+def _load_optimizer_state(path: Path) -> dict[str, Any]:
+    """The optimizer state, read with ``weights_only=True``; anything else in the file is refused.
+
+    PyTorch's own error for a pickle with other objects advises ``weights_only=False``, that is, running the
+    file's code; ssmvlm wrote this file with tensors and plain containers only, so such content means the file
+    was replaced or damaged, and the way out is another checkpoint, never unpickling.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, EOFError, zipfile errors, RuntimeError: all mean "not ours"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        unsafe = "weights_only" in str(exc) or "Unsupported global" in str(exc)
+        reason = "it holds objects other than tensors (refused; nothing was unpickled)" if unsafe else first
+        raise CheckpointError(
+            f"{path}: not an optimizer state ssmvlm wrote: {reason}; restore the file or train into a new --out"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected an optimizer state dict, got {type(state).__name__}")
+    return state
 
 
 def check_fits(trainable: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], where: Path) -> None:

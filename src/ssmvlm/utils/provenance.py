@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ssmvlm.utils.io import atomic_write_json
+from ssmvlm.utils.threads import current_threads
 
 RUN_RECORD = "run.json"
 _TRACKED_PACKAGES = (
@@ -70,6 +71,7 @@ def run_record(config: dict[str, Any], seed: int | None, **extra: Any) -> dict[s
         "versions": package_versions(),
         "git_commit": git_commit(),
         "device": device_description(),
+        "threads": current_threads(),
         "command": " ".join(sys.argv),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **extra,
