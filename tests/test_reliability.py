@@ -417,3 +417,79 @@ def test_train_threads_recorded_and_tampered_optimizer_refused(
     optimizer.write_bytes(b"\x80\x02truncated")
     code, output = cli([*args, "--resume"], capsys, monkeypatch)
     assert_one_line_error(code, output, str(optimizer), "not an optimizer state ssmvlm wrote")
+
+
+# -- undecodable images: named, listed, and found by `data validate` ---------------------------------------------
+
+
+def test_skip_bad_names_undecodable_images_and_encoder_hash_guards_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import save_file
+    from test_train_data import make_mini_llava
+
+    from ssmvlm.backbones import create_vision_backbone
+    from ssmvlm.utils.errors import CheckpointError
+    from ssmvlm.vlm import load_vlm
+
+    data = make_mini_llava(tmp_path / "data", 6, size=32)
+    for name in ("0001.png", "0004.png"):
+        (tmp_path / "data" / "images" / name).write_bytes(b"not a png")
+    encoder = tmp_path / "encoder.safetensors"
+    trunk = create_vision_backbone("vit_nano", image_size=48).trunk.state_dict()
+    save_file({k: v.contiguous() for k, v in trunk.items()}, str(encoder))
+    run = tmp_path / "run"
+    args = ["train", *TRAIN_ARGS, f"data.train_json={data}", f"model.checkpoint={encoder}", "--skip-bad"]
+    code, output = cli([*args, "--out", str(run)], capsys, monkeypatch)
+    assert code == 0, output
+    warning = next(line for line in output.splitlines() if "undecodable" in line)
+    assert "2 undecodable images" in warning and "0001.png" in warning and "0004.png" in warning
+    assert str(run / "skipped_images.txt") in " ".join(output.split())
+    listed = (run / "skipped_images.txt").read_text().splitlines()
+    assert [Path(line.split(":")[0]).name for line in listed] == ["0001.png", "0004.png"]
+
+    recorded = json.loads((run / "encoder.json").read_text())
+    assert json.loads((run / "run.json").read_text())["encoder_sha256"] == recorded["sha256"]
+    load_vlm(run, device="cpu")  # the same encoder loads
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in trunk.items()}, str(encoder))
+    with pytest.raises(CheckpointError) as error:
+        load_vlm(run, device="cpu")
+    assert one_line(error).startswith(f"{run / 'encoder.json'}: the run was trained with encoder weights sha256 ")
+    assert recorded["sha256"][:12] in str(error.value)
+
+
+def test_data_validate_decodes_every_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_train_data import make_mini_llava
+
+    data = make_mini_llava(tmp_path, 5, size=32)
+    images = tmp_path / "images"
+    (images / "0002.png").write_bytes((images / "0002.png").read_bytes()[:60])  # a truncated PNG
+    (images / "0003.png").write_bytes(b"\x89PNG garbage")
+    code, output = cli(["data", "validate", str(data)], capsys, monkeypatch)
+    assert_one_line_error(code, output, str(data), "record id 'mini-2'", "field 'image'", "0002.png", "cannot decode")
+    code, output = cli(["data", "validate", str(data), "--skip-bad"], capsys, monkeypatch)
+    assert code == 0, output
+    flat = " ".join(output.split())
+    assert "2 undecodable images: record id 'mini-2'" in flat and "record id 'mini-3'" in flat
+
+
+# -- ShapeScenes layout detection reads the manifest --------------------------------------------------------------
+
+
+def test_a_foreign_manifest_json_does_not_make_a_shapescenes_folder(tmp_path: Path) -> None:
+    from test_train_data import make_mini_llava
+
+    from ssmvlm.data.llava import SHAPESCENES_GENERATOR, default_image_root, load_llava_records
+    from ssmvlm.data.shapes.generate import GENERATOR
+
+    assert SHAPESCENES_GENERATOR == GENERATOR  # the copy kept to avoid importing the renderer
+    data = make_mini_llava(tmp_path / "mine" / "train", 3, size=32)  # images/ beside llava.json
+    (tmp_path / "mine" / "manifest.json").write_text(json.dumps({"files": ["train/llava.json"], "version": 3}))
+    assert default_image_root(data) == data.parent
+    assert load_llava_records(data)[0].image == data.parent / "images" / "0000.png"
+    (tmp_path / "mine" / "manifest.json").write_text("not json at all")
+    assert default_image_root(data) == data.parent
+    (tmp_path / "mine" / "manifest.json").write_text(json.dumps({"generator": GENERATOR}))
+    assert default_image_root(data) == (tmp_path / "mine").resolve()

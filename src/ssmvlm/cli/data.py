@@ -91,9 +91,12 @@ def validate(
         False, "--skip-bad", help="Count bad records in a warning instead of failing."
     ),
 ) -> None:
-    """Check a LLaVA-format file: JSON, keys and types, turn order, image paths, answer boxes."""
+    """Check a LLaVA-format file: JSON, keys and types, turn order, image paths, answer boxes, and that every
+    image decodes (what training would trip on)."""
+    from rich.markup import escape
     from rich.table import Table
 
+    from ssmvlm.data.images import describe_skipped_images, undecodable_images
     from ssmvlm.data.llava import LlavaLoadReport, load_llava_records, parse_boxes
     from ssmvlm.utils.errors import DataError
     from ssmvlm.utils.progress import console
@@ -102,15 +105,34 @@ def validate(
     if not files:
         raise DataError(path, "no */llava.json files in this folder")
     table = Table(title="LLaVA data")
-    for column in ("file", "records", "skipped", "with image", "turns", "box answers"):
+    for column in ("file", "records", "skipped", "undecodable images", "with image", "turns", "box answers"):
         table.add_column(column, justify="left" if column == "file" else "right")
     for json_file in files:
         report = LlavaLoadReport()
         records = load_llava_records(json_file, image_root, skip_bad=skip_bad, report=report)
+        with_images = [r for r in records if r.image is not None]
+        bad = undecodable_images([r.image for r in with_images])  # type: ignore[misc]
+        if bad and not skip_bad:
+            first = min(bad)
+            raise DataError(json_file, bad[first], record=f"id {with_images[first].id!r}", field="image")
+        if bad:
+            reasons = [f"record id {with_images[i].id!r}: {bad[i]}" for i in sorted(bad)]
+            console.print(
+                f"[yellow]warning:[/yellow] {escape(str(json_file))}: " + escape(describe_skipped_images(reasons)),
+                highlight=False,
+                soft_wrap=True,
+            )
+            records = [r for i, r in enumerate(with_images) if i not in bad] + [r for r in records if r.image is None]
         turns = sum(len(r.turns) for r in records)
         boxes = sum(bool(parse_boxes(text)) for r in records for role, text in r.turns if role == "gpt")
         with_image = sum(r.image is not None for r in records)
         table.add_row(
-            str(json_file), str(len(records)), str(report.skipped), str(with_image), str(turns), str(boxes)
+            str(json_file),
+            str(len(records)),
+            str(report.skipped),
+            str(len(bad)),
+            str(with_image),
+            str(turns),
+            str(boxes),
         )
     console.print(table)

@@ -53,3 +53,31 @@ def open_image(path: str | Path, root: str | Path | None = None) -> Image.Image:
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(full, f"cannot decode image ({reason})") from None
+
+
+SKIPPED_IMAGES_FILE = "skipped_images.txt"
+NAMED_IN_WARNINGS = 3  # undecodable images a one-line warning names; the run folder's file lists them all
+
+
+def undecodable_images(paths: list[Path], *, show_progress: bool = True) -> dict[int, str]:
+    """``{index: reason}`` of the images in ``paths`` that fail to open and decode fully (checked one by one)."""
+    from ssmvlm.utils.progress import progress_bar
+
+    bad: dict[int, str] = {}
+    with progress_bar(disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("decoding images", total=len(paths), status="")
+        for index, path in enumerate(paths):
+            try:
+                open_image(path)
+            except DataError as exc:
+                bad[index] = str(exc)
+            progress.advance(task)
+    return bad
+
+
+def describe_skipped_images(reasons: list[str], listed_in: Path | None = None) -> str:
+    """One line naming the first few undecodable images (and where the full list is)."""
+    named = "; ".join(reasons[:NAMED_IN_WARNINGS])
+    more = f"; and {len(reasons) - NAMED_IN_WARNINGS} more" if len(reasons) > NAMED_IN_WARNINGS else ""
+    where = f" (all listed in {listed_in})" if listed_in is not None else ""
+    return f"{len(reasons)} undecodable image{'s' if len(reasons) != 1 else ''}: {named}{more}{where}"

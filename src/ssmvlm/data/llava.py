@@ -56,12 +56,29 @@ class LlavaLoadReport:
 def default_image_root(json_path: str | Path) -> Path:
     """Where image paths of ``json_path`` are relative to when no root is given.
 
-    ShapeScenes writes ``DIR/{split}/llava.json`` with paths relative to ``DIR`` (the folder holding
-    ``manifest.json``); any other file's paths are taken relative to its own folder.
+    ShapeScenes writes ``DIR/{split}/llava.json`` with paths relative to ``DIR`` (the folder holding its
+    ``manifest.json``, checked by content); any other file's paths are taken relative to its own folder.
     """
     folder = Path(json_path).parent
     dataset = folder.resolve().parent  # resolved: "llava.json" given from inside a split folder works too
-    return dataset if (dataset / "manifest.json").is_file() else folder
+    return dataset if is_shapescenes_manifest(dataset / "manifest.json") else folder
+
+
+# The generator name ShapeScenes writes into its manifest (ssmvlm.data.shapes.generate.GENERATOR), repeated
+# here so that reading LLaVA data does not import the scene renderer.
+SHAPESCENES_GENERATOR = "ssmvlm.shapescenes"
+
+
+def is_shapescenes_manifest(path: Path) -> bool:
+    """Whether ``path`` is a ShapeScenes manifest: its content is read, since a user's own dataset may hold a
+    ``manifest.json`` of another kind one folder up (its images are then relative to the JSON's own folder)."""
+    if not path.is_file():
+        return False
+    try:
+        data = read_json(path)
+    except DataError:
+        return False
+    return isinstance(data, dict) and data.get("generator") == SHAPESCENES_GENERATOR
 
 
 def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:

@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from ssmvlm.data.images import open_image
-from ssmvlm.utils.errors import DataError
+from ssmvlm.data.images import open_image, undecodable_images
 from ssmvlm.utils.progress import progress_bar
 
 AUTO_CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -35,18 +34,10 @@ class ImageFeatureSource:
     def pixels(self, index: int) -> torch.Tensor:
         return self.vlm.image_transform(open_image(self.image_paths[index]))
 
-    def find_undecodable(self, *, show_progress: bool = True) -> set[int]:
-        """Images that fail to decode (for ``--skip-bad``), checked before training starts."""
-        bad: set[int] = set()
-        with progress_bar(disable=not show_progress, transient=True) as progress:
-            task = progress.add_task("checking images", total=len(self.image_paths), status="")
-            for index, path in enumerate(self.image_paths):
-                try:
-                    open_image(path)
-                except DataError:
-                    bad.add(index)
-                progress.advance(task)
-        self.excluded = bad
+    def find_undecodable(self, *, show_progress: bool = True) -> dict[int, str]:
+        """``{index: reason}`` of the images that fail to decode (for ``--skip-bad``), before training starts."""
+        bad = undecodable_images(self.image_paths, show_progress=show_progress)
+        self.excluded = set(bad)
         return bad
 
     def precompute(self, *, show_progress: bool = True) -> None:

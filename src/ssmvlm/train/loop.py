@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from torch import nn
 
 from ssmvlm.config import to_dict
+from ssmvlm.data.images import SKIPPED_IMAGES_FILE, describe_skipped_images
 from ssmvlm.data.llava import load_llava_records
 from ssmvlm.train.checkpoint import check_fits, latest_checkpoint_path, load_checkpoint, save_checkpoint
 from ssmvlm.train.checkpoint import restore_rng_state as _restore_rng
@@ -43,11 +45,20 @@ from ssmvlm.train.features import ImageFeatureSource
 from ssmvlm.train.metrics import MetricsLog
 from ssmvlm.train.recipe import Recipe, TrainConfig, micro_batches_per_step, resolve_recipe
 from ssmvlm.utils.errors import ConfigError, DataError, TrainingDivergedError
-from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, read_json
+from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ssmvlm.utils.progress import console, progress_bar
 from ssmvlm.utils.provenance import write_run_record
 from ssmvlm.utils.seed import seed_everything
-from ssmvlm.vlm.builder import CONFIG_FILE, WEIGHTS_FILE, build_vlm, load_trained_weights, prepare_tokenizer
+from ssmvlm.vlm.builder import (
+    CONFIG_FILE,
+    ENCODER_FILE,
+    WEIGHTS_FILE,
+    build_vlm,
+    check_encoder,
+    encoder_record,
+    load_trained_weights,
+    prepare_tokenizer,
+)
 from ssmvlm.vlm.model import VLM
 
 TRAINABLE_BY_STAGE = {
@@ -87,6 +98,7 @@ def train_vlm(
     if not info.is_main:
         tokenizer = prepare_tokenizer(config.model, run_dir)
     vlm = build_vlm(config.model, tokenizer, config.seed).to(info.device)
+    encoder = encoder_record(config.model, vlm)  # hashed before any wrapping could shard the encoder
     if config.stage == "finetune":
         _init_connector(vlm, config.connector_init)
     trainable_names = set_trainable(vlm, config.stage)
@@ -103,7 +115,17 @@ def train_vlm(
     )
     features = ImageFeatureSource(vlm, data.image_paths, info.device, cache=config.data.cache_features)
     if config.data.skip_bad:
-        drop_samples_with_images(data, features.find_undecodable(show_progress=show_progress and info.is_main))
+        undecodable = features.find_undecodable(show_progress=show_progress and info.is_main)
+        drop_samples_with_images(data, set(undecodable))
+        if undecodable and info.is_main:
+            reasons = [undecodable[index] for index in sorted(undecodable)]
+            atomic_write_text(run_dir / SKIPPED_IMAGES_FILE, "".join(reason + "\n" for reason in reasons))
+            console.print(
+                "[yellow]warning:[/yellow] skipped "
+                + escape(describe_skipped_images(reasons, run_dir / SKIPPED_IMAGES_FILE)),
+                highlight=False,
+                soft_wrap=True,
+            )
     if data.skipped and info.is_main:
         console.print(
             f"[yellow]warning:[/yellow] skipped {data.skipped} samples; first: "
@@ -137,7 +159,10 @@ def train_vlm(
         start_step = _restore(checkpoint_path, model, vlm, optimizer, scheduler, trainable_names)
         last_checkpoint = checkpoint_path
     if info.is_main:
+        if resume:
+            check_encoder(run_dir, encoder["sha256"])  # a resumed run keeps the encoder it started with
         atomic_write_json(run_dir / CONFIG_FILE, config_dict)
+        atomic_write_json(run_dir / ENCODER_FILE, encoder)
         write_run_record(
             run_dir,
             config_dict,
@@ -149,6 +174,7 @@ def train_vlm(
             strategy=strategy,
             resumed_from_step=start_step,
             skipped_samples=data.skipped,
+            encoder_sha256=encoder["sha256"],
         )
     metrics = MetricsLog(run_dir, config.logging.loggers, config_dict, enabled=info.is_main)
     metrics.truncate_after(start_step)

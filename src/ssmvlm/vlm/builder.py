@@ -35,6 +35,7 @@ from ssmvlm.vlm.prompts import get_prompt_format
 TOKENIZER_DIR = "tokenizer"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+ENCODER_FILE = "encoder.json"  # the frozen encoder's weight hash: a run is only loaded with the same encoder
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -146,6 +147,44 @@ def load_trained_weights(vlm: VLM, path: Path) -> None:
     vlm.load_state_dict(weights, strict=False)
 
 
+def encoder_digest(vlm: VLM) -> str:
+    """sha256 over the frozen encoder's state dict: every tensor's name, dtype, shape and bytes, by name.
+
+    ``model.safetensors`` leaves the encoder out (it is rebuilt from a zoo name such as ``vit_nano@shapes-cls``),
+    so a re-registered initialization under the same name would silently change a trained run; the digest
+    recorded at training time catches that at load.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(vlm.vision_backbone.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def encoder_record(config: VLMConfig, vlm: VLM) -> dict[str, Any]:
+    return {"backbone": config.backbone, "checkpoint": config.checkpoint, "sha256": encoder_digest(vlm)}
+
+
+def check_encoder(run_dir: Path, actual: str) -> None:
+    """Refuse a run whose recorded encoder hash differs from ``actual``, the digest of the encoder just built
+    (runs from before the hash was recorded have no ``encoder.json`` and load as they are)."""
+    path = Path(run_dir) / ENCODER_FILE
+    if not path.is_file():
+        return
+    recorded = read_json(path)
+    expected = recorded.get("sha256") if isinstance(recorded, dict) else None
+    if expected != actual:
+        name = recorded.get("backbone") if isinstance(recorded, dict) else "?"
+        raise CheckpointError(
+            f"{path}: the run was trained with encoder weights sha256 {str(expected)[:12]}…, but {name} now "
+            f"resolves to {actual[:12]}… (an initialization re-registered or a checkpoint replaced); restore "
+            "those weights or train a new run"
+        )
+
+
 def load_vlm(run_dir: str | Path, device: str | torch.device | None = None) -> VLM:
     """A trained VLM from its run directory, in eval mode on ``device`` (default: CUDA when available)."""
     run_dir = Path(run_dir)
@@ -158,5 +197,6 @@ def load_vlm(run_dir: str | Path, device: str | torch.device | None = None) -> V
     if not (run_dir / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"{run_dir / WEIGHTS_FILE}: trained weights not found (did the run finish?)")
     load_trained_weights(vlm, run_dir / WEIGHTS_FILE)
+    check_encoder(run_dir, encoder_digest(vlm))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return vlm.to(device).eval()
