@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ssmvlm import __version__
-from ssmvlm.cli import bench, chat, data, evaluate, pretrain, study, train, zoo
+from ssmvlm.cli import bench, chat, convert, data, evaluate, pretrain, study, train, zoo
 from ssmvlm.utils.errors import SsmvlmError
 from ssmvlm.utils.progress import console
 
@@ -29,6 +29,7 @@ app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(chat.app, name="chat")
 app.add_typer(study.app, name="study")
 app.add_typer(bench.app, name="bench")
+app.add_typer(convert.app, name="convert")
 
 
 def _version(value: bool) -> None:

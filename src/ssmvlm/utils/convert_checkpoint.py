@@ -36,9 +36,20 @@ def convert(src: Path, dst: Path, entry: str | None = None) -> int:
         entry = next((k for k in entries if isinstance(obj, dict) and k in obj), None)
     state = obj[entry] if entry else obj
     arrays = (torch.Tensor, np.ndarray)  # detectron2 stores numpy arrays
-    tensors = {k: torch.as_tensor(v).contiguous() for k, v in state.items() if isinstance(v, arrays)}
+    tensors = {k: torch.as_tensor(v).contiguous() for k, v in _flatten(state).items() if isinstance(v, arrays)}
     save_file(tensors, str(dst))
     return len(tensors)
+
+
+def _flatten(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested state dicts (prismatic's ``{"projector": {...}, "llm_backbone": {...}}``) as ``projector.*`` keys."""
+    flat: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def main() -> None:
