@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ssmvlm import __version__
-from ssmvlm.cli import bench, chat, convert, data, evaluate, pretrain, study, train, zoo
+from ssmvlm.cli import bench, chat, convert, data, evaluate, predict, pretrain, study, train, zoo
 from ssmvlm.utils.errors import SsmvlmError
 from ssmvlm.utils.progress import console
 
@@ -27,6 +27,7 @@ app.add_typer(pretrain.app, name="pretrain")
 app.add_typer(train.app, name="train")
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(chat.app, name="chat")
+app.add_typer(predict.app, name="predict")
 app.add_typer(study.app, name="study")
 app.add_typer(bench.app, name="bench")
 app.add_typer(convert.app, name="convert")
