@@ -1,0 +1,128 @@
+"""The lmms-eval model: lmms-eval's own request types (generate_until, loglikelihood) on a tiny trained run.
+
+The harness-neutral part (:mod:`ssmvlm.integrations.requests`) is tested without lmms-eval; the adapter itself
+against the installed lmms-eval package (skipped where the ``lmms`` extra is not installed).
+"""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from test_predict_chat import TINY
+from test_train_data import make_mini_llava
+
+from ssmvlm.config import load_config
+from ssmvlm.integrations import requests as harness
+from ssmvlm.train import TrainConfig, train_vlm
+from ssmvlm.utils.errors import ConfigError, DataError
+from ssmvlm.vlm import load_vlm
+from ssmvlm.vlm.conversation import continuation_logprob
+
+
+class EchoVLM:
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def generate(self, images, prompts, **settings):  # type: ignore[no-untyped-def]
+        self.calls.append(settings)
+        return [f"{p} ASSISTANT: more\nlines" for p in prompts]
+
+
+def test_generation_settings_and_stop_strings_without_lmms_eval() -> None:
+    vlm = EchoVLM()
+    texts = harness.generate_until(
+        vlm, ["a", "b"], [None, None], {"until": ["\n"], "temperature": 0}, default_max_new_tokens=7
+    )
+    assert texts == ["a ASSISTANT: more", "b ASSISTANT: more"] and vlm.calls == [{"max_new_tokens": 7}]
+    harness.generate_until(
+        vlm, ["a"], [None], {"until": "ASSISTANT:", "max_new_tokens": 3, "do_sample": True, "temperature": 0.5}
+    )
+    assert vlm.calls[-1] == {"max_new_tokens": 3, "do_sample": True, "temperature": 0.5}
+    with pytest.raises(ConfigError, match="unsupported keys repetition_penalty"):
+        harness.generate_until(vlm, ["a"], [None], {"repetition_penalty": 1.1})
+
+
+def test_one_image_per_prompt() -> None:
+    image = Image.new("RGBA", (3, 2))
+    assert harness.one_image([image], "doc 1").mode == "RGB"
+    assert harness.one_image([], "doc 1") is None and harness.one_image(None, "doc 1") is None
+    with pytest.raises(DataError, match="doc 1: gives 2 images"):
+        harness.one_image([image, image], "doc 1")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    data = make_mini_llava(tmp_path_factory.mktemp("data"), 8, size=48)
+    run = train_vlm(
+        load_config(TrainConfig, None, [*TINY, f"data.train_json={data}"]),
+        tmp_path_factory.mktemp("run"),
+        show_progress=False,
+    )
+    images = [Image.open(data.parent / "images" / f"{k:04d}.png").convert("RGB") for k in range(3)]
+    return run, load_vlm(run, device="cpu"), images
+
+
+def instance(kind: str, arguments: tuple, index: int):  # type: ignore[no-untyped-def]
+    from lmms_eval.api.instance import Instance
+
+    return Instance(kind, arguments, index, metadata={"task": "pope", "doc_id": index, "repeats": 1})
+
+
+def test_lmms_eval_requests_on_a_tiny_run(tiny) -> None:
+    pytest.importorskip("lmms_eval")
+    from lmms_eval.models import get_model
+    from lmms_eval.tasks.pope import utils as pope
+
+    from ssmvlm.integrations.lmms_eval import SsmvlmLMM
+
+    run, vlm, images = tiny
+    assert get_model("ssmvlm") is SsmvlmLMM  # found by name through the entry point
+    model = SsmvlmLMM(run=str(run), vlm=vlm, batch_size=2, max_new_tokens=4)
+    docs = [
+        {"question_id": str(k), "question": q, "answer": a, "image": image}
+        for k, (q, a, image) in enumerate(
+            zip(["Is it red?", "Is it blue?", "Is it round?"], ["yes", "no", "yes"], images, strict=True)
+        )
+    ]
+    model.task_dict = {"pope": {"test": docs}}
+    kwargs = {"until": ["ASSISTANT:"], "max_new_tokens": 4, "temperature": 0, "do_sample": False, "num_beams": 1}
+    prompt_kwargs = {"pre_prompt": "", "post_prompt": "\nAnswer the question using a single word or phrase."}
+    generate = [
+        instance(
+            "generate_until",
+            (pope.pope_doc_to_text(doc, prompt_kwargs), dict(kwargs), pope.pope_doc_to_visual, k, "pope", "test"),
+            k,
+        )
+        for k, doc in enumerate(docs)
+    ]
+    answers = model.generate_until(generate)
+    contexts = [request.args[0] for request in generate]
+    assert answers == vlm.generate(images, contexts, max_new_tokens=4)
+    scored = pope.pope_process_results(docs[0], [answers[0]])  # lmms-eval's own POPE scoring of our text
+    assert scored["pope_accuracy"]["prediction"] == answers[0].lower().strip()
+
+    # loglikelihood: the target from doc_to_target (a callable or a string), the image from doc_to_visual
+    likelihood = [
+        instance(
+            "loglikelihood", (contexts[0], lambda doc: doc["answer"], pope.pope_doc_to_visual, 0, "pope", "test"), 0
+        ),
+        instance("loglikelihood", (contexts[1], " no", pope.pope_doc_to_visual, 1, "pope", "test"), 1),
+        instance("loglikelihood", (contexts[2], "blue", None, 2, "pope", "test"), 2),
+    ]
+    results = model.loglikelihood(likelihood)
+    assert results[0] == continuation_logprob(vlm, images[0], contexts[0], "yes")
+    assert results[1] == continuation_logprob(vlm, images[1], contexts[1], "no")
+    assert results[2] == continuation_logprob(vlm, None, contexts[2], "blue")
+    assert all(isinstance(lp, float) and lp < 0 and isinstance(greedy, bool) for lp, greedy in results)
+
+
+def test_lmms_eval_builds_the_model_from_its_argument_string(tiny) -> None:
+    pytest.importorskip("lmms_eval")
+    from lmms_eval.models import get_model
+
+    run, vlm, _ = tiny
+    model = get_model("ssmvlm").create_from_arg_string(f"run={run},device=cpu,batch_size=3", {"batch_size": None})
+    assert model.batch_size == 3
+    assert model.vlm.tokenizer.vocab_size == vlm.tokenizer.vocab_size
+    with pytest.raises(NotImplementedError, match="single-round"):
+        model.generate_until_multi_round([])
