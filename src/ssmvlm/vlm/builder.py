@@ -192,8 +192,13 @@ def load_vlm(run_dir: str | Path, device: str | torch.device | None = None) -> V
     config = from_dict(VLMConfig, saved.get("model", {}), path="model")
     if not is_tiny_preset(config.llm) and not Path(config.llm).is_absolute() and (run_dir / config.llm).is_dir():
         config.llm = str(run_dir / config.llm)  # a folder inside the run (a converted run's llm/), so it can move
-    tokenizer = prepare_tokenizer(config, run_dir)
-    vlm = build_vlm(config, tokenizer, int(saved.get("seed", 0)))
+    seed = int(saved.get("seed", 0))
+    # Training seeds torch right before it builds the model, and an encoder without a checkpoint (a random
+    # initialization) comes from that stream: rebuild it from the same seed, leaving the caller's RNG alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = prepare_tokenizer(config, run_dir)
+        vlm = build_vlm(config, tokenizer, seed)
     if not (run_dir / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"{run_dir / WEIGHTS_FILE}: trained weights not found (did the run finish?)")
     load_trained_weights(vlm, run_dir / WEIGHTS_FILE)
