@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import ssmvlm.utils.io as ssmvlm_io
 from ssmvlm.eval.tasks import dataset_root, get_task
 from ssmvlm.utils.errors import DataError
 
@@ -493,3 +494,112 @@ def test_a_foreign_manifest_json_does_not_make_a_shapescenes_folder(tmp_path: Pa
     assert default_image_root(data) == data.parent
     (tmp_path / "mine" / "manifest.json").write_text(json.dumps({"generator": GENERATOR}))
     assert default_image_root(data) == (tmp_path / "mine").resolve()
+
+
+# -- faults: a second study on the same folder, a full disk ----------------------------------------------------------
+
+TINY_SPEC = """
+name: tiny
+benchmark: {shapes: {size: 20, image_size: 32, seed: 0}}
+backbones: [vit_nano]
+initializations: [random]
+resolutions: [32]
+llm: tiny-llama-1m
+recipe: {preset: shapes, overrides: {optim.max_steps: 1}}
+seeds: [0]
+eval: {tasks: [shapes-vqa], limit: 2, controls: false, max_new_tokens: 2}
+stabilization: {enabled: false}
+execution: {device: cpu, gpus: 0, launcher: local, threads: 1}
+"""
+
+
+def test_a_second_study_on_the_same_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from ssmvlm.utils.lock import LOCK_FILE, folder_lock
+
+    out = tmp_path / "study"
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    # The first study: a process holding the folder's lock exactly as run_study takes it.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from ssmvlm.utils.lock import folder_lock\n"
+         f"with folder_lock({str(out)!r}, 'ssmvlm study'):\n    print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code, output = cli(["study", "--spec", str(spec), "--out", str(out)], capsys, monkeypatch)
+        assert_one_line_error(code, output, f"{out} is in use by another ssmvlm study (pid {holder.pid}")
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the second study wrote nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with folder_lock(out, "ssmvlm study"):  # a killed holder leaves no stale lock
+        assert (out / LOCK_FILE).read_text().strip() == str(__import__("os").getpid())
+
+
+_REAL_WRITE = ssmvlm_io._write  # taken at import, before any test patches it
+
+
+class FailingWrites:
+    """Makes ssmvlm's file writer raise ENOSPC on its Nth call (and every later one: the disk stays full)."""
+
+    def __init__(self, fail_from: int) -> None:
+        self.real = _REAL_WRITE
+        self.fail_from = fail_from
+        self.calls = 0
+
+    def __call__(self, handle, data) -> None:
+        import errno
+        import os
+
+        self.calls += 1
+        if self.calls >= self.fail_from:
+            if self.calls == self.fail_from and len(data) > 4:
+                self.real(handle, data[: len(data) // 2])  # a partial write first, as a filling disk does
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.real(handle, data)
+
+
+def test_disk_full_leaves_earlier_files_intact_and_prints_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssmvlm.vlm
+
+    monkeypatch.setattr(ssmvlm.vlm, "load_vlm", lambda run, device=None: TwoTokenLetters())
+    out = tmp_path / "eval"
+    args = ["evaluate", "--run", str(tmp_path), "--tasks", "shapes-vqa,shapes-pope", "--data", str(FIXTURES / "shapes")]
+    args += ["--out", str(out), "--batch-size", "2", "--no-controls"]
+    assert cli(args, capsys, monkeypatch)[0] == 0
+    reference = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(reference) == {"run.json", "predictions.jsonl", "results.json", "results.md"}
+
+    # A rerun has every prediction: it rewrites run.json, results.json and results.md, in that order.
+    for fail_from, failing in ((1, "run.json"), (2, "results.json"), (3, "results.md")):
+        monkeypatch.setattr(ssmvlm_io, "_write", FailingWrites(fail_from))
+        code, output = cli(args, capsys, monkeypatch)
+        assert_one_line_error(code, output, str(out / failing), "cannot write (No space left on device)")
+        assert "its previous content is left as it was" in output
+        files = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert set(files) == set(reference)  # no temporary file is left behind
+        assert files[failing] == reference[failing] and files["predictions.jsonl"] == reference["predictions.jsonl"]
+        for name in ("run.json", "results.json"):
+            json.loads(files[name])  # complete, whichever version
+
+    # The disk fills while predictions are appended: the finished records stay, and a rerun completes them.
+    fresh = tmp_path / "fresh"
+    fresh_args = [*args[:-5], "--out", str(fresh), "--batch-size", "2", "--no-controls"]
+    monkeypatch.setattr(ssmvlm_io, "_write", FailingWrites(4))  # run.json, two prediction records, then full
+    code, output = cli(fresh_args, capsys, monkeypatch)
+    assert_one_line_error(code, output, str(fresh / "predictions.jsonl"), "the records written before are kept")
+    kept = (fresh / "predictions.jsonl").read_text()
+    assert kept.count("\n") == 2 and not kept.endswith("}\n{")
+    monkeypatch.setattr(ssmvlm_io, "_write", FailingWrites(10**9))
+    assert cli(fresh_args, capsys, monkeypatch)[0] == 0
+    assert json.loads((fresh / "results.json").read_text())["tasks"] == json.loads(reference["results.json"])["tasks"]

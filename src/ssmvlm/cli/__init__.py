@@ -6,6 +6,9 @@ commands, so ``ssmvlm --help`` stays fast.
 
 from __future__ import annotations
 
+import errno
+import os
+
 import typer
 from rich.markup import escape
 
@@ -54,4 +57,11 @@ def main() -> None:
         app()
     except SsmvlmError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except OSError as exc:
+        # A full disk met by a writer other than ssmvlm's own (a library saving a file): still one line.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[red]error:[/red] {escape(where + 'cannot write (' + os.strerror(exc.errno) + ')')}")
         raise SystemExit(2) from None

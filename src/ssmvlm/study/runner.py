@@ -253,9 +253,30 @@ def run_study(
     write_report: bool = True,
 ) -> StudyOutcome:
     """Validate, expand, run the main cells, diagnose, run the ablations, collect and report."""
-    start = time.perf_counter()
-    out = Path(out)
+    from ssmvlm.utils.lock import folder_lock
+
     validate_spec(spec)
+    with folder_lock(out, "ssmvlm study"):  # a second study on this folder is refused, not interleaved
+        return _run_study(
+            spec,
+            Path(out),
+            launcher=launcher,
+            cell_function=cell_function,
+            show_progress=show_progress,
+            write_report=write_report,
+        )
+
+
+def _run_study(
+    spec: StudySpec,
+    out: Path,
+    *,
+    launcher: Launcher | None,
+    cell_function: CellFunction | None,
+    show_progress: bool,
+    write_report: bool,
+) -> StudyOutcome:
+    start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     save_spec(spec, out)
     from ssmvlm.utils.provenance import write_run_record

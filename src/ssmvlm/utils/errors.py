@@ -51,5 +51,9 @@ class CheckpointError(SsmvlmError):
     """A checkpoint cannot be read safely or does not fit the architecture it is loaded into."""
 
 
+class StorageError(SsmvlmError):
+    """A write failed for lack of space (or quota); files written before it are left intact."""
+
+
 class TrainingDivergedError(SsmvlmError):
     """A non-finite loss; the message names the step, the batch and the last good checkpoint."""

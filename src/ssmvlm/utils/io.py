@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -9,22 +10,38 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ssmvlm.utils.errors import CheckpointError, DataError
+from ssmvlm.utils.errors import CheckpointError, DataError, StorageError
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write(handle: Any, data: bytes | str) -> None:
+    """The one place file contents are written (the disk-full tests make it fail on the Nth call)."""
+    handle.write(data)
+
+
+def _storage_error(path: Path, exc: OSError, kept: str) -> StorageError:
+    return StorageError(f"{path}: cannot write ({os.strerror(exc.errno or errno.ENOSPC)}); {kept}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+
+    A full disk raises a one-line :class:`StorageError`; ``path`` keeps its previous content.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            _write(handle, data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            raise _storage_error(path, exc, "its previous content is left as it was") from None
         raise
 
 
@@ -64,10 +81,16 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one record and flush it to disk, so an interrupted run keeps every finished record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=_json_default) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            _write(handle, json.dumps(record, default=_json_default) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            # Readers skip a last line cut short (iter_jsonl's tolerate_truncated_tail), so earlier records stay.
+            raise _storage_error(path, exc, "the records written before are kept") from None
+        raise
 
 
 def iter_jsonl(path: str | Path, *, tolerate_truncated_tail: bool = False) -> Iterator[dict[str, Any]]:
