@@ -40,6 +40,12 @@ def evaluate(
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads for torch (default: one per core); recorded in run.json."
     ),
+    loggers: str | None = typer.Option(
+        None,
+        "--loggers",
+        help="Trackers for the results, comma-separated: tensorboard, wandb (default: the run's logging.loggers; "
+        "'' for none).",
+    ),
 ) -> None:
     """Evaluate RUN on TASKS; writes predictions.jsonl, results.json, results.md and run.json."""
     from ssmvlm.utils.threads import set_threads
@@ -63,5 +69,6 @@ def evaluate(
         seed=seed,
         box_convention=box_convention,
         max_new_tokens=max_new_tokens,
+        loggers=None if loggers is None else [name.strip() for name in loggers.split(",") if name.strip()],
     )
     typer.echo(render_markdown(results))

@@ -393,11 +393,19 @@ def evaluate_run(
     *,
     device: str | None = None,
     out_dir: str | Path | None = None,
+    loggers: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Load a trained run with ``ssmvlm.vlm.load_vlm`` and evaluate it (into ``RUN_DIR/eval`` by default)."""
+    """Load a trained run with ``ssmvlm.vlm.load_vlm`` and evaluate it (into ``RUN_DIR/eval`` by default).
+
+    The results also go to ``loggers`` (default: the trackers the run trained with, ``logging.loggers``).
+    """
+    from ssmvlm.eval.tracking import log_results, run_loggers
     from ssmvlm.vlm import load_vlm  # imported here: the VLM package pulls in torch and transformers
 
     model = load_vlm(run_dir, device=device)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval"
-    return evaluate_model(model, tasks, data_root, out_dir=out, run_info={"run_dir": str(run_dir)}, **kwargs)
+    results = evaluate_model(model, tasks, data_root, out_dir=out, run_info={"run_dir": str(run_dir)}, **kwargs)
+    trackers = run_loggers(run_dir) if loggers is None else loggers
+    log_results(results, out, trackers, name=f"{Path(run_dir).name}-eval", config=results.get("config"))
+    return results
