@@ -150,9 +150,7 @@ def _prismatic_ids() -> list[EncoderId]:
 
 
 ENCODER_IDS: dict[str, EncoderId] = {entry.vision_backbone_id: entry for entry in _release_ids() + _prismatic_ids()}
-PUBLIC_IDS: dict[str, str] = {
-    entry.public_id: entry.vision_backbone_id for entry in ENCODER_IDS.values() if entry.public_id
-}
+PUBLIC_IDS: dict[str, str] = {public_id: vision_id for vision_id, public_id in _PUBLIC.items()}
 
 # arch_specifier (after an optional "no-align+" prefix) → ssmvlm connector; the same names on both sides.
 CONNECTORS: tuple[str, ...] = ("linear", "gelu-mlp", "fused-gelu-mlp")

@@ -1,0 +1,162 @@
+"""The paper release's encoders: each public id's backbone, tap, geometry and checkpoint rules.
+
+Token counts come from real forwards at the released input size (the spatial grid depends only on the input
+size, strides and paddings), run on the same architectures made narrow and shallow through overrides so that
+they take a second; widths come from the released configurations built on the meta device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssmvlm.backbones import create_vision_backbone
+from ssmvlm.convert.ids import ENCODER_IDS, PUBLIC_IDS
+from ssmvlm.data.transforms import IMAGENET_MEAN, build_image_transform
+from ssmvlm.utils.errors import CheckpointError
+
+# public id → (tokens, width) of the released model's features, and the narrow/shallow overrides of its family.
+# vmamba-s-coco-1333x800: models.yaml says 4150 tokens (its `_infer_num_patches`: (1333 // 4) // 4 = 83 columns),
+# but the stride-2 convolutions (kernel 3, padding 1) give ⌈1333 / 16⌉ = 84 columns: 50 × 84 = 4200 features.
+RELEASED = {
+    "vit-s-in1k-224": (196, 384, {"depth": 3, "embed_dim": 32, "num_heads": 2}),
+    "maxvit-t-in1k-224-s3": (196, 256, {"depths": (1, 1, 1, 1), "embed_dim": (32, 32, 32, 32)}),
+    "mambavision-b-in1k-224-s3": (196, 512, {"dim": 16, "in_dim": 8, "depths": (1, 1, 2, 2)}),
+    "vmamba-s-in1k-224-s3": (196, 384, {"dims": (8, 16, 32, 64), "depths": (1, 1, 15, 1)}),
+    "vitdet-b-coco-1024": (4096, 768, {"embed_dim": 16, "depth": 3, "num_heads": 1, "global_block_indexes": (2,)}),
+    "vmamba-s-coco-1333x800": (4200, 384, {"dims": (8, 16, 32, 64), "depths": (1, 1, 15, 1)}),
+    "vmamba-s-ade20k-512": (1024, 384, {"dims": (8, 16, 32, 64), "depths": (1, 1, 15, 1)}),
+}
+# The stage/layer fields of the released config.json files (model_zoo/models.yaml).
+VMAMBA_FIELDS = {"vmamba-s-in1k-224-s3", "vmamba-s-coco-1333x800", "vmamba-s-ade20k-512"}
+
+
+def _entry_and_tap(public_id: str) -> tuple:
+    entry = ENCODER_IDS[PUBLIC_IDS[public_id]]
+    stage, layer = (3, 14) if public_id in VMAMBA_FIELDS else (None, None)
+    return entry, entry.tap(stage, layer)
+
+
+@pytest.mark.parametrize("public_id", sorted(RELEASED))
+def test_released_encoder_gives_the_released_tokens_and_width(public_id: str) -> None:
+    tokens, width, small = RELEASED[public_id]
+    entry, tap = _entry_and_tap(public_id)
+    with torch.device("meta"):
+        released = create_vision_backbone(entry.backbone, image_size=entry.image_size, feature_tap=tap)
+    assert released.embed_dim == width
+    assert released.num_tokens() == tokens
+
+    torch.manual_seed(0)
+    narrow = create_vision_backbone(entry.backbone, image_size=entry.image_size, feature_tap=tap, **small).eval()
+    height, width_px = entry.image_size if isinstance(entry.image_size, tuple) else (entry.image_size,) * 2
+    with torch.no_grad():
+        features = narrow(torch.randn(1, 3, height, width_px))
+    assert features.shape[:2] == (1, tokens)
+    assert narrow.num_tokens() == tokens
+
+
+def test_the_adapter_release_is_named_unsupported() -> None:
+    from ssmvlm.convert.ids import UNSUPPORTED
+
+    assert "vit-adapter-deit-b-ade20k-512" in PUBLIC_IDS
+    assert PUBLIC_IDS["vit-adapter-deit-b-ade20k-512"] in UNSUPPORTED
+    assert PUBLIC_IDS["vit-adapter-deit-b-ade20k-512"] not in ENCODER_IDS
+
+
+def test_mambavision_stage_input_is_the_second_levels_downsampled_output() -> None:
+    torch.manual_seed(0)
+    backbone = create_vision_backbone("mambavision_nano", image_size=64, feature_tap="s3.in").eval()
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        x = backbone.trunk.patch_embed(pixels)
+        x = backbone.trunk.levels[1](backbone.trunk.levels[0](x))  # each level ends with its downsample
+        expected = x.flatten(2).transpose(1, 2)
+        tokens = backbone(pixels)
+        backbone.feature_tap = backbone.feature_tap.parse("s3")
+        stage_output = backbone(pixels)
+    assert torch.equal(tokens, expected)
+    assert tokens.shape == stage_output.shape and not torch.allclose(tokens, stage_output)  # another point
+
+
+def _dense_checkpoint(path, trunk_state: dict, dims: list[int]) -> None:
+    """An mmdet/mmseg-style checkpoint: ``backbone.*`` (no classifier) with trained ``outnorm{i}``, plus heads."""
+    from safetensors.torch import save_file
+
+    state = {f"backbone.{k}": v for k, v in trunk_state.items() if not k.startswith("classifier.")}
+    for index, dim in enumerate(dims):
+        state[f"backbone.outnorm{index}.weight"] = torch.rand(dim) + 0.5
+        state[f"backbone.outnorm{index}.bias"] = torch.randn(dim)
+    state["neck.lateral_convs.0.conv.weight"] = torch.randn(8, dims[0], 1, 1)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+
+
+def test_vmamba_dense_checkpoint_loads_strictly_with_its_trained_outnorm(tmp_path) -> None:
+    torch.manual_seed(0)
+    source = create_vision_backbone("vmamba_nano", image_size=64)
+    _dense_checkpoint(tmp_path / "dense.safetensors", source.trunk.state_dict(), source.stage_dims)
+    dense = create_vision_backbone(
+        "vmamba_nano", image_size=64, feature_tap="s3.b1.outnorm", checkpoint=tmp_path / "dense.safetensors"
+    ).eval()
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "dense.safetensors"))
+    assert torch.equal(dense.trunk.outnorm2.weight, saved["backbone.outnorm2.weight"])
+    assert not hasattr(dense.trunk, "outnorm1")  # only the tapped stage's norm is part of the tap
+
+    plain = create_vision_backbone("vmamba_nano", image_size=64, feature_tap="s3.b1").eval()
+    plain.trunk.load_state_dict({k: v for k, v in dense.trunk.state_dict().items() if "outnorm" not in k})
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        normed = dense(pixels)
+        unnormed = plain(pixels)  # parameter-free norm: the trained affine must be applied on top of it
+    weight, bias = saved["backbone.outnorm2.weight"], saved["backbone.outnorm2.bias"]
+    assert torch.allclose(normed, unnormed * weight + bias, atol=1e-5)
+
+
+def test_vmamba_checkpoint_for_another_tap_is_a_clear_error(tmp_path) -> None:
+    torch.manual_seed(0)
+    source = create_vision_backbone("vmamba_nano", image_size=64)
+    _dense_checkpoint(tmp_path / "dense.safetensors", source.trunk.state_dict(), source.stage_dims)
+    with pytest.raises(CheckpointError, match="outnorm") as exc:  # dense weights, tap without the trained norm
+        create_vision_backbone(
+            "vmamba_nano", image_size=64, feature_tap="s3.b1", checkpoint=tmp_path / "dense.safetensors"
+        )
+    assert "\n" not in str(exc.value)
+
+    from safetensors.torch import save_file
+
+    save_file(source.trunk.state_dict(), str(tmp_path / "cls.safetensors"))
+    with pytest.raises(CheckpointError, match="outnorm2") as exc:  # classification weights, outnorm tap
+        create_vision_backbone(
+            "vmamba_nano", image_size=64, feature_tap="s3.b1.outnorm", checkpoint=tmp_path / "cls.safetensors"
+        )
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ValueError, match="no trained output norms"):
+        create_vision_backbone("vit_nano", image_size=64, feature_tap="s1.outnorm")
+
+
+def _release_fit_and_pad(image: Image.Image, height: int, width: int, fill: tuple[int, int, int]) -> Image.Image:
+    """The release's ResizeKeepRatioToFit + PadToSize (bilinear, never enlarging, padded right/bottom)."""
+    w, h = image.size
+    scale = min(width / w, height / h)
+    if scale < 1.0:
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (width, height), fill)
+    canvas.paste(image, (0, 0))
+    return canvas
+
+
+@pytest.mark.parametrize("size", [(40, 70), (300, 170), (97, 500)])
+def test_letterbox_br_down_matches_the_release_pipeline(size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(size))
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    transform = build_image_transform("letterbox-br-down", (80, 133), IMAGENET_MEAN)
+    ours = np.asarray(transform.apply_pil(image))
+    expected = np.asarray(_release_fit_and_pad(image, 80, 133, transform.fill))
+    assert np.array_equal(ours, expected)
+    geometry = transform.geometry(*size)
+    assert (geometry.offset_x, geometry.offset_y) == (0.0, 0.0)
+    scale = min(1.0, 133 / size[0], 80 / size[1])  # never enlarged
+    assert (geometry.resized_width, geometry.resized_height) == (round(size[0] * scale), round(size[1] * scale))
