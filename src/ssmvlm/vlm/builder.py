@@ -8,6 +8,7 @@ a tiny LLM from its preset and the run seed, a local LLM from its directory.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,11 +80,22 @@ def prepare_tokenizer(
         if turn_lists is None:
             raise CheckpointError(f"{saved}: tokenizer of a tiny LLM preset not found")
         vocab = config.tokenizer_vocab_size or TINY_LLAMA_PRESETS[config.llm].vocab_size
-        train_tokenizer(tokenizer_corpus(turn_lists, config.prompt_format), vocab, saved)
+        train_tokenizer(tokenizer_corpus(turn_lists, config.prompt_format), vocab, _staging(saved))
+        _staging(saved, create=False).rename(saved)
         return load_tokenizer(saved)
     tokenizer = load_tokenizer(Path(config.llm))
-    tokenizer.save_pretrained(str(saved))
+    tokenizer.save_pretrained(str(_staging(saved)))
+    _staging(saved, create=False).rename(saved)
     return tokenizer
+
+
+def _staging(folder: Path, *, create: bool = True) -> Path:
+    """A fresh sibling folder to save into, renamed onto ``folder`` once complete: a run killed while saving
+    leaves no partial ``folder`` that a resumed run would load as complete."""
+    staging = folder.with_name(f".{folder.name}.staging")
+    if create:
+        shutil.rmtree(staging, ignore_errors=True)
+    return staging
 
 
 def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
