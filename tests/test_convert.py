@@ -325,3 +325,53 @@ def test_cli_converts_both_ways(tmp_path: Path) -> None:
     result = runner.invoke(app, ["convert", "to-release", str(tmp_path / "run"), "--out", str(tmp_path / "back")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "back" / CHECKPOINT).is_file()
+
+
+def test_converted_run_answers_through_chat_and_evaluate(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ssmvlm.cli import app
+
+    llm_dir = tmp_path / "vicuna"
+    rows = _rows(_write_llm_dir(llm_dir, pad=False))
+    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
+                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
+                        llm=_llm_state(rows, torch.float32))  # fmt: skip
+    from_release(src, tmp_path / "run", llm_dir=llm_dir)
+    shapes = Path(__file__).parent / "fixtures" / "eval" / "shapes"
+    image = next((shapes / "images" / "test").iterdir())
+    runner = CliRunner()
+    result = runner.invoke(app, ["chat", "--run", str(tmp_path / "run"), "--image", str(image), "--prompt",
+                                 "What colour is the square?", "--max-new-tokens", "2", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", "--run", str(tmp_path / "run"), "--tasks", "shapes-vqa", "--data",
+                                 str(shapes), "--limit", "2", "--no-controls", "--max-new-tokens", "2",
+                                 "--device", "cpu", "--out", str(tmp_path / "eval")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert "shapes-vqa" in results["tasks"]
+
+
+def test_prismatic_fused_pair_run_generates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prism-dinosiglip's converted run answers: the real pair at its real widths (2176-d tokens at 384²), with
+    two blocks per member instead of 24/27 so that it runs in seconds on a CPU."""
+    from PIL import Image
+
+    import ssmvlm.backbones.registry as registry
+    from ssmvlm.vlm import load_vlm
+
+    llm_dir = tmp_path / "llama2"
+    rows = _rows(_write_llm_dir(llm_dir, pad=False))
+    model = {"model_id": "prism-dinosiglip+7b", "arch_specifier": "no-align+fused-gelu-mlp",
+             "vision_backbone_id": "dinosiglip-vit-so-384px", "llm_backbone_id": "llama2-7b-pure",
+             "image_resize_strategy": "resize-naive", "llm_max_length": 2048}  # fmt: skip
+    src = _write_source(tmp_path / "prism", model=model, projector=_projector("fused-gelu-mlp", 2176, HIDDEN,
+                        torch.float32), llm=_llm_state(rows, torch.float32))  # fmt: skip
+    from_release(src, tmp_path / "run", llm_dir=llm_dir)
+
+    create = registry.create_vision_backbone
+    monkeypatch.setattr(registry, "create_vision_backbone", lambda name, **kw: create(name, depth=2, **kw))
+    vlm = load_vlm(tmp_path / "run", device="cpu")
+    assert vlm.vision_backbone.num_tokens() == 729 and vlm.vision_backbone.embed_dim == 2176
+    answers = vlm.generate([Image.new("RGB", (500, 300), (20, 120, 200))], ["What is shown?"], max_new_tokens=2)
+    assert len(answers) == 1 and isinstance(answers[0], str)

@@ -160,3 +160,24 @@ def test_letterbox_br_down_matches_the_release_pipeline(size: tuple[int, int]) -
     assert (geometry.offset_x, geometry.offset_y) == (0.0, 0.0)
     scale = min(1.0, 133 / size[0], 80 / size[1])  # never enlarged
     assert (geometry.resized_width, geometry.resized_height) == (round(size[0] * scale), round(size[1] * scale))
+
+
+def test_non_square_image_size_goes_through_the_vlm_config(tmp_path) -> None:
+    import json
+
+    from ssmvlm.config import from_dict, to_dict
+    from ssmvlm.vlm import VLMConfig, build_vlm, prepare_tokenizer
+
+    config = VLMConfig(backbone="vmamba_nano", image_size=(64, 96), resize_strategy="letterbox-br-down",
+                       feature_tap="s3.b1", llm="tiny-llama-1m", tokenizer_vocab_size=300)  # fmt: skip
+    saved = json.loads(json.dumps(to_dict(config)))  # as config.json stores it: [64, 96]
+    config = from_dict(VLMConfig, saved, path="model")
+    assert config.image_size == (64, 96)
+    tokenizer = prepare_tokenizer(config, tmp_path, [[("human", "Is there a red square?"), ("gpt", "Yes.")]] * 8)
+    vlm = build_vlm(config, tokenizer, seed=0)
+    assert vlm.image_transform.size == (64, 96)
+    pixels = vlm.image_transform(Image.new("RGB", (300, 100), (10, 200, 30)))
+    assert pixels.shape == (3, 64, 96)
+    assert vlm.encode_images(pixels[None]).shape[1] == vlm.vision_backbone.num_tokens() == 4 * 6
+    answers = vlm.generate([Image.new("RGB", (300, 100))], ["Is there a red square?"], max_new_tokens=2)
+    assert len(answers) == 1
