@@ -152,6 +152,7 @@ def test_vlm_encoder_goes_through_the_graphs_in_eval_mode_only() -> None:
     assert VLM(backbone, vlm.connector, vlm.llm, None, None, encoder_cuda_graphs=False).encoder_graphs.enabled is False  # type: ignore[arg-type]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["vmamba_nano", "vit_nano"])
 def test_cuda_graph_replays_match_eager_and_are_not_aliased(name: str) -> None:
