@@ -126,3 +126,5 @@ def test_lmms_eval_builds_the_model_from_its_argument_string(tiny) -> None:
     assert model.vlm.tokenizer.vocab_size == vlm.tokenizer.vocab_size
     with pytest.raises(NotImplementedError, match="single-round"):
         model.generate_until_multi_round([])
+    with pytest.raises(ConfigError, match="batch_size: must be a positive integer, got 'auto'"):
+        get_model("ssmvlm").create_from_arg_string(f"run={run},batch_size=auto")

@@ -5,9 +5,10 @@ lmms-eval 0.7 finds models: ``@register_model("ssmvlm")`` and the ``lmms_eval.mo
 ``pyproject.toml`` (:func:`manifest`), so ``--model ssmvlm`` works without ``--include_path``.
 
 Model arguments: ``run`` (a trained run directory), ``device`` (default: CUDA when available), ``batch_size``
-(generation batch, default 1) and ``max_new_tokens`` (when a task sets none, default 128). One process; one image
-per prompt. Answers to ``loglikelihood`` are scored as the assistant's turn (see
-:func:`ssmvlm.vlm.conversation.continuation_logprob`); multi-round generation is not supported.
+(generation batch, default 1) and ``max_new_tokens`` (when a task sets none, default 128); from Python, ``vlm=``
+passes a VLM already loaded. One process; one image per prompt. Answers to ``loglikelihood`` are scored as the
+assistant's turn (see :func:`ssmvlm.vlm.conversation.continuation_logprob`); multi-round generation is not
+supported.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lmms_eval.api.model import lmms
 from lmms_eval.api.registry import register_model
 
 from ssmvlm.integrations import requests as harness
+from ssmvlm.utils.errors import ConfigError
 from ssmvlm.utils.progress import progress_bar
 
 MODEL_NAME = "ssmvlm"
@@ -37,16 +39,18 @@ class SsmvlmLMM(lmms):
         batch_size: int | str = 1,
         max_new_tokens: int | str = 128,
         vlm: Any = None,
-        **unused: Any,
+        **harness_args: Any,  # lmms-eval also passes settings of its own (e.g. max_batch_size) that do not apply
     ) -> None:
         super().__init__()
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise ConfigError("batch_size", f"must be a positive integer, got {batch_size!r}")
         if vlm is None:
             from ssmvlm.vlm import load_vlm  # heavy: only when lmms-eval builds the model
 
             vlm = load_vlm(run, device=device)
         self.vlm = vlm
         self.run = run
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
 
     def _doc(self, request: Instance) -> Any:
