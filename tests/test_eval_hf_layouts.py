@@ -417,3 +417,35 @@ def test_vlm_eval_image_paths_stay_under_the_root(tmp_path: Path) -> None:
     (tmp_path / "datasets" / "gqa" / "metadata-full.json").write_text(json.dumps(index))
     with pytest.raises(DataError, match=r"metadata-full\.json record 1 field 'img_path'.*escapes"):
         get_task("gqa").load(tmp_path, "test")
+
+
+class ColorModel:
+    """Says yes when the image's top-left pixel is red-dominated (colors 1 and 2 differ there)."""
+
+    image_transform = None
+
+    def generate(self, images, prompts, *, max_new_tokens=128, blind=False):  # type: ignore[no-untyped-def]
+        return ["Yes" if im.getpixel((0, 0))[0] > 15 and not blind else "No" for im in images]
+
+    def first_token_probs(self, images, prompts, candidates, *, blind=False):  # type: ignore[no-untyped-def]
+        return [
+            {"Yes": 0.9, "No": 0.1} if t == "Yes" else {"Yes": 0.2, "No": 0.8}
+            for t in self.generate(images, prompts, blind=blind)
+        ]
+
+
+def test_evaluation_runs_on_parquet_images(tmp_path: Path) -> None:
+    from ssmvlm.eval.runner import evaluate_model
+
+    rows = [
+        {**pope_row("1", "adversarial", "yes"), "image": png(color(2))},  # red channel 20: "Yes", right
+        {**pope_row("2", "adversarial", "no"), "image": png(color(1))},  # red channel 10: "No", right
+        {**pope_row("1", "random", "no"), "image": png(color(3))},  # "Yes", wrong
+    ]
+    write(tmp_path / "POPE" / "data" / "test-00000-of-00001.parquet", rows, POPE_SCHEMA, row_group_size=1)
+    results = evaluate_model(
+        ColorModel(), ["pope"], {"pope": tmp_path / "POPE"}, out_dir=tmp_path / "out", batch_size=2, show_progress=False
+    )
+    assert results["tasks"]["pope"]["n"] == 3
+    assert results["tasks"]["pope"]["score"] == pytest.approx(200 / 3)
+    assert results["controls"]["blind"]["tasks"]["pope"]["score"] == pytest.approx(200 / 3)  # always "No"
