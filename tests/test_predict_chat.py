@@ -149,12 +149,20 @@ def test_chat_repl_keeps_the_conversation(tiny_run: tuple[Path, Path], vlm) -> N
     result = CliRunner().invoke(
         app,
         ["chat", "--run", str(run), "--image", str(image), "--max-new-tokens", "4"],
-        input="\n".join([questions[0], "", questions[1], "/exit", "never asked"]) + "\n",
+        input="\n".join([questions[0], "", questions[1], "/reset", questions[1], "/exit", "never asked"]) + "\n",
     )
     assert result.exit_code == 0, result.output
-    conversation = Conversation(vlm, Image.open(image).convert("RGB"))
+    picture = Image.open(image).convert("RGB")
+    conversation = Conversation(vlm, picture)
     expected = [conversation.ask(q, max_new_tokens=4) for q in questions]
+    expected.append(Conversation(vlm, picture).ask(questions[1], max_new_tokens=4))  # after /reset: a fresh start
     assert result.output.splitlines() == expected
+
+
+def test_chat_repl_without_an_image(tiny_run: tuple[Path, Path], vlm) -> None:
+    result = CliRunner().invoke(app, ["chat", "--run", str(tiny_run[0]), "--max-new-tokens", "3"], input="Hello?")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [vlm.generate([None], ["Hello?"], max_new_tokens=3)[0]]
 
 
 def test_continuation_logprob_matches_the_first_token_probability(vlm, tiny_run) -> None:
