@@ -58,8 +58,22 @@ execution: {device: cpu, gpus: 0, launcher: local, threads: 1}
 """
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def weights_digest(path: Path) -> str:
+    """sha256 over a safetensors file's tensors (name, dtype, shape, bytes) and its metadata, both sorted.
+
+    Not the file's bytes: safetensors writes the metadata map in an order that changes between processes.
+    """
+    import torch
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(str(path), "pt") as handle:
+        digest.update(json.dumps(handle.metadata() or {}, sort_keys=True).encode())
+        for name in sorted(handle.keys()):
+            tensor = handle.get_tensor(name).contiguous().reshape(-1)
+            digest.update(f"{name}|{tensor.dtype}|{tensor.numel()}|".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def json_lines(path: Path) -> list[str]:
@@ -171,7 +185,7 @@ class Train(Subject):
 
     def result(self, out: Path) -> Any:
         steps = [json.loads(line)["step"] for line in json_lines(out / "metrics.jsonl")]
-        return {"weights": sha256(out / "model.safetensors"), "logged_steps": steps}
+        return {"weights": weights_digest(out / "model.safetensors"), "logged_steps": steps}
 
 
 class Pretrain(Subject):
@@ -202,7 +216,7 @@ class Pretrain(Subject):
         metrics = json.loads((out / "metrics.json").read_text())
         comparable = {k: v for k, v in metrics.items() if "seconds" not in k and "per_second" not in k}
         steps = [json.loads(line).get("step") for line in json_lines(out / "metrics.jsonl")]
-        return {"weights": sha256(out / "backbone.safetensors"), "metrics": comparable, "logged_steps": steps}
+        return {"weights": weights_digest(out / "backbone.safetensors"), "metrics": comparable, "logged_steps": steps}
 
 
 class Evaluate(Subject):
@@ -264,7 +278,7 @@ class Study(Subject):
         for cell in sorted((out / "runs").glob("*/*")):
             for name in ("model.safetensors", "backbone.safetensors"):
                 if (cell / name).is_file():
-                    outputs[f"{cell.parent.name}/{name}"] = sha256(cell / name)
+                    outputs[f"{cell.parent.name}/{name}"] = weights_digest(cell / name)
             if (cell / "results.json").is_file():
                 outputs[f"{cell.parent.name}/scores"] = json.loads((cell / "results.json").read_text())["tasks"]
         table = (out / "results.csv").read_text().replace(str(out), "OUT")
