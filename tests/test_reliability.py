@@ -145,8 +145,12 @@ def test_vizwiz_val_json_given_flat(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("task", "expected"),
     [
-        ("vqav2", ["flat (v2_OpenEnded_mscoco_val2014_questions.json", "VQA API (Questions/"]),
-        ("vizwiz", ["official (Annotations/val.json)", "flat (val.json)"]),
+        ("vqav2", ["flat (v2_OpenEnded_mscoco_val2014_questions.json", "VQA API (Questions/", "Hugging Face parquet"]),
+        ("vizwiz", ["official (Annotations/val.json)", "flat (val.json)", "vlm-evaluation download/"]),
+        ("gqa", ["testdev_balanced_questions.json: file not found", "vlm-evaluation datasets/", "Hugging Face"]),
+        ("pope", ["coco_pope_adversarial.json: file not found", "vlm-evaluation download/", "Hugging Face"]),
+        ("textvqa-ocr", ["TextVQA_0.5.1_val.json: file not found", "vlm-evaluation datasets/", "Hugging Face"]),
+        ("refcoco", ["no refs(unc).json, refs.json or validation parquet shards found", "vlm-evaluation datasets/"]),
     ],
 )
 def test_missing_layout_lists_the_layouts_tried(tmp_path: Path, task: str, expected: list[str]) -> None:
@@ -155,8 +159,8 @@ def test_missing_layout_lists_the_layouts_tried(tmp_path: Path, task: str, expec
     with pytest.raises(DataError) as error:
         load(task, {family: tmp_path / family})
     message = one_line(error)
-    assert message.startswith(f"{tmp_path / family}: no known layout found; tried: ")
-    assert all(layout in message for layout in expected)
+    assert message.startswith(str(tmp_path / family)) and "layouts also tried: " in message
+    assert all(layout in message for layout in expected), message
 
 
 # -- the command line: one line, exit 2, no traceback ---------------------------------------------------------

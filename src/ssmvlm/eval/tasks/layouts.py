@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ssmvlm.eval.tasks import hf_parquet, vlm_eval_layouts
 from ssmvlm.eval.tasks.base import Example, Task
+from ssmvlm.utils.errors import DataError
 
 Detect = Callable[[Path], bool]
 Load = Callable[[Path, str], list[Example]]
@@ -31,13 +32,19 @@ def alternative_layouts() -> dict[str, list[tuple[str, Detect, Load]]]:
 def with_alternative_layouts(task: Task, layouts: list[tuple[str, Detect, Load]]) -> Task:
     official = task.load
 
+    names = ", ".join(dict.fromkeys(name for name, _, _ in layouts))
+
     def load(root: Path, split: str) -> list[Example]:
         for _, detect, alternative in layouts:
             if detect(root):
                 return alternative(root, split)
-        return official(root, split)
-
-    names = ", ".join(dict.fromkeys(name for name, _, _ in layouts))
+        try:
+            return official(root, split)
+        except DataError as exc:
+            # The official layout's files are missing too (not a bad record): name every layout looked for.
+            if exc.record is not None or exc.field is not None or " found" not in str(exc):
+                raise
+            raise DataError(exc.file, f"{str(exc)[len(exc.file) + 2 :]}; layouts also tried: {names}") from None
     return replace(task, load=load, describe=f"{task.describe}; also {names}")
 
 
