@@ -607,3 +607,30 @@ def test_disk_full_leaves_earlier_files_intact_and_prints_one_line(
     monkeypatch.setattr(ssmvlm_io, "_write", FailingWrites(10**9))
     assert cli(fresh_args, capsys, monkeypatch)[0] == 0
     assert json.loads((fresh / "results.json").read_text())["tasks"] == json.loads(reference["results.json"])["tasks"]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "pretrain"])
+def test_threads_option_is_recorded_in_run_json(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, restore_threads
+) -> None:
+    import torch
+
+    if command == "evaluate":
+        import ssmvlm.vlm
+
+        monkeypatch.setattr(ssmvlm.vlm, "load_vlm", lambda run, device=None: TwoTokenLetters())
+        args = ["evaluate", "--run", str(tmp_path), "--tasks", "shapes-pope", "--data", str(FIXTURES / "shapes")]
+        args += ["--no-controls"]
+    else:
+        from ssmvlm.data.shapes import generate_shapescenes
+
+        data = tmp_path / "shapes"
+        generate_shapescenes(data, size=20, image_size=32, seed=0, show_progress=False)
+        args = ["pretrain", "run", "--backbone", "vit_nano", "--data", str(data), "--images-seen", "8"]
+        args += ["--batch-size", "8", "--image-size", "32", "--set", "data.max_eval_images=4"]
+    threads = 2 if torch.get_num_threads() == 1 else 1  # not the count already in force
+    code, output = cli([*args, "--out", str(tmp_path / "out"), "--threads", str(threads)], capsys, monkeypatch)
+    assert code == 0, output
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["threads"] == threads
+    code, output = cli([*args, "--out", str(tmp_path / "out2"), "--threads", "0"], capsys, monkeypatch)
+    assert_one_line_error(code, output, "--threads: must be at least 1, got 0")
