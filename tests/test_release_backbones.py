@@ -181,3 +181,43 @@ def test_non_square_image_size_goes_through_the_vlm_config(tmp_path) -> None:
     assert vlm.encode_images(pixels[None]).shape[1] == vlm.vision_backbone.num_tokens() == 4 * 6
     answers = vlm.generate([Image.new("RGB", (300, 100))], ["Is there a red square?"], max_new_tokens=2)
     assert len(answers) == 1
+
+
+# prismatic id → (tokens, width) at its resolution, as prismatic reads them (penultimate block, patch tokens).
+PRISMATIC = {
+    "clip-vit-l": (256, 1024), "clip-vit-l-336px": (576, 1024), "siglip-vit-so400m": (256, 1152),
+    "siglip-vit-so400m-384px": (729, 1152), "dinov2-vit-l": (256, 1024), "in1k-vit-l": (196, 1024),
+    "dinosiglip-vit-so-224px": (256, 2176), "dinosiglip-vit-so-384px": (729, 2176),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PRISMATIC))
+def test_prismatic_encoder_gives_prismatic_tokens_and_width(name: str) -> None:
+    tokens, width = PRISMATIC[name]
+    size = ENCODER_IDS[name].image_size
+    with torch.device("meta"):
+        released = create_vision_backbone(name, image_size=size)
+    assert (released.embed_dim, released.num_tokens(), str(released.feature_tap)) == (width, tokens, "b-2")
+    torch.manual_seed(0)
+    narrow = create_vision_backbone(name, image_size=size, depth=3, embed_dim=32, num_heads=2).eval()
+    with torch.no_grad():
+        assert narrow(torch.randn(1, 3, size, size)).shape[1] == tokens
+
+
+def test_fused_pair_normalizes_each_member_as_prismatic_does() -> None:
+    from ssmvlm.backbones.registry import get_backbone_entry
+
+    torch.manual_seed(0)
+    pair = create_vision_backbone("dinosiglip-vit-so-224px", depth=3, embed_dim=32, num_heads=2).eval()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8))
+    siglip_spec = get_backbone_entry("siglip-vit-so400m").spec
+    for_dino = build_image_transform("resize-naive", 224, pair.spec.mean, pair.spec.std)(image)
+    for_siglip = build_image_transform("resize-naive", 224, siglip_spec.mean, siglip_spec.std)(image)
+    with torch.no_grad():
+        tokens = pair(for_dino[None])
+        dino = pair.trunk["dino"].forward_intermediates(for_dino[None], indices=[1], intermediates_only=True,
+                                                         output_fmt="NLC")[0]  # fmt: skip
+        siglip = pair.trunk["siglip"].forward_intermediates(for_siglip[None], indices=[1], intermediates_only=True,
+                                                            output_fmt="NLC")[0]  # fmt: skip
+    assert torch.equal(tokens[..., :32], dino)
+    assert torch.allclose(tokens[..., 32:], siglip, atol=1e-5)
