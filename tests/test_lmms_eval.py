@@ -6,6 +6,8 @@ against the installed lmms-eval package (skipped where the ``lmms`` extra is not
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 from test_predict_chat import TINY
@@ -128,3 +130,81 @@ def test_lmms_eval_builds_the_model_from_its_argument_string(tiny) -> None:
         model.generate_until_multi_round([])
     with pytest.raises(ConfigError, match="batch_size: must be a positive integer, got 'auto'"):
         get_model("ssmvlm").create_from_arg_string(f"run={run},batch_size=auto")
+
+
+TOY_TASK = """task: ssmvlm_toy
+dataset_path: parquet
+dataset_kwargs:
+  data_files:
+    test: {data}
+  cache_dir: {cache}
+test_split: test
+output_type: generate_until
+doc_to_visual: !function utils.doc_to_visual
+doc_to_text: !function utils.doc_to_text
+doc_to_target: answer
+generation_kwargs:
+  max_new_tokens: 3
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+"""
+TOY_UTILS = """import io
+
+from PIL import Image
+
+
+def doc_to_visual(doc):
+    return [Image.open(io.BytesIO(doc["image"]["bytes"])).convert("RGB")]
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    return doc["question"] + "\\nAnswer the question using a single word or phrase."
+"""
+
+
+def test_lmms_eval_evaluator_runs_a_task_with_the_model(tiny, tmp_path: Path) -> None:
+    """lmms-eval's own evaluator, from a task YAML to its metric, with the model found by name (offline)."""
+    pytest.importorskip("lmms_eval")
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    run, vlm, images = tiny
+    encoded = []
+    for image in images[:2]:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append({"bytes": buffer.getvalue(), "path": None})
+    questions = ["What color is the shape?", "Which shape is shown?"]
+    # the references are the model's own answers for one question, and a wrong one for the other
+    answers = vlm.generate(
+        images[:2], [q + "\nAnswer the question using a single word or phrase." for q in questions], max_new_tokens=3
+    )
+    rows = [
+        {"question": questions[0], "answer": answers[0], "image": encoded[0]},
+        {"question": questions[1], "answer": answers[1] + " not this", "image": encoded[1]},
+    ]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("question", pa.string()), ("answer", pa.string()), ("image", image_type)])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "test.parquet")
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "toy.yaml").write_text(
+        TOY_TASK.format(data=tmp_path / "test.parquet", cache=tmp_path / "cache")
+    )
+    (tmp_path / "task" / "utils.py").write_text(TOY_UTILS)
+    results = simple_evaluate(
+        model="ssmvlm",
+        model_args=f"run={run},device=cpu,max_new_tokens=3",
+        tasks=["ssmvlm_toy"],
+        task_manager=TaskManager(include_path=str(tmp_path / "task")),
+        batch_size=2,
+        log_samples=True,
+    )
+    responses = [sample["resps"][0][0] for sample in results["samples"]["ssmvlm_toy"]]
+    assert responses == answers
+    assert results["results"]["ssmvlm_toy"]["exact_match,none"] == pytest.approx(0.5)
