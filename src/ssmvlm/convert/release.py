@@ -45,24 +45,22 @@ from ssmvlm.convert.ids import (
 from ssmvlm.utils.errors import CheckpointError, ConfigError, DataError
 from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, load_state_dict, read_json
 from ssmvlm.utils.provenance import write_run_record
+from ssmvlm.vlm.builder import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE
+from ssmvlm.vlm.llm import EMBEDDING_MULTIPLE
 
-CONFIG_FILE = "config.json"
 CHECKPOINT = Path("checkpoints") / "latest-checkpoint.pt"
 # What ``python -m ssmvlm.utils.convert_checkpoint`` writes from a .pt that holds pickled objects.
 CONVERTED_CHECKPOINT = CHECKPOINT.with_suffix(".safetensors")
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
 LLM_DIR = "llm"
 LLM_CONFIG_FILES = ("config.json", "generation_config.json")
 SOURCE_KEY = "converted_from"  # config.json: the source folder's format, path and original config
 PAD_TOKEN = "<PAD>"
-EMBEDDING_MULTIPLE = 64
 MODULES = ("projector", "llm_backbone")
 PROJECTOR = "projector."
 CONNECTOR = "connector.projector."
 LLM = "llm."
 REQUIRED_FIELDS = ("model_id", "arch_specifier", "vision_backbone_id", "llm_backbone_id", "image_resize_strategy")
-DTYPE_NAMES = {torch.bfloat16: "bfloat16"}  # every other dtype loads exactly into float32 parameters
+DTYPE_NAMES = {torch.bfloat16: "bfloat16"}  # float32 and float16 tensors load exactly into float32 parameters
 
 
 @dataclass
