@@ -106,6 +106,13 @@ def test_missing_column_names_the_shard_and_the_column(vqav2_snapshot: Path) -> 
         get_task("vqav2").load(vqav2_snapshot, "test")
 
 
+def test_a_truncated_shard_is_a_one_line_error(vqav2_snapshot: Path) -> None:
+    shard = vqav2_snapshot / "data" / "validation-00002-of-00003.parquet"
+    shard.write_bytes(shard.read_bytes()[:100])  # a download cut short
+    with pytest.raises(DataError, match=r"validation-00002-of-00003\.parquet: not a readable parquet file"):
+        get_task("vqav2").load(vqav2_snapshot, "test")
+
+
 def test_image_column_that_is_not_an_image_is_refused(tmp_path: Path) -> None:
     schema = pa.schema([f if f.name != "image" else pa.field("image", pa.string()) for f in VQAV2_SCHEMA])
     row = {**vqav2_row(0), "image": "not an image"}

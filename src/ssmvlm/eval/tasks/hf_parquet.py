@@ -54,8 +54,14 @@ class ParquetImage:
         return f"{self.file} (row group {self.row_group}, row {self.row}, column '{self.column}')"
 
     def read_bytes(self) -> bytes:
-        cell = _row_group_cells(self.file, self.row_group, self.column)[self.row]
-        return image_bytes(cell, self.file, f"row group {self.row_group} row {self.row}", self.column)
+        import pyarrow as pa
+
+        where = f"row group {self.row_group} row {self.row}"
+        try:
+            cell = _row_group_cells(self.file, self.row_group, self.column)[self.row]
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(self.file, f"unreadable image cell ({exc})", record=where, field=self.column) from None
+        return image_bytes(cell, self.file, where, self.column)
 
     def open(self) -> BinaryIO:
         return io.BytesIO(self.read_bytes())
@@ -160,15 +166,17 @@ def read_rows(
             raise DataError(
                 shard, f"not the {dataset} layout: missing column(s) {', '.join(missing)} (has {', '.join(names)})"
             )
-        parquet = pq.ParquetFile(shard)
+        try:
+            parquet = pq.ParquetFile(shard)
+            cells = parquet.read(columns=[c for c in (*required, *optional) if c in names]).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(shard, f"not a readable parquet file ({exc})") from None
         if image:
             kind = parquet.schema_arrow.field(IMAGE_COLUMN).type
             if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or _is_image_struct(kind)):
                 raise DataError(
                     shard, f"expected an image (struct {{bytes, path}} or binary), got {kind}", field="image"
                 )
-        columns = [c for c in (*required, *optional) if c in names]
-        cells = parquet.read(columns=columns).to_pylist()
         images: list[ParquetImage | None] = [None] * len(cells)
         if image:
             images = [
@@ -218,8 +226,9 @@ def _text_list(value: Any, row: Row, column: str) -> list[str]:
     return texts
 
 
-def _most_common(values: list[str]) -> str:
-    return max(set(values), key=values.count)
+def most_common(values: list[str]) -> str:
+    """The most frequent answer; ties go to the smallest, so the canonical answer never depends on hash order."""
+    return min(set(values), key=lambda value: (-values.count(value), value))
 
 
 # -- one loader per dataset ---------------------------------------------------------------------------------
@@ -295,7 +304,7 @@ def load_textvqa(root: Path, with_ocr: bool, task: str = "textvqa") -> list[Exam
                 id=str(row.require("question_id")),
                 image=row.image,  # type: ignore[arg-type]
                 prompt=VQA_PROMPT.format(question=question),
-                target={"answers": answers, "canonical": _most_common(answers)},
+                target={"answers": answers, "canonical": most_common(answers)},
                 prior_key=str(row.get("question", "")).split(" ")[0].lower() or "all",
             )
         )
@@ -318,7 +327,7 @@ def load_vizwiz(root: Path, task: str = "vizwiz") -> list[Example]:
                 id=str(row.require("question_id")),
                 image=row.image,  # type: ignore[arg-type]
                 prompt=VIZWIZ_PROMPT.format(question=row.require("question")),
-                target={"answers": answers, "answerable": answerable, "canonical": _most_common(answers)},
+                target={"answers": answers, "answerable": answerable, "canonical": most_common(answers)},
                 subset="answerable" if answerable else "unanswerable",
                 prior_key=category,
             )
@@ -336,7 +345,7 @@ def _pope_rows(root: Path) -> tuple[list[tuple[str, Row]], list[Path]]:
         return [(str(row.require("category")), row) for row in rows], test
     pairs, shards = [], []
     for split in POPE_SPLITS:
-        split_shards = _shards_or_error(root, (split, "test"), dataset)
+        split_shards = _shards_or_error(root, (split,), dataset)
         pairs += [(split, row) for row in read_rows(split_shards, dataset, ("question_id", "question", "answer"))]
         shards += split_shards
     return pairs, shards

@@ -33,6 +33,7 @@ from ssmvlm.eval.tasks.base import (
     require_list,
 )
 from ssmvlm.eval.tasks.boxes import box_target
+from ssmvlm.eval.tasks.hf_parquet import most_common
 from ssmvlm.eval.tasks.pope import POPE_SPLITS, load_pope_files
 from ssmvlm.eval.tasks.textvqa import OCR_MARKER
 from ssmvlm.eval.tasks.vizwiz import VIZWIZ_PROMPT
@@ -154,7 +155,7 @@ def load_vizwiz_index(root: Path) -> list[Example]:
                 target={
                     "answers": answers,
                     "answerable": answerable,
-                    "canonical": max(set(answers), key=answers.count),
+                    "canonical": most_common(answers),
                 },
                 subset="answerable" if answerable else "unanswerable",
             )
@@ -176,7 +177,7 @@ def load_textvqa_index(root: Path, with_ocr: bool) -> list[Example]:
                 id=str(require(entry, "question_id", path, key)),
                 image=_image(base, entry, path, key),
                 prompt=VQA_PROMPT.format(question=question),
-                target={"answers": answers, "canonical": max(set(answers), key=answers.count)},
+                target={"answers": answers, "canonical": most_common(answers)},
                 prior_key=question.split(" ")[0].lower() or "all",
             )
         )
@@ -293,7 +294,7 @@ def load_vizwiz_download(root: Path) -> list[Example]:
                 target={
                     "answers": answers,
                     "answerable": answerable,
-                    "canonical": max(set(answers), key=answers.count),
+                    "canonical": most_common(answers),
                 },
                 subset="answerable" if answerable else "unanswerable",
                 prior_key=str(record.get("answer_type", "all")),
@@ -324,7 +325,7 @@ def load_textvqa_download(root: Path, with_ocr: bool) -> list[Example]:
                 id=qid,
                 image=folder / "train_val_images" / f"{require(record, 'image_id', path, qid)}.jpg",
                 prompt=VQA_PROMPT.format(question=question),
-                target={"answers": answers, "canonical": max(set(answers), key=answers.count)},
+                target={"answers": answers, "canonical": most_common(answers)},
                 prior_key=str(record.get("question", "")).split(" ")[0].lower() or "all",
             )
         )
