@@ -60,8 +60,8 @@ _ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 def find_metadata(root: Path, name: str) -> tuple[Path, Path] | None:
     """(index file, vlm-evaluation root) for dataset ``name`` under ``root``, or None."""
     for folder, base in ((root / "datasets" / name, root), (root, root.parent.parent)):
-        if folder is root and root.parent.name != "datasets":
-            continue
+        if folder is root and (root.name, root.parent.name) != (name, "datasets"):
+            continue  # DIR itself only when it is ROOT/datasets/<name>
         files = sorted(folder.glob("metadata*.json")) if folder.is_dir() else []
         if not files:
             continue
