@@ -221,20 +221,6 @@ def test_pickled_refs_are_never_opened(data_copy: Path) -> None:
         load("refcoco", data_copy)
 
 
-def test_parquet_without_pyarrow_is_a_clear_error(data_copy: Path) -> None:
-    try:
-        import pyarrow  # noqa: F401
-
-        pytest.skip("pyarrow is installed")
-    except ImportError:
-        pass
-    folder = data_copy / "refcoco" / "refcoco"
-    (folder / "refs(unc).json").unlink()
-    (folder / "validation-00000.parquet").write_bytes(b"PAR1")
-    with pytest.raises(DataError, match="needs pyarrow"):
-        load("refcoco", data_copy)
-
-
 def test_dataset_root_resolution(tmp_path: Path) -> None:
     assert dataset_root(FIXTURES, "vqav2") == FIXTURES / "vqav2"
     assert dataset_root(FIXTURES / "shapes", "shapes") == FIXTURES / "shapes"
