@@ -17,17 +17,19 @@ from ssmvlm.convert.ids import ENCODER_IDS, PUBLIC_IDS
 from ssmvlm.data.transforms import IMAGENET_MEAN, build_image_transform
 from ssmvlm.utils.errors import CheckpointError
 
-# public id → (tokens, width) of the released model's features, and the narrow/shallow overrides of its family.
+# public id → (tokens, width) of the released model's features, and the narrow/shallow overrides of its family
+# (VMamba's stages 1, 2 and 4 without blocks: the grid comes from the stem and the downsamples, and the
+# selective scan over a 200 × 334 stage-1 map alone takes seconds on a CPU).
 # vmamba-s-coco-1333x800: models.yaml says 4150 tokens (its `_infer_num_patches`: (1333 // 4) // 4 = 83 columns),
 # but the stride-2 convolutions (kernel 3, padding 1) give ⌈1333 / 16⌉ = 84 columns: 50 × 84 = 4200 features.
 RELEASED = {
     "vit-s-in1k-224": (196, 384, {"depth": 3, "embed_dim": 32, "num_heads": 2}),
     "maxvit-t-in1k-224-s3": (196, 256, {"depths": (1, 1, 1, 1), "embed_dim": (32, 32, 32, 32)}),
     "mambavision-b-in1k-224-s3": (196, 512, {"dim": 16, "in_dim": 8, "depths": (1, 1, 2, 2)}),
-    "vmamba-s-in1k-224-s3": (196, 384, {"dims": (8, 16, 32, 64), "depths": (1, 1, 15, 1)}),
+    "vmamba-s-in1k-224-s3": (196, 384, {"dims": (8, 16, 32, 64), "depths": (0, 0, 15, 0)}),
     "vitdet-b-coco-1024": (4096, 768, {"embed_dim": 16, "depth": 3, "num_heads": 1, "global_block_indexes": (2,)}),
-    "vmamba-s-coco-1333x800": (4200, 384, {"dims": (8, 16, 32, 64), "depths": (1, 1, 15, 1)}),
-    "vmamba-s-ade20k-512": (1024, 384, {"dims": (8, 16, 32, 64), "depths": (1, 1, 15, 1)}),
+    "vmamba-s-coco-1333x800": (4200, 384, {"dims": (8, 16, 32, 64), "depths": (0, 0, 15, 0)}),
+    "vmamba-s-ade20k-512": (1024, 384, {"dims": (8, 16, 32, 64), "depths": (0, 0, 15, 0)}),
 }
 # The stage/layer fields of the released config.json files (model_zoo/models.yaml).
 VMAMBA_FIELDS = {"vmamba-s-in1k-224-s3", "vmamba-s-coco-1333x800", "vmamba-s-ade20k-512"}
