@@ -114,6 +114,47 @@ def test_classification_learns_and_writes_its_outputs(classification_run: tuple[
     assert weights and not any(k.startswith(("head.", "fc.")) for k in weights)
 
 
+def test_auxiliary_targets_of_shapescenes_train_beside_the_label(tmp_path: Path) -> None:
+    from ssmvlm.data.shapes import generate_shapescenes
+
+    root = tmp_path / "shapes"
+    generate_shapescenes(
+        root, size=150, image_size=48, seed=3, show_progress=False, namespace="pretrain",
+        splits={"train": 0.8, "val": 0.2}, min_objects=1, max_objects=2, clutter="none", non_square_share=0.0,
+    )
+    config = _config(root, backbone="vit_nano", images_seen=240, image_size=48, auxiliary_targets=True)
+    metrics = run_pretraining(config, tmp_path / "out")
+    losses = _losses(tmp_path / "out")
+    assert losses[-1] < losses[0]
+    assert {"top1", "color_top1", "shape_top1", "presence_f1"} <= set(metrics)
+    assert all(0 <= metrics[k] <= 1 for k in ("color_top1", "shape_top1", "presence_f1"))
+    head = load_file(str(tmp_path / "out" / "head.safetensors"))
+    assert {"auxiliary.color.weight", "auxiliary.shape.weight", "auxiliary.present.weight"} <= set(head)
+    plain = run_pretraining(_config(root, backbone="vit_nano", images_seen=32, image_size=48), tmp_path / "plain")
+    assert "color_top1" not in plain  # off by default: the matched objective is the label alone
+
+
+def test_classification_targets_are_checked(tmp_path: Path) -> None:
+    from ssmvlm.pretrain.data import load_task_data
+
+    root = make_scenes(tmp_path / "scenes", train=4, val=4)
+    path = root / "train" / "classification.json"
+    data = json.loads(path.read_text())
+    data["attributes"] = {"color": ["red", "green", "blue"]}
+    for sample in data["samples"]:
+        sample["color"], sample["present"] = 1, [0, 2]
+    (root / "val" / "classification.json").write_text(json.dumps(data))
+    data["samples"][2]["present"] = [0, 7]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"classification\.json.*record 2.*present.*below 3"):
+        load_task_data(_config(root))
+    data["samples"][2]["present"] = [1]
+    del data["samples"][1]["color"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"record 1.*color.*below 3, got None"):
+        load_task_data(_config(root))
+
+
 def test_finished_run_is_reused_not_retrained(classification_run, scenes: Path, monkeypatch) -> None:
     out, metrics = classification_run
     monkeypatch.setattr("ssmvlm.pretrain.run.train", lambda *a, **k: pytest.fail("retrained a finished run"))

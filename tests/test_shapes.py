@@ -70,6 +70,22 @@ def test_same_seed_gives_identical_files_for_any_worker_count(root: Path, tmp_pa
     assert _digest(tmp_path / "other")["train/scenes.json"] != reference["train/scenes.json"]
 
 
+def test_pretrain_namespace_is_deterministic_and_disjoint_from_the_benchmark(root: Path, tmp_path: Path) -> None:
+    generate_shapescenes(tmp_path / "a", namespace="pretrain", **ARGS)
+    generate_shapescenes(tmp_path / "b", namespace="pretrain", workers=2, **ARGS)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["namespace"] == "pretrain"
+
+    def pixels(folder: Path) -> set[str]:
+        return {hashlib.sha256(np.asarray(Image.open(p)).tobytes()).hexdigest() for p in folder.rglob("images/*/*.png")}
+
+    benchmark, pretraining = pixels(root), pixels(tmp_path / "a")
+    assert len(benchmark) == len(pretraining) == ARGS["size"]
+    assert not benchmark & pretraining  # same seed, same sizes: still no scene in common
+    with pytest.raises(ConfigError, match="namespace"):
+        generate_shapescenes(tmp_path / "c", namespace="nope", **ARGS)
+
+
 def test_smaller_rerun_removes_stale_images(tmp_path: Path) -> None:
     generate_shapescenes(tmp_path, size=20, image_size=48, seed=1, show_progress=False)
     generate_shapescenes(tmp_path, size=10, image_size=48, seed=1, show_progress=False)
@@ -382,10 +398,19 @@ def test_refer_and_classification_layouts(root: Path) -> None:
         # A scene is a classification sample exactly when one object is of a larger size class than the rest.
         assert (file_name in labelled) == (len(sizes) == 1 or sizes[0] > sizes[1])
     assert labelled, "no scene of the fixture has a salient object"
+    attributes = classification["attributes"]
+    assert attributes == {"color": list(COLORS), "shape": list(SHAPES)}
     for sample in classification["samples"]:
         objects = scenes[sample["image"]]["objects"]
         largest = max(objects, key=lambda o: SIZE_ORDER[o["size"]])
         assert classification["classes"][sample["label"]] == f"{largest['color']} {largest['shape']}"
+        assert (attributes["color"][sample["color"]], attributes["shape"][sample["shape"]]) == (
+            largest["color"],
+            largest["shape"],
+        )
+        assert {classification["classes"][k] for k in sample["present"]} == {
+            f"{o['color']} {o['shape']}" for o in objects
+        }
 
 
 def test_llava_conversations_load_and_ground_correctly(root: Path) -> None:

@@ -243,6 +243,22 @@ def test_gpu_pool_pins_one_gpu_per_worker(tmp_path: Path, probe) -> None:
     assert all(len(gpus) == 1 for gpus in by_pid.values()) and os.getpid() not in by_pid
 
 
+def test_cpu_pool_runs_cells_in_worker_processes(tmp_path: Path, probe) -> None:
+    from ssmvlm.study.launchers import CpuPoolLauncher, make_launcher
+
+    launcher = make_launcher(
+        "local", tmp_path, device="cpu", gpus=0, threads=1, slurm=SlurmSpec(), cell_function=probe, cpu_workers=2
+    )
+    try:
+        assert isinstance(launcher, CpuPoolLauncher) and launcher.capacity == 2
+        status = schedule(_independent_cells(3), tmp_path, launcher, show_progress=False, poll_seconds=0.05)
+    finally:
+        launcher.close()
+    assert set(status.values()) == {"done"}
+    seen = [json.loads(p.read_text()) for p in (tmp_path / "ran").glob("*.json")]
+    assert len(seen) == 3 and os.getpid() not in {s["pid"] for s in seen}
+
+
 def test_several_workers_share_a_gpu(tmp_path: Path, probe) -> None:
     from ssmvlm.study.launchers import InProcessLauncher, make_launcher
 

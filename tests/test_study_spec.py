@@ -159,6 +159,26 @@ def test_matrix_expansion_dedup_and_stable_ids(fake_zoo: list[str], tmp_path: Pa
     assert {c.id for c in changed.by_stage("train")}.isdisjoint({c.id for c in base.by_stage("train")})
 
 
+def test_pretraining_scenes_get_their_own_dataset_cell(fake_zoo: list[str], tmp_path: Path) -> None:
+    spec = _spec(
+        tmp_path,
+        BASE,
+        ["initializations=[shapes-cls, shapes-det]", "pretrain.scenes=500", "pretrain.dense_images_seen=77"],
+    )
+    matrix = expand_matrix(spec)
+    datasets = {c.config.get("namespace", "benchmark"): c for c in matrix.by_stage("dataset")}
+    assert set(datasets) == {"benchmark", "pretrain"}
+    pretraining = datasets["pretrain"]
+    assert pretraining.config["size"] == 500 and set(pretraining.config["splits"]) == {"train", "val"}
+    assert pretraining.config["scene"] == datasets["benchmark"].config["scene"]  # the benchmark's distribution
+    for cell in matrix.by_stage("pretrain"):
+        assert cell.config["data"] == {"dataset": pretraining.id} and pretraining.key in cell.deps
+        dense = cell.config["objective"] == "detection"
+        assert cell.config["images_seen"] == (77 if dense else spec.pretrain.images_seen)
+    for cell in matrix.by_stage("train"):  # the VLM still trains and evaluates on the benchmark
+        assert cell.config["data"] == {"dataset": datasets["benchmark"].id}
+
+
 def test_cell_id_ignores_key_order() -> None:
     assert cell_id("train", {"a": 1, "b": {"c": 2, "d": 3}}) == cell_id("train", {"b": {"d": 3, "c": 2}, "a": 1})
     assert cell_id("train", {"a": 1}) != cell_id("eval", {"a": 1})

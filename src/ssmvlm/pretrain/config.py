@@ -82,6 +82,10 @@ class PretrainConfig:
     checkpoint_every_steps: int = 200
     evals: int = 1  # evaluations spread evenly over the budget, the last one at the end
     head_dim: int = 64  # channels of the dense heads' feature pyramid
+    # Classification: also learn the data's auxiliary targets (ShapeScenes: the labelled object's colour and
+    # shape, and every object present), when it has them. Off by default: on the quick preset's small budget
+    # (4k images) they lowered held-out top-1 (MambaVision nano 17% → 5%; GPU probe, 2026-12-06).
+    auxiliary_targets: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -46,6 +46,8 @@ class Record:
     box_classes: list[int] = field(default_factory=list)
     mask: Path | None = None
     image_id: int = -1
+    attributes: dict[str, int] = field(default_factory=dict)  # classification: auxiliary single-label targets
+    present: list[int] | None = None  # classification: every class in the image (multi-label target)
 
 
 @dataclass
@@ -56,6 +58,8 @@ class TaskData:
     coco_ground_truth: dict[str, Any] | None = None  # held-out COCO dataset (detection)
     category_ids: list[int] = field(default_factory=list)  # contiguous class index → COCO category id
     description: str = ""
+    attributes: dict[str, list[str]] = field(default_factory=dict)  # auxiliary targets' names → their classes
+    has_presence: bool = False  # every record carries ``present`` (multi-label targets over class_names)
 
     @property
     def num_classes(self) -> int:
@@ -79,17 +83,26 @@ def _shapes_root(config: PretrainConfig) -> Path:
 
 def _shapes_classification(config: PretrainConfig) -> TaskData:
     root = _shapes_root(config)
-    train, classes = _read_classification_json(root / config.data.train_split / "classification.json", root)
-    held_out, eval_classes = _read_classification_json(root / config.data.eval_split / "classification.json", root)
-    if eval_classes != classes:
-        raise DataError(
-            root / config.data.eval_split / "classification.json",
-            "its 'classes' differ from the training split's",
-        )
-    return TaskData(train, held_out, classes, description=f"ShapeScenes {root}")
+    train_path = root / config.data.train_split / "classification.json"
+    eval_path = root / config.data.eval_split / "classification.json"
+    train, classes, attributes = _read_classification_json(train_path, root)
+    held_out, eval_classes, eval_attributes = _read_classification_json(eval_path, root)
+    if (eval_classes, eval_attributes) != (classes, attributes):
+        raise DataError(eval_path, "its 'classes' or 'attributes' differ from the training split's")
+    has_presence = all(r.present is not None for r in train + held_out)
+    return TaskData(
+        train,
+        held_out,
+        classes,
+        description=f"ShapeScenes {root}",
+        attributes=attributes,
+        has_presence=has_presence,
+    )
 
 
-def _read_classification_json(path: Path, root: Path) -> tuple[list[Record], list[str]]:
+def _read_classification_json(path: Path, root: Path) -> tuple[list[Record], list[str], dict[str, list[str]]]:
+    """Samples ``{image, label}``; optional auxiliary targets ``{"attributes": {name: [values]}}`` with an
+    index per sample under each name, and ``present`` (every class in the image)."""
     data = read_json(path)
     if (
         not isinstance(data, dict)
@@ -99,6 +112,12 @@ def _read_classification_json(path: Path, root: Path) -> tuple[list[Record], lis
         raise DataError(path, "expected {'classes': [...], 'samples': [{image, label}]}")
     classes = [str(c) for c in data["classes"]]
     index = {name: i for i, name in enumerate(classes)}
+    attributes = data.get("attributes", {})
+    if not isinstance(attributes, dict) or not all(
+        isinstance(values, list) and values for values in attributes.values()
+    ):
+        raise DataError(path, "expected 'attributes' to map names to non-empty lists of values", field="attributes")
+    attributes = {str(name): [str(v) for v in values] for name, values in attributes.items()}
     records = []
     for number, sample in enumerate(data["samples"]):
         if not isinstance(sample, dict) or not isinstance(sample.get("image"), str):
@@ -114,10 +133,29 @@ def _read_classification_json(path: Path, root: Path) -> tuple[list[Record], lis
                 field="label",
             )
         check_inside_root(sample["image"], root, source=path, record=number, field="image")
-        records.append(Record(sample["image"], root, label=label))
+        targets = {name: _class_index(sample, name, len(values), path, number) for name, values in attributes.items()}
+        present = sample.get("present")
+        if present is not None and not (
+            isinstance(present, list) and all(_is_index(k, len(classes)) for k in present)
+        ):
+            raise DataError(
+                path, f"expected a list of class indices below {len(classes)}", record=number, field="present"
+            )
+        records.append(Record(sample["image"], root, label=label, attributes=targets, present=present))
     if not records:
         raise DataError(path, "holds no samples")
-    return records, classes
+    return records, classes, attributes
+
+
+def _is_index(value: Any, count: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count
+
+
+def _class_index(sample: dict[str, Any], name: str, count: int, path: Path, number: int) -> int:
+    value = sample.get(name)
+    if not _is_index(value, count):
+        raise DataError(path, f"expected an index below {count}, got {value!r}", record=number, field=name)
+    return value
 
 
 def _shapes_detection(config: PretrainConfig) -> TaskData:
@@ -440,6 +478,12 @@ class FrameDataset(torch.utils.data.Dataset):
         }
         if self.objective == "classification":
             sample["label"] = record.label
+            for name, value in record.attributes.items():
+                sample[f"attribute_{name}"] = value
+            if record.present is not None:
+                present = torch.zeros(self.num_classes, dtype=torch.bool)
+                present[record.present] = True
+                sample["present"] = present
         elif self.objective == "detection":
             sample["boxes"], sample["box_classes"] = self._frame_boxes(record, width, height)
         else:

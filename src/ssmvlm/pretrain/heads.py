@@ -26,17 +26,25 @@ _HEATMAP_PRIOR = 0.01  # initial centre probability (CenterNet/RetinaNet bias in
 
 
 class LinearClassifier(nn.Module):
-    def __init__(self, in_dim: int, num_classes: int) -> None:
+    """The class logits; with ``auxiliary`` outputs (name → width), a dict of those logits beside ``logits``."""
+
+    def __init__(self, in_dim: int, num_classes: int, auxiliary: dict[str, int] | None = None) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(in_dim)
         self.fc = nn.Linear(in_dim, num_classes)
-        nn.init.trunc_normal_(self.fc.weight, std=0.02)
-        nn.init.zeros_(self.fc.bias)
+        self.auxiliary = nn.ModuleDict({name: nn.Linear(in_dim, width) for name, width in (auxiliary or {}).items()})
+        for layer in [self.fc, *self.auxiliary.values()]:
+            nn.init.trunc_normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
 
-    def forward(self, stages: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, stages: list[torch.Tensor], image_hw: tuple[int, int]
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         del image_hw  # every head takes it; a pooled classifier does not depend on it
-        pooled = stages[-1].float().amax(dim=(2, 3))
-        return self.fc(self.norm(pooled))
+        features = self.norm(stages[-1].float().amax(dim=(2, 3)))
+        if not self.auxiliary:
+            return self.fc(features)
+        return {"logits": self.fc(features), **{name: layer(features) for name, layer in self.auxiliary.items()}}
 
 
 def _conv_norm_act(in_dim: int, out_dim: int, kernel: int) -> nn.Sequential:

@@ -37,7 +37,12 @@ WEIGHTS_FORMAT = "ssmvlm-backbone"
 _RUNTIME_KEYS = ("device", "log_every_steps", "checkpoint_every_steps", "data.num_workers")
 
 _TASKS: dict[str, Callable[[TaskData, PretrainConfig, ImageTransform], Task]] = {
-    "classification": lambda data, config, _: ClassificationTask(data.num_classes, config.optim.label_smoothing),
+    "classification": lambda data, config, _: ClassificationTask(
+        data.num_classes,
+        config.optim.label_smoothing,
+        {name: len(values) for name, values in data.attributes.items()} if config.auxiliary_targets else None,
+        presence=data.has_presence and config.auxiliary_targets,
+    ),
     "detection": lambda data, _, transform: DetectionTask(
         data.num_classes, data.eval, data.coco_ground_truth or {}, data.category_ids, transform
     ),

@@ -99,6 +99,23 @@ class GpuPoolLauncher:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+class CpuPoolLauncher:
+    """Spawned CPU worker processes: on a small machine two one-thread workers get more done than one worker
+    with two threads, whose nano-sized ops leave the second thread mostly waiting."""
+
+    def __init__(self, out: Path, workers: int, threads: int | None = None, cell_function: CellFunction | None = None):
+        self.capacity = workers
+        self.out, self.threads = str(out), threads
+        self.cell_function = cell_function or _default_cell_function()
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, cell: Cell) -> Handle:
+        return self.pool.submit(self.cell_function, cell, self.out, "cpu", self.threads)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 class SubmititLauncher:
     """Slurm jobs through submitit (``cluster="local"`` or ``"debug"`` run them here, for tests)."""
 
@@ -146,10 +163,14 @@ def make_launcher(
     slurm: SlurmSpec,
     cell_function: CellFunction | None = None,
     workers_per_gpu: int = 1,
+    cpu_workers: int = 1,
 ) -> Launcher:
-    """The launcher for ``execution``: submitit, a GPU pool for several GPU workers, else in-process."""
+    """The launcher for ``execution``: submitit, a GPU pool for several GPU workers, a CPU pool for several CPU
+    workers (``device: cpu``), else in-process."""
     if kind == "submitit":
         return SubmititLauncher(out, slurm, device=device, threads=threads, cell_function=cell_function)
     if gpus * workers_per_gpu > 1:
         return GpuPoolLauncher(out, gpus, threads, cell_function, workers_per_gpu=workers_per_gpu)
+    if device == "cpu" and cpu_workers > 1:
+        return CpuPoolLauncher(out, cpu_workers, threads, cell_function)
     return InProcessLauncher(out, device, threads, cell_function)

@@ -133,7 +133,10 @@ def add_vlm_cells(matrix: StudyMatrix, spec: StudySpec, choice: VlmChoice) -> Ce
     checkpoint: Any = None
     if choice.init in PRODUCED_INITS:
         pretrain_seed = choice.seed if spec.pretrain.seed is None else spec.pretrain.seed
-        pretrain = _add_pretrain(matrix, spec, choice.backbone, choice.init, pretrain_seed, data_dep, data_ref)
+        pretrain_dep, pretrain_ref = _add_pretrain_dataset(matrix, spec) or (data_dep, data_ref)
+        pretrain = _add_pretrain(
+            matrix, spec, choice.backbone, choice.init, pretrain_seed, pretrain_dep, pretrain_ref
+        )
         deps.append(pretrain.key)
         checkpoint = {"pretrain": pretrain.id}
     else:
@@ -196,6 +199,23 @@ def _add_dataset(matrix: StudyMatrix, spec: StudySpec) -> tuple[str | None, dict
     return cell.key, {"dataset": cell.id}
 
 
+PRETRAIN_SPLITS = {"train": 0.9, "val": 0.1}
+
+
+def _add_pretrain_dataset(matrix: StudyMatrix, spec: StudySpec) -> tuple[str, dict[str, Any]] | None:
+    """The cell generating the pretraining-only scenes (None when the spec pretrains on the benchmark's)."""
+    if spec.pretrain.scenes is None or spec.benchmark.data_root is not None:
+        return None
+    shapes = {**to_dict(spec.benchmark.shapes), "size": spec.pretrain.scenes, "splits": PRETRAIN_SPLITS}
+    cell = Cell(
+        "dataset",
+        {"generator": "shapescenes", "namespace": "pretrain", **shapes},
+        labels={"benchmark": "ShapeScenes pretraining {size} scenes, {image_size} px, seed {seed}".format(**shapes)},
+    )
+    cell = matrix.add(cell)
+    return cell.key, {"dataset": cell.id}
+
+
 def _add_pretrain(
     matrix: StudyMatrix,
     spec: StudySpec,
@@ -220,7 +240,9 @@ def _add_pretrain(
         "objective": objective,
         "init": start,
         "image_size": image_size,
-        "images_seen": budget.images_seen,
+        "images_seen": budget.images_seen
+        if objective == "classification"
+        else (budget.dense_images_seen or budget.images_seen),
         "batch_size": budget.batch_size,
         "overrides": dict(budget.overrides),
         "seed": seed,

@@ -294,6 +294,7 @@ def _run_study(
             device=execution.device,
             gpus=execution.gpus,
             workers_per_gpu=execution.workers_per_gpu,
+            cpu_workers=execution.cpu_workers,
             threads=execution.threads,
             slurm=execution.slurm,
             cell_function=cell_function,

@@ -54,7 +54,12 @@ class PretrainSpec:
 
     image_size: int = 96  # classification side
     dense_image_size: int | None = None  # detection/segmentation side (None: the pretraining default, 2x)
+    # Scenes generated for pretraining alone: the benchmark's scene settings, seed streams disjoint from every
+    # benchmark split, 90% train / 10% held out. None: pretrain on the benchmark's own train/val images (a few
+    # thousand at most, which a budget of many passes overfits).
+    scenes: int | None = None
     images_seen: int = 20_000
+    dense_images_seen: int | None = None  # detection/segmentation budget (None: images_seen)
     batch_size: int = 64
     dense_from_classification: bool = True  # det/seg start from the cls weights (IN1K → COCO/ADE20K)
     # One encoder per backbone × init pretrained with this seed and shared by every VLM seed, as a released
@@ -123,6 +128,7 @@ class ExecutionSpec:
     device: str = "auto"  # auto | cpu | cuda
     gpus: int = 0  # > 1: worker processes pinned to GPUs
     workers_per_gpu: int = 1  # nano-sized cells leave most of a GPU idle: several share one
+    cpu_workers: int = 1  # device cpu: cells run in this many worker processes (each with ``threads`` threads)
     launcher: Literal["local", "submitit"] = "local"
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     threads: int | None = None  # torch threads per worker (None: leave torch's default)
@@ -234,6 +240,8 @@ def validate_spec(spec: StudySpec) -> None:
         dense_size = spec.pretrain.dense_image_size or 2 * spec.pretrain.image_size
         for backbone in spec.backbones:
             check_resolution(backbone, dense_size, None, key="pretrain.dense_image_size")
+    if spec.execution.cpu_workers < 1 or spec.execution.workers_per_gpu < 1:
+        raise ConfigError("execution.cpu_workers", "worker counts must be at least 1")
     if spec.execution.launcher == "local" and spec.execution.gpus > 1 and spec.execution.device == "cpu":
         raise ConfigError("execution.gpus", "several GPU workers were asked for with execution.device=cpu")
 

@@ -37,6 +37,9 @@ def run_dataset(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> d
         image_size=config["image_size"],
         seed=config["seed"],
         splits=config["splits"],
+        namespace=config.get("namespace", "benchmark"),
+        workers=generation_workers(),
+        show_progress=show_progress(),
         **config["scene"],
     )
     return {"path": str(Path(manifest).resolve().parent)}
@@ -137,6 +140,13 @@ STAGE_RUNNERS: dict[str, StageRunner] = {
     "train": run_train,
     "eval": run_eval,
 }
+
+
+def generation_workers() -> int:
+    """Processes for scene generation: the dataset cells run before any other cell, so every core is free."""
+    import os
+
+    return max(1, min(16, len(os.sched_getaffinity(0))))
 
 
 def show_progress() -> bool:

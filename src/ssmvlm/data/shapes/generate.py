@@ -3,6 +3,10 @@
 Scene ``index`` of ``split`` is drawn from ``SeedSequence([seed, split code, index])`` alone, so the output
 does not depend on the number of workers or on the split sizes (a bigger run extends a smaller one), and
 re-running into the same folder rewrites byte-identical files (``run.json`` aside, which records when it ran).
+
+A ``namespace`` other than ``benchmark`` appends its code to that seed material: the study's pretraining
+scenes (``pretrain``) come from the same distribution as the benchmark's but from seed streams no benchmark
+split ever draws, so an encoder never pretrains on a scene the VLM is trained or evaluated on.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ssmvlm.utils.io import atomic_write_json
 GENERATOR = "ssmvlm.shapescenes"
 GENERATOR_VERSION = 1
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
+NAMESPACE_CODES = {"benchmark": None, "pretrain": 1}
 DEFAULT_SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
 IMAGE_ID_STRIDE = 10_000_000  # image_id = split code * stride + index: unique across splits
 CHUNK = 32
@@ -73,9 +78,11 @@ def split_counts(size: int, splits: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
+def scene_rng(seed: int, split: str, index: int, namespace: str = "benchmark") -> np.random.Generator:
     """The one generator a scene draws everything from (layout, pixels, language, in that order)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODES[split], index]))
+    entropy = [seed, SPLIT_CODES[split], index]
+    code = NAMESPACE_CODES[namespace]
+    return np.random.default_rng(np.random.SeedSequence(entropy if code is None else [*entropy, code]))
 
 
 def make_scene(
@@ -84,9 +91,10 @@ def make_scene(
     index: int,
     image_size: int,
     config: SceneConfig,
+    namespace: str = "benchmark",
 ) -> tuple[SceneRecord, np.ndarray, np.ndarray]:
     """One scene: its record (scene graph, questions, expressions, probes, areas, outlines), image, mask."""
-    rng = scene_rng(seed, split, index)
+    rng = scene_rng(seed, split, index, namespace)
     width, height = canvas_size(image_size, sample_aspect(rng, config.non_square_share))
     planned = sample_layout(rng, width, height, config)
     rendered = render(planned, width, height, config, rng)
@@ -132,8 +140,8 @@ def _write_fast(path: Path, data: bytes) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(out_dir: Path, seed: int, image_size: int, config: SceneConfig) -> None:
-    _WORKER.update(out_dir=out_dir, seed=seed, image_size=image_size, config=config)
+def _init_worker(out_dir: Path, seed: int, image_size: int, config: SceneConfig, namespace: str) -> None:
+    _WORKER.update(out_dir=out_dir, seed=seed, image_size=image_size, config=config, namespace=namespace)
 
 
 def _make_chunk(task: tuple[str, int, int]) -> list[SceneRecord]:
@@ -142,7 +150,7 @@ def _make_chunk(task: tuple[str, int, int]) -> list[SceneRecord]:
     records = []
     for index in range(start, stop):
         record, image, mask = make_scene(
-            _WORKER["seed"], split, index, _WORKER["image_size"], _WORKER["config"]
+            _WORKER["seed"], split, index, _WORKER["image_size"], _WORKER["config"], _WORKER["namespace"]
         )
         _write_fast(out_dir / record["scene"]["file_name"], encode_png(image))
         _write_fast(out_dir / record["scene"]["file_name"].replace("images/", "masks/", 1), encode_png(mask))
@@ -173,13 +181,15 @@ def generate_shapescenes(
     config: SceneConfig | None = None,
     workers: int = 1,
     show_progress: bool = True,
+    namespace: str = "benchmark",
     **scene_options: Any,
 ) -> Path:
     """Generate ShapeScenes into ``out_dir`` (layout in docs/ARCHITECTURE.md) and return the manifest path.
 
     ``size`` scenes in all, ``image_size`` the longer side in pixels; difficulty knobs come from ``config`` or
     as keyword arguments: ``difficulty`` (a preset of :data:`DIFFICULTIES`, default "medium") and any field of
-    :class:`SceneConfig` (``max_objects=4, clutter="high"``).
+    :class:`SceneConfig` (``max_objects=4, clutter="high"``). ``namespace`` picks the seed streams
+    (:data:`NAMESPACE_CODES`): ``pretrain`` draws scenes disjoint from every benchmark split.
     """
     from ssmvlm.utils.progress import progress_bar
     from ssmvlm.utils.provenance import write_run_record
@@ -192,6 +202,8 @@ def generate_shapescenes(
         config = config or SceneConfig.from_difficulty(**scene_options)
     except (TypeError, ValueError) as exc:
         raise ConfigError("shapes", str(exc)) from None
+    if namespace not in NAMESPACE_CODES:
+        raise ConfigError("namespace", f"unknown namespace {namespace!r}", allowed=list(NAMESPACE_CODES))
     if size < 1:
         raise ConfigError("size", f"expected at least 1 scene, got {size}")
     if image_size < MIN_IMAGE_SIZE:
@@ -211,14 +223,14 @@ def generate_shapescenes(
     records: dict[str, list[SceneRecord]] = {split: [] for split in counts}
     with progress_bar(disable=not show_progress) as progress:
         bar = progress.add_task("ShapeScenes", total=size, status=f"{workers} worker(s)")
-        for chunk in _run_chunks(tasks, workers, (out_dir, seed, image_size, config)):
+        for chunk in _run_chunks(tasks, workers, (out_dir, seed, image_size, config, namespace)):
             records[chunk[0]["split"]].extend(chunk)
             progress.advance(bar, len(chunk))
         progress.update(bar, status="writing annotations")
         for split, split_records in records.items():
             write_split_files(out_dir, split, split_records)
             _remove_stale_images(out_dir, split, len(split_records))
-    manifest = build_manifest(seed, image_size, splits, config, records)
+    manifest = build_manifest(seed, image_size, splits, config, records, namespace)
     manifest_path = out_dir / "manifest.json"
     atomic_write_json(manifest_path, manifest)
     write_run_record(
@@ -228,6 +240,7 @@ def generate_shapescenes(
             "image_size": image_size,
             "splits": splits,
             "workers": workers,
+            "namespace": namespace,
             **dataclasses.asdict(config),
         },
         seed,
@@ -253,11 +266,13 @@ def build_manifest(
     splits: dict[str, float],
     config: SceneConfig,
     records: dict[str, list[SceneRecord]],
+    namespace: str = "benchmark",
 ) -> dict[str, Any]:
     return {
         "generator": GENERATOR,
         "version": GENERATOR_VERSION,
         "seed": seed,
+        "namespace": namespace,
         "image_size": image_size,
         "split_shares": splits,
         "config": dataclasses.asdict(config),

@@ -19,6 +19,7 @@ from ssmvlm.utils.io import atomic_write_text
 
 SceneRecord = dict[str, Any]  # {"scene": scenes.json entry, "vqa": [...], "refs": [...], "pope": {...}, ...}
 
+COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 CLASSIFICATION_CLASSES: tuple[str, ...] = tuple(f"{color} {shape}" for shape in SHAPES for color in COLORS)
 CATEGORIES = [{"id": index, "name": shape, "supercategory": "shape"} for index, shape in enumerate(SHAPES, 1)]
 DATA_TYPE = "shapescenes"
@@ -202,14 +203,34 @@ def salient_object(scene: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def classification(records: list[SceneRecord]) -> dict[str, Any]:
-    """Colour x shape of the salient object, for the scenes that have one."""
+    """Colour x shape of the salient object, for the scenes that have one, with auxiliary targets.
+
+    Each sample also names the salient object's colour and shape (``attributes``: targets a factorized head
+    learns from every sample, where each of the 56 classes gets a 56th of them) and the classes of every
+    object in the scene (``present``: a multi-label target, so that the features keep the objects a salient-
+    object label would let the encoder ignore, which grounding and existence questions ask about).
+    """
     samples = []
     for r in records:
         target = salient_object(r["scene"])
         if target is not None:
             label = CLASSIFICATION_CLASSES.index(f"{target['color']} {target['shape']}")
-            samples.append({"image": r["scene"]["file_name"], "label": label})
-    return {"classes": list(CLASSIFICATION_CLASSES), "samples": samples}
+            objects = r["scene"]["objects"]
+            present = sorted({CLASSIFICATION_CLASSES.index(f"{o['color']} {o['shape']}") for o in objects})
+            samples.append(
+                {
+                    "image": r["scene"]["file_name"],
+                    "label": label,
+                    "color": COLOR_NAMES.index(target["color"]),
+                    "shape": SHAPES.index(target["shape"]),
+                    "present": present,
+                }
+            )
+    return {
+        "classes": list(CLASSIFICATION_CLASSES),
+        "attributes": {"color": list(COLOR_NAMES), "shape": list(SHAPES)},
+        "samples": samples,
+    }
 
 
 def _compact(obj: Any) -> str:
