@@ -21,6 +21,17 @@ from ssmvlm.vlm import load_vlm
 from ssmvlm.vlm.conversation import continuation_logprob
 
 
+@pytest.fixture(autouse=True)
+def _strict_image_decoding():
+    """lmms-eval's task module turns PIL's LOAD_TRUNCATED_IMAGES on when imported; put it back after each test,
+    since the rest of the suite expects a truncated image to be an error."""
+    from PIL import ImageFile
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    yield
+    ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 class EchoVLM:
     def __init__(self) -> None:
         self.calls: list[dict] = []
