@@ -296,13 +296,13 @@ def test_pickled_or_malformed_config_is_one_line(tmp_path: Path) -> None:
     _assert_one_line(exc)
 
 
-def test_unsupported_release_encoder_says_why(tmp_path: Path) -> None:
+def test_unknown_encoder_id_is_one_line(tmp_path: Path) -> None:
     llm_dir = tmp_path / "vicuna"
     rows = _rows(_write_llm_dir(llm_dir, pad=False))
-    src = _write_source(tmp_path / "src", model=_release_model("vit-adapter-upernet-deit-b-ade20k-512"),
+    src = _write_source(tmp_path / "src", model=_release_model("perceiver-in1k"),
                         projector=_projector("gelu-mlp", 768, HIDDEN, torch.float32),
                         llm=_llm_state(rows, torch.float32))  # fmt: skip
-    with pytest.raises(DataError, match="ViT-Adapter") as exc:
+    with pytest.raises(DataError, match="unknown encoder") as exc:
         from_release(src, tmp_path / "run", llm_dir=llm_dir)
     _assert_one_line(exc)
 

@@ -17,6 +17,8 @@ from ssmvlm.convert.ids import ENCODER_IDS, PUBLIC_IDS
 from ssmvlm.data.transforms import IMAGENET_MEAN, build_image_transform
 from ssmvlm.utils.errors import CheckpointError
 
+ADAPTER_SMALL = {"embed_dim": 48, "depth": 4, "num_heads": 2, "deform_num_heads": 2, "conv_inplane": 8,
+                 "interaction_indexes": ((0, 0), (1, 1), (2, 2), (3, 3))}  # fmt: skip
 # public id → (tokens, width) of the released model's features, and the narrow/shallow overrides of its family
 # (VMamba's stages 1, 2 and 4 without blocks: the grid comes from the stem and the downsamples, and the
 # selective scan over a 200 × 334 stage-1 map alone takes seconds on a CPU).
@@ -30,6 +32,8 @@ RELEASED = {
     "vitdet-b-coco-1024": (4096, 768, {"embed_dim": 16, "depth": 3, "num_heads": 1, "global_block_indexes": (2,)}),
     "vmamba-s-coco-1333x800": (4200, 384, {"dims": (8, 16, 32, 64), "depths": (0, 0, 15, 0)}),
     "vmamba-s-ade20k-512": (1024, 384, {"dims": (8, 16, 32, 64), "depths": (0, 0, 15, 0)}),
+    # the release's loader reads ViT-Adapter's output f4 (stride 32); models.yaml lists 1024 tokens (f3's count)
+    "vit-adapter-deit-b-ade20k-512": (256, 768, ADAPTER_SMALL),
 }
 # The stage/layer fields of the released config.json files (model_zoo/models.yaml).
 VMAMBA_FIELDS = {"vmamba-s-in1k-224-s3", "vmamba-s-coco-1333x800", "vmamba-s-ade20k-512"}
@@ -59,12 +63,43 @@ def test_released_encoder_gives_the_released_tokens_and_width(public_id: str) ->
     assert narrow.num_tokens() == tokens
 
 
-def test_the_adapter_release_is_named_unsupported() -> None:
-    from ssmvlm.convert.ids import UNSUPPORTED
+def test_deformable_sampling_at_pixel_centres_reads_the_values() -> None:
+    """One level, one point, at each pixel's centre: bilinear sampling returns that pixel's value exactly."""
+    from ssmvlm.backbones.vit_adapter import deformable_sample, reference_points
 
-    assert "vit-adapter-deit-b-ade20k-512" in PUBLIC_IDS
-    assert PUBLIC_IDS["vit-adapter-deit-b-ade20k-512"] in UNSUPPORTED
-    assert PUBLIC_IDS["vit-adapter-deit-b-ade20k-512"] not in ENCODER_IDS
+    value = torch.randn(2, 6 * 4, 3, 5)  # (N, H·W, heads, D) for a 6 × 4 map
+    locations = reference_points([(6, 4)], torch.device("cpu"))[:, :, None, :, None, :].expand(2, 24, 3, 1, 1, 2)
+    out = deformable_sample(value, [(6, 4)], locations, torch.ones(2, 24, 3, 1, 1))
+    assert torch.allclose(out, value.flatten(2), atol=1e-6)
+    # two points with weights 0.25/0.75 at a pixel centre and one pixel right: the weighted mix of both values
+    shifted = locations.clone().expand(2, 24, 3, 1, 1, 2).repeat(1, 1, 1, 1, 2, 1)
+    shifted[..., 1, 0] += 1 / 4
+    mixed = deformable_sample(value, [(6, 4)], shifted, torch.tensor([0.25, 0.75]).expand(2, 24, 3, 1, 2))
+    grid = value.view(2, 6, 4, 3, 5)
+    right = torch.cat([grid[:, :, 1:], torch.zeros_like(grid[:, :, :1])], dim=2).view(2, 24, 15)  # zero padding
+    assert torch.allclose(mixed, 0.25 * value.flatten(2) + 0.75 * right, atol=1e-6)
+
+
+def test_vit_adapter_segmentation_checkpoint_loads_strictly(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    source = create_vision_backbone("vit_adapter_deit_base", image_size=64, **ADAPTER_SMALL)
+    state = {f"backbone.{k}": v for k, v in source.trunk.state_dict().items()}
+    state["decode_head.conv_seg.weight"] = torch.randn(150, 8, 1, 1)  # mmseg heads: left out
+    save_file(state, str(tmp_path / "upernet.safetensors"))
+    loaded = create_vision_backbone(
+        "vit_adapter_deit_base", image_size=64, checkpoint=tmp_path / "upernet.safetensors", **ADAPTER_SMALL
+    ).eval()
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(pixels), source.eval()(pixels))
+    del state["backbone.interactions.3.extra_extractors.1.ffn_norm.bias"]
+    save_file(state, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(CheckpointError, match="missing") as exc:
+        create_vision_backbone("vit_adapter_deit_base", image_size=64, checkpoint=tmp_path / "partial.safetensors",
+                               **ADAPTER_SMALL)  # fmt: skip
+    assert "\n" not in str(exc.value)
 
 
 def test_mambavision_stage_input_is_the_second_levels_downsampled_output() -> None:

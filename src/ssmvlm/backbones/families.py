@@ -1,3 +1,11 @@
 """Imports every family module so that their ``@register_backbone`` decorators run."""
 
-from ssmvlm.backbones import mambavision, prismatic, timm_families, vim, vitdet, vmamba  # noqa: F401
+from ssmvlm.backbones import (  # noqa: F401
+    mambavision,
+    prismatic,
+    timm_families,
+    vim,
+    vit_adapter,
+    vitdet,
+    vmamba,
+)

@@ -10,10 +10,10 @@ Facts from the repositories (raykuo18/vlm-ssm-vision-encoders ``model_zoo/models
   ``levels[1]`` after its downsample: ssmvlm tap ``s3.in``); VMamba ``vmamba_feature_stage`` /
   ``vmamba_feature_layer`` (default: the last block of the last stage) followed by ``outnorm{stage}`` (trained in
   the detection/segmentation checkpoints, its initial state (= ssmvlm's parameter-free norm) for
-  classification ones); ViTDet the last block (``last_feat``).
+  classification ones); ViTDet the last block (``last_feat``); ViT-Adapter its last output (``f4``).
 - What "letterbox" means: for the classification encoders prismatic's symmetric pad to a square, then resize;
-  for ViTDet and the VMamba COCO/ADE20K encoders a bilinear, downscale-only fit into 1024², 800×1333 (H×W) or
-  512², padded right/bottom (ssmvlm ``letterbox-br-down``).
+  for ViTDet, ViT-Adapter and the VMamba COCO/ADE20K encoders a bilinear, downscale-only fit into 1024²,
+  800×1333 (H×W) or 512², padded right/bottom (ssmvlm ``letterbox-br-down``).
 """
 
 from __future__ import annotations
@@ -104,14 +104,6 @@ _PUBLIC = {
     "vmamba-small-s2l15-seg-ade20k": "vmamba-s-ade20k-512",
     "vit-adapter-upernet-deit-b-ade20k-512": "vit-adapter-deit-b-ade20k-512",
 }
-# The release's public ids that are not in the table because ssmvlm cannot build their encoder, and why.
-UNSUPPORTED: dict[str, str] = {
-    "vit-adapter-upernet-deit-b-ade20k-512": (
-        "ViT-Adapter (DeiT-B + adapter, UperNet ADE20K) is not in the zoo: its adapter's multi-scale deformable "
-        "attention (MSDeformAttn) is not written yet (docs/backbones.md, 'Evaluate the paper's released models')"
-    ),
-}
-
 
 def _vmamba_ids() -> list[EncoderId]:
     ids = []
@@ -135,6 +127,9 @@ def _release_ids() -> list[EncoderId]:
         EncoderId("in1k-vit-b", "vit_base_patch16", _VIT, 224),
         EncoderId("in1k-224px-maxvit-t-s3", "maxvit_tiny_tf", "s3", 224, public_id=_PUBLIC["in1k-224px-maxvit-t-s3"]),
         EncoderId("vitdet-b-maskrcnn", "vitdet_base", "b-1", 1024, "letterbox-br-down", _PUBLIC["vitdet-b-maskrcnn"]),
+        # The release's loader reads adapter output 3 (f4, stride 32: 256 tokens at 512²); models.yaml lists 1024.
+        EncoderId("vit-adapter-upernet-deit-b-ade20k-512", "vit_adapter_deit_base", "s4", 512, "letterbox-br-down",
+                  _PUBLIC["vit-adapter-upernet-deit-b-ade20k-512"]),
     ]
     ids += [EncoderId(f"mambavision-{size}-s3", zoo, "s3.in", 224, public_id=_PUBLIC.get(f"mambavision-{size}-s3"))
             for size, zoo in _MAMBAVISION.items()]  # fmt: skip

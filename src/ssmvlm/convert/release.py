@@ -36,7 +36,6 @@ from ssmvlm.convert.ids import (
     LLM_PROMPT_FORMATS,
     NO_ALIGN,
     PUBLIC_IDS,
-    UNSUPPORTED,
     VMAMBA_LAYER_KEY,
     VMAMBA_STAGE_KEY,
     EncoderId,
@@ -129,11 +128,10 @@ def resolve_encoder(config: dict[str, Any], path: Path) -> tuple[EncoderId, str]
     vision_id = model["vision_backbone_id"]
     entry = ENCODER_IDS.get(vision_id)
     if entry is None:
-        reason = UNSUPPORTED.get(vision_id) or (
-            f"unknown encoder {vision_id!r} (released models: {', '.join(sorted(PUBLIC_IDS))}; "
-            "see docs/backbones.md for every id)"
-        )
-        raise DataError(path, reason, field="model.vision_backbone_id")
+        raise DataError(
+            path, f"unknown encoder {vision_id!r} (released models: {', '.join(sorted(PUBLIC_IDS))}; see "
+            "docs/backbones.md for every id)", field="model.vision_backbone_id",
+        )  # fmt: skip
 
     def field_value(key: str) -> int | None:
         value = model.get(key, config.get(key))
