@@ -73,14 +73,15 @@ class CapturedCall:
 
 def capture_call(module: nn.Module, x: torch.Tensor, autocast: tuple[bool, torch.dtype]) -> CapturedCall:
     """``module(x)`` recorded into a CUDA graph (its memory in the graph's own pool), under the caller's autocast
-    state with autocast's weight cache off (cached casts made outside the capture would be freed under it)."""
+    state with autocast's weight cache off (cached casts made outside the capture would be freed under it). Only
+    this thread's unsafe calls break the capture: another thread's CUDA work (a loader's pinned copies) goes on."""
     enabled, dtype = autocast
     static_input = x.clone()
     graph = torch.cuda.CUDAGraph()
     with (
         torch.inference_mode(),
         torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False),
-        torch.cuda.graph(graph),
+        torch.cuda.graph(graph, capture_error_mode="thread_local"),
     ):
         static_output = module(static_input)
     if not isinstance(static_output, torch.Tensor):
