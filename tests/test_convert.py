@@ -279,6 +279,20 @@ def test_pickled_checkpoint_is_refused_with_the_conversion_that_fixes_it(tmp_pat
         assert all(torch.equal(written[module][k], v) for k, v in checkpoint["model"][module].items())
 
 
+def test_fine_tuned_encoder_in_the_checkpoint_is_refused(tmp_path: Path) -> None:
+    llm_dir = tmp_path / "vicuna"
+    rows = _rows(_write_llm_dir(llm_dir, pad=False))
+    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
+                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
+                        llm=_llm_state(rows, torch.float32))  # fmt: skip
+    checkpoint = torch.load(src / CHECKPOINT, weights_only=True)
+    checkpoint["model"]["vision_backbone"] = {"featurizer.pos_embed": torch.zeros(1, 197, 384)}  # full-finetune
+    torch.save(checkpoint, src / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="vision_backbone") as exc:
+        from_release(src, tmp_path / "run", llm_dir=llm_dir)
+    _assert_one_line(exc)
+
+
 def test_pickled_or_malformed_config_is_one_line(tmp_path: Path) -> None:
     import pickle
 

@@ -116,6 +116,9 @@ def read_release_checkpoint(src: Path) -> tuple[dict[str, dict[str, torch.Tensor
     if not isinstance(model, dict) or any(not isinstance(model.get(name), dict) for name in MODULES):
         found = list(model) if isinstance(model, dict) else list(obj) if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: expected ['model']['projector'] and ['model']['llm_backbone'], found {found}")
+    if extra := sorted(set(model) - set(MODULES)):
+        # e.g. prismatic's full-finetune stage also saves "vision_backbone": ssmvlm's encoder is the frozen zoo one
+        raise CheckpointError(f"{path}: ['model'] also holds {extra}; only frozen-encoder runs convert")
     for name in MODULES:
         if not all(isinstance(v, torch.Tensor) for v in model[name].values()):
             raise CheckpointError(f"{path}: ['model'][{name!r}] holds something other than tensors")
