@@ -93,4 +93,5 @@ def test_vlm_bench_times_each_phase(tmp_path: Path) -> None:
     assert [(r.resolution, r.visual_tokens) for r in rows] == [(48, 9), (96, 36)]
     assert rows[1].prefill_tokens - rows[0].prefill_tokens == 36 - 9
     assert all(r.encoder_ms > 0 and r.prefill_ms > 0 and r.decode_ms_per_token > 0 for r in rows)
+    assert all(r.encoder_mode == "eager" for r in rows)  # CUDA graphs are for CUDA inputs
     assert (tmp_path / "b" / "vlm.md").is_file()

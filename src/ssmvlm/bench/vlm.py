@@ -3,6 +3,8 @@
 For each trained run and resolution, the run's frozen encoder is rebuilt at that resolution (same weights,
 position embeddings adapted by the backbone), then three phases are timed separately: the encoder forward,
 the LLM prefill over ``[BOS, patches, prompt]``, and greedy decoding of ``new_tokens`` tokens with the KV cache.
+The encoder is timed as ``VLM.encode_images`` runs it: replayed from a CUDA graph on CUDA unless
+``SSMVLM_CUDA_GRAPHS=0`` (``encoder_mode`` says which ran).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class VLMMeasurement:
     prefill_tokens: int
     status: str = "ok"
     encoder_ms: float | None = None
+    encoder_mode: str | None = None  # "cuda graph": every timed call replayed one; "eager": none; else "mixed"
     prefill_ms: float | None = None
     decode_ms_per_token: float | None = None
     decode_tokens_per_s: float | None = None
@@ -104,7 +107,10 @@ def measure_run(run_dir: Path, resolution: int, config: VLMBenchConfig, vlm: tor
 
     timing = {"warmup": config.warmup, "repeats": config.repeats}
     with torch.inference_mode():
+        replays = vlm.encoder_graphs.counts["replayed"]
         result.encoder_ms = median_ms(lambda: vlm.encode_images(pixels), device, **timing)
+        replays = vlm.encoder_graphs.counts["replayed"] - replays
+        result.encoder_mode = "cuda graph" if replays >= config.repeats else "eager" if replays == 0 else "mixed"
         result.prefill_ms = median_ms(prefill, device, **timing)
         total_ms = median_ms(generate, device, **timing)
     decode_ms = statistics.median(decode_times[-config.repeats :])
@@ -117,15 +123,15 @@ def measure_run(run_dir: Path, resolution: int, config: VLMBenchConfig, vlm: tor
 def markdown_table(rows: list[VLMMeasurement]) -> str:
     lines = [
         "| run | backbone | res | visual tokens | prefill tokens | encoder (ms) | prefill (ms) "
-        "| decode (ms/token) | decode (tokens/s) | end to end (ms) | status |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| decode (ms/token) | decode (tokens/s) | end to end (ms) | encoder mode | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         cells = [r.encoder_ms, r.prefill_ms, r.decode_ms_per_token, r.decode_tokens_per_s, r.end_to_end_ms]
         text = " | ".join("–" if v is None else f"{v:.2f}" for v in cells)
         lines.append(
             f"| {Path(r.run).name} | {r.backbone} | {r.resolution} | {r.visual_tokens} | {r.prefill_tokens} "
-            f"| {text} | {r.status} |"
+            f"| {text} | {r.encoder_mode or '–'} | {r.status} |"
         )
     return "\n".join(lines) + "\n"
 
