@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 ENV_SWITCH = "SSMVLM_CUDA_GRAPHS"
-MAX_INPUT_ELEMENTS = 3 * 2048 * 2048  # one 2048² image: where a VMamba-S forward stops being launch-bound
+MAX_INPUT_ELEMENTS = 3 * 2048 * 2048  # one 2048² image; larger ones keep the GPU busy, and a graph holds its memory
 _registrations = [0]  # parameters, buffers and submodules registered in this process so far
 
 
