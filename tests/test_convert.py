@@ -279,6 +279,22 @@ def test_pickled_checkpoint_is_refused_with_the_conversion_that_fixes_it(tmp_pat
         assert all(torch.equal(written[module][k], v) for k, v in checkpoint["model"][module].items())
 
 
+def test_run_without_llm_weights_anywhere_is_refused(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    llm_dir = tmp_path / "vicuna"
+    rows = _rows(_write_llm_dir(llm_dir, pad=False))
+    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
+                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
+                        llm=_llm_state(rows, torch.float32))  # fmt: skip
+    from_release(src, tmp_path / "run", llm_dir=llm_dir)
+    weights = tmp_path / "run" / "model.safetensors"
+    save_file({k: v for k, v in load_file(str(weights)).items() if k.startswith("connector.")}, str(weights))
+    with pytest.raises(CheckpointError, match="no LLM weights") as exc:  # llm/ holds only the config
+        to_release(tmp_path / "run", tmp_path / "back")
+    _assert_one_line(exc)
+
+
 def test_fine_tuned_encoder_in_the_checkpoint_is_refused(tmp_path: Path) -> None:
     llm_dir = tmp_path / "vicuna"
     rows = _rows(_write_llm_dir(llm_dir, pad=False))

@@ -451,7 +451,12 @@ def to_release(
     llm = {key: value for key, value in weights.items() if key.startswith(LLM)}
     if not llm:  # the LLM was frozen in training: its weights are the base LLM's
         from ssmvlm.vlm.builder import load_vlm
+        from ssmvlm.vlm.llm import HF_WEIGHT_FILES, is_tiny_preset
 
+        base = run / config.llm if (run / config.llm).is_dir() else Path(config.llm)
+        if not is_tiny_preset(config.llm) and not any((base / name).is_file() for name in HF_WEIGHT_FILES):
+            # its LLM would be a fresh initialization from the config alone, not the weights the run used
+            raise CheckpointError(f"{run / WEIGHTS_FILE}: holds no LLM weights, and {base} has none either")
         llm = {k: v for k, v in load_vlm(run, device="cpu").state_dict().items() if k.startswith(LLM)}
     _check_release_vocab(run, llm)
 
