@@ -337,6 +337,18 @@ def test_unknown_encoder_id_is_one_line(tmp_path: Path) -> None:
     _assert_one_line(exc)
 
 
+def test_public_model_id_and_archive_root_folder_are_accepted(tmp_path: Path) -> None:
+    llm_dir = tmp_path / "vicuna"
+    rows = _rows(_write_llm_dir(llm_dir, pad=False))
+    model = _release_model("mambavision-b-in1k-224-s3")  # the public id where the config id belongs
+    _write_source(tmp_path / "download" / "mambavision-b-in1k-224-s3", model=model,
+                  projector=_projector("gelu-mlp", 512, HIDDEN, torch.float32),
+                  llm=_llm_state(rows, torch.float32))  # fmt: skip
+    from_release(tmp_path / "download", tmp_path / "run", llm_dir=llm_dir)  # the archive's root folder inside
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert (saved["backbone"], saved["feature_tap"]) == ("mambavision_b", "s3.in")
+
+
 def test_cli_converts_both_ways(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

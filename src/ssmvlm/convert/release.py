@@ -71,6 +71,15 @@ class ConvertResult:
 
 
 # -- reading a release / prismatic folder ----------------------------------------------------------------------
+def release_root(src: Path) -> Path:
+    """``src``, or its one subfolder when an archive was extracted with a root folder (as the release's own
+    downloader accepts)."""
+    if (src / CONFIG_FILE).is_file() or not src.is_dir():
+        return src
+    inner = [child for child in src.iterdir() if child.is_dir() and (child / CONFIG_FILE).is_file()]
+    return inner[0] if len(inner) == 1 else src
+
+
 def read_release_config(src: Path) -> dict[str, Any]:
     """``SRC/config.json``, checked to have the ``"model"`` fields a conversion needs."""
     path = src / CONFIG_FILE
@@ -129,7 +138,8 @@ def resolve_encoder(config: dict[str, Any], path: Path) -> tuple[EncoderId, str]
     """The encoder id of a source config and the ssmvlm tap it reads (the VMamba stage/layer fields applied)."""
     model = config["model"]
     vision_id = model["vision_backbone_id"]
-    entry = ENCODER_IDS.get(vision_id)
+    # the config's id, or the release's public model id of the same encoder (vit-s-in1k-224 for in1k-vit-s)
+    entry = ENCODER_IDS.get(vision_id) or ENCODER_IDS.get(PUBLIC_IDS.get(vision_id, ""))
     if entry is None:
         raise DataError(
             path, f"unknown encoder {vision_id!r} (released models: {', '.join(sorted(PUBLIC_IDS))}; see "
@@ -265,7 +275,7 @@ def from_release(
     """
     from ssmvlm.vlm.builder import VLMConfig
 
-    src, out, llm_dir = Path(src), Path(out), Path(llm_dir)
+    src, out, llm_dir = release_root(Path(src)), Path(out), Path(llm_dir)
     config_path = src / CONFIG_FILE
     config = read_release_config(src)
     model = config["model"]
