@@ -417,3 +417,27 @@ def test_prismatic_fused_pair_run_generates(tmp_path: Path, monkeypatch: pytest.
     assert vlm.vision_backbone.num_tokens() == 729 and vlm.vision_backbone.embed_dim == 2176
     answers = vlm.generate([Image.new("RGB", (500, 300), (20, 120, 200))], ["What is shown?"], max_new_tokens=2)
     assert len(answers) == 1 and isinstance(answers[0], str)
+
+
+def test_vision_checkpoint_is_checked_and_stored_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import save_file
+
+    from ssmvlm.backbones import create_vision_backbone
+
+    llm_dir = tmp_path / "vicuna"
+    rows = _rows(_write_llm_dir(llm_dir, pad=False))
+    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
+                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
+                        llm=_llm_state(rows, torch.float32))  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    save_file({"blocks.0.attn.qkv.weight": torch.zeros(8, 8)}, "other.safetensors")
+    with pytest.raises(CheckpointError, match="vit_small_patch16") as exc:  # another architecture: fails now
+        from_release(src, tmp_path / "bad", llm_dir=llm_dir, vision_checkpoint="other.safetensors")
+    _assert_one_line(exc)
+    assert not (tmp_path / "bad").exists()
+
+    save_file(create_vision_backbone("vit_small_patch16").trunk.state_dict(), "vit_s.safetensors")
+    result = from_release(src, tmp_path / "run", llm_dir=llm_dir, vision_checkpoint="vit_s.safetensors")
+    assert result.warnings == []
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert saved["checkpoint"] == str(tmp_path / "vit_s.safetensors")

@@ -316,7 +316,8 @@ def from_release(
     if vision_checkpoint is not None:
         from ssmvlm.backbones import create_vision_backbone
 
-        vision_checkpoint = Path(vision_checkpoint).resolve()
+        # absolute, so the run loads from anywhere; a fused pair names two files, DINO_FILE,SIGLIP_FILE
+        vision_checkpoint = ",".join(str(Path(part.strip()).resolve()) for part in str(vision_checkpoint).split(","))
         create_vision_backbone(  # loads strictly: a file for another architecture or tap fails here
             entry.backbone, checkpoint=vision_checkpoint, image_size=entry.image_size, feature_tap=tap
         )
@@ -327,7 +328,7 @@ def from_release(
         )
     vlm_config = VLMConfig(
         backbone=entry.backbone,
-        checkpoint=str(vision_checkpoint) if vision_checkpoint is not None else None,
+        checkpoint=vision_checkpoint,
         image_size=entry.image_size,
         resize_strategy=resize,  # type: ignore[arg-type]
         feature_tap=tap,
