@@ -441,3 +441,12 @@ def test_vision_checkpoint_is_checked_and_stored_absolute(tmp_path: Path, monkey
     assert result.warnings == []
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
     assert saved["checkpoint"] == str(tmp_path / "vit_s.safetensors")
+    assert (tmp_path / "run" / "encoder.json").is_file()
+
+    from ssmvlm.vlm import load_vlm
+
+    load_vlm(tmp_path / "run", device="cpu")  # the recorded encoder is the one rebuilt
+    save_file(create_vision_backbone("vit_small_patch16").trunk.state_dict(), "vit_s.safetensors")  # replaced
+    with pytest.raises(CheckpointError, match="encoder weights sha256") as exc:
+        load_vlm(tmp_path / "run", device="cpu")
+    _assert_one_line(exc)

@@ -44,7 +44,7 @@ from ssmvlm.convert.ids import (
 from ssmvlm.utils.errors import CheckpointError, ConfigError, DataError
 from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, load_state_dict, read_json
 from ssmvlm.utils.provenance import write_run_record
-from ssmvlm.vlm.builder import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE
+from ssmvlm.vlm.builder import CONFIG_FILE, ENCODER_FILE, TOKENIZER_DIR, WEIGHTS_FILE, backbone_digest
 from ssmvlm.vlm.llm import EMBEDDING_MULTIPLE
 
 CHECKPOINT = Path("checkpoints") / "latest-checkpoint.pt"
@@ -313,14 +313,18 @@ def from_release(
     weights.update(llm)
 
     warnings = []
+    encoder_record = None
     if vision_checkpoint is not None:
         from ssmvlm.backbones import create_vision_backbone
 
         # absolute, so the run loads from anywhere; a fused pair names two files, DINO_FILE,SIGLIP_FILE
         vision_checkpoint = ",".join(str(Path(part.strip()).resolve()) for part in str(vision_checkpoint).split(","))
-        create_vision_backbone(  # loads strictly: a file for another architecture or tap fails here
+        encoder = create_vision_backbone(  # loads strictly: a file for another architecture or tap fails here
             entry.backbone, checkpoint=vision_checkpoint, image_size=entry.image_size, feature_tap=tap
         )
+        # recorded as training records it, so a replaced encoder file is refused at load, not run silently
+        encoder_record = {"backbone": entry.backbone, "checkpoint": vision_checkpoint,
+                          "sha256": backbone_digest(encoder)}  # fmt: skip
     else:
         warnings.append(
             f"no --vision-checkpoint: {entry.backbone} keeps the zoo's random initialization; pass the encoder's "
@@ -345,6 +349,8 @@ def from_release(
                      "config": config},
     }  # fmt: skip
     _write_run(out, weights, tokenizer, llm_dir, run_config)
+    if encoder_record is not None:
+        atomic_write_json(out / ENCODER_FILE, encoder_record)
     return ConvertResult(out, warnings)
 
 

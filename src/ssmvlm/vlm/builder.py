@@ -166,10 +166,15 @@ def encoder_digest(vlm: VLM) -> str:
     so a re-registered initialization under the same name would silently change a trained run; the digest
     recorded at training time catches that at load.
     """
+    return backbone_digest(vlm.vision_backbone)
+
+
+def backbone_digest(backbone: torch.nn.Module) -> str:
+    """:func:`encoder_digest` of a backbone on its own (a converted run records its encoder before any VLM)."""
     import hashlib
 
     digest = hashlib.sha256()
-    for name, tensor in sorted(vlm.vision_backbone.state_dict().items()):
+    for name, tensor in sorted(backbone.state_dict().items()):
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes())
