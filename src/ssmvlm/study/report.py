@@ -1,4 +1,4 @@
-"""The study report: ``report.md``, ``report.html`` (figures embedded as base64 PNG), ``results.csv``.
+"""The study report: ``report.md``, ``report.html`` (figures as base64 PNG), ``results.csv``, ``findings.json``.
 
 Every claim carries its uncertainty: mean ± std over seeds with a 95% CI, correlations with bootstrap CIs,
 the blind and prior controls beside the models, and the instability flags with the numbers behind them.
@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ssmvlm.study import analysis
+from ssmvlm.study import analysis, findings
 from ssmvlm.study.spec import StudySpec
-from ssmvlm.utils.io import atomic_write_bytes, atomic_write_text, read_json
+from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 FIGURES_DIR = "figures"
 SCORE_LABELS = {"vqa": "VQA", "loc": "Loc", "overall": "Overall"}
@@ -53,6 +53,7 @@ def write_report(
     dense = analysis.dense_adaptation(results)
     flags = analysis.diagnose(results, spec.diagnosis, analysis.load_losses(results))
     ablations = analysis.ablation_outcomes(results, flags, spec.stabilization, spec.diagnosis)
+    found = findings.build_findings(results, spec, flags=flags, correlations=correlations)
 
     sections = [
         _overview(spec, results, wall_seconds),
@@ -62,6 +63,7 @@ def write_report(
             plot_scores(main, controls, figures / "scores.png"),
             "Weighted scores per backbone (bars: mean over seeds; whiskers: 95% CI); dashed lines: controls.",
         ),
+        Section("Findings", _findings_markdown(found)),
         Section(
             "Does classification accuracy or size predict VLM quality?",
             _correlation_markdown(correlations),
@@ -92,7 +94,8 @@ def write_report(
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, _markdown(spec, sections, out))
     atomic_write_text(html_path, _html(spec, sections))
-    written = [md_path, html_path, csv_path, out / "main_table.csv"]
+    atomic_write_json(out / "findings.json", findings.to_json(found))
+    written = [md_path, html_path, csv_path, out / "main_table.csv", out / "findings.json"]
     return written + [s.figure for s in sections if s.figure is not None]
 
 
@@ -176,6 +179,23 @@ def _score_cell(row: pd.Series, score: str) -> str:
     if not (math.isnan(low) or math.isnan(high)):
         text += f" [{low:.1f}, {high:.1f}]"
     return text
+
+
+def _findings_markdown(found: list[findings.Finding]) -> str:
+    """The gate as one line, then per claim a bold verdict line and its evidence as bullets."""
+    parts = []
+    for number, finding in enumerate(found):
+        label = "Gate" if finding.key == "gate" else f"{number}. {finding.title}"
+        verdict = f"**{label}: {finding.verdict}.**"
+        if finding.below_gate:
+            verdict += " *(The gate failed: this reading is drawn from noise.)*"
+        parts.append(f"{verdict} {finding.summary}")
+        if finding.details:
+            parts.append("\n".join(f"- {line}" for line in finding.details))
+    return "\n\n".join(parts) + (
+        "\n\nA verdict is supported or contradicted only where a 95% CI lies wholly on one side of 0; "
+        "the numbers are in `findings.json`."
+    )
 
 
 def _correlation_markdown(correlations: pd.DataFrame) -> str:
@@ -525,7 +545,10 @@ def _markdown(spec: StudySpec, sections: list[Section], out: Path) -> str:
         parts.append(f"## {section.title}\n\n{section.markdown}\n")
         if section.figure is not None:
             parts.append(f"![{section.caption}]({section.figure.relative_to(out).as_posix()})\n\n*{section.caption}*\n")
-    parts.append("Files: `results.csv` (every run and control), `main_table.csv`, `figures/`, `runs/<stage>/<id>/`.\n")
+    parts.append(
+        "Files: `results.csv` (every run and control), `main_table.csv`, `findings.json`, `figures/`, "
+        "`runs/<stage>/<id>/`.\n"
+    )
     return "\n".join(parts)
 
 
@@ -586,6 +609,7 @@ def _inline(text: str) -> str:
 
     escaped = html.escape(text)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)  # before *em*, which it would split
     return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", escaped)
 
 
