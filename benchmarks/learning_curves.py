@@ -29,7 +29,8 @@ from typing import Any
 
 import pandas as pd
 
-SCORES = {"vqa": "VQA", "shapes-pope": "ShapeScenes-POPE", "loc": "Loc (Acc@0.5)"}
+# results.csv columns: the weighted VQA and Loc aggregates, and per task "task:<name>".
+SCORES = {"vqa": "VQA", "task:shapes-pope": "ShapeScenes-POPE", "loc": "Loc (Acc@0.5)"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,17 @@ class Point:
             "stabilization.enabled=false",
             f"{key}={self.budget}",
         ]
+
+
+def collect_point(point: Point, args: argparse.Namespace) -> dict[str, Any]:
+    """A point's row from its folder, without running anything (a point that did not finish has no scores)."""
+    out = args.out / "points" / point.name
+    row: dict[str, Any] = {"backbone": point.backbone, "axis": point.axis, "budget": point.budget}
+    results = out / "results.csv"
+    row["status"] = "done" if results.is_file() else "missing"
+    if results.is_file():
+        row.update(_scores(pd.read_csv(results), out))
+    return row
 
 
 def run_point(point: Point, args: argparse.Namespace) -> dict[str, Any]:
@@ -179,6 +191,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tolerance", type=float, default=2.0, help="points below the best that count as saturated")
+    parser.add_argument("--collect", action="store_true", help="only tabulate and plot the points already in --out")
     args = parser.parse_args()
     (args.out / "points").mkdir(parents=True, exist_ok=True)
     budgets = {"pretrain": args.pretrain_images, "vlm": args.vlm_epochs}
@@ -188,8 +201,11 @@ def main() -> None:
         for value in filter(None, text.split(","))
         for backbone in args.backbones.split(",")
     ]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda p: run_point(p, args), points))
+    if args.collect:
+        rows = [collect_point(p, args) for p in points]
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(lambda p: run_point(p, args), points))
     table = pd.DataFrame.from_records(rows)
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "points": rows}
     (args.out / "curves.json").write_text(json.dumps(record, indent=2))

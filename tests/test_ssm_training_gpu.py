@@ -38,8 +38,11 @@ def test_training_gradients_match_the_reference_scan(name: str) -> None:
         _loss(backbone, head, images, labels).backward()
         grads[backend] = {k: p.grad.detach().clone() for k, p in backbone.named_parameters() if p.grad is not None}
     assert grads[None].keys() == grads["reference"].keys()
+    # Relative to the whole gradient's scale: a bias right before a BatchNorm has a true gradient of ~0, whose
+    # rounding noise would otherwise count as a large relative error.
+    scale = torch.stack([g.norm() for g in grads["reference"].values()]).max()
     errors = {
-        key: float((grads[None][key] - reference).norm() / reference.norm().clamp_min(1e-12))
+        key: float((grads[None][key] - reference).norm() / torch.maximum(reference.norm(), 1e-3 * scale))
         for key, reference in grads["reference"].items()
     }
     bad = sorted(((error, key) for key, error in errors.items() if not error < 1e-2), reverse=True)
@@ -66,3 +69,22 @@ def test_bf16_autocast_steps_fit_one_batch(name: str) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], f"{name}: loss {losses[0]:.3f} → {losses[-1]:.3f} after 30 steps"
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("name", SSM_NANOS)
+@pytest.mark.parametrize("size", [64, 96])
+def test_inference_forward_matches_the_reference_scan(name: str, size: int) -> None:
+    """The frozen encoder's path (eval mode, no autograd: the scan's inference kernels, fused norms) gives the
+    training path's features: held-out evaluation and every VLM read the encoder this way."""
+    torch.manual_seed(0)
+    backbone = create_vision_backbone(name, image_size=size).cuda().eval()
+    images = torch.randn(3, 3, size, size, device="cuda")
+    outputs = {}
+    for backend in ("reference", None):
+        backbone.scan_backend = backend
+        with torch.no_grad():
+            outputs[backend] = [backbone(images).float(), backbone.forward_stages(images)[-1].float()]
+    for fast, reference in zip(outputs[None], outputs["reference"], strict=True):
+        error = (fast - reference).norm() / reference.norm()
+        assert error < 1e-3, f"{name} at {size}²: relative error {error:.3g}"

@@ -123,6 +123,9 @@ def make_scene(
         ],
         "refs": [{"sentence": r.sentence, "target": r.target.id, "style": r.style} for r in refs],
         "pope": {v: [{"question": p.question, "answer": p.answer} for p in probes[v]] for v in POPE_VARIANTS},
+        "existence_turns": [
+            {"question": p.question, "answer": p.answer} for p in probes["adversarial"] if config.existence_turns
+        ],
         "areas": rendered.areas,
         "polygons": rendered.polygons,
     }

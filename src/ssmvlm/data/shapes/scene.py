@@ -64,6 +64,10 @@ class SceneConfig:
     rotation: bool = True
     vqa_per_image: int = 3
     refs_per_image: int = 2
+    # Also put each scene's existence probes (its POPE pair: an object present, the adversarial absent one) in
+    # the LLaVA conversations as extra yes/no turns. Balanced, binding-sensitive yes/no examples are what a
+    # from-scratch LLM lacks to answer "is there a …" from the image instead of from the question alone.
+    existence_turns: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_objects <= self.max_objects <= 8:

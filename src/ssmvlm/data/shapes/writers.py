@@ -41,13 +41,13 @@ def _capitalized(answer: str) -> str:
 
 
 def llava_records(records: list[SceneRecord]) -> list[dict[str, Any]]:
-    """One multi-turn conversation per image: its VQA questions, then its grounding requests."""
+    """One multi-turn conversation per image: its VQA questions (and existence turns, when generated), then its
+    grounding requests."""
     out = []
     for record in records:
         scene = record["scene"]
-        prompts = [
-            (VQA_PROMPT.format(question=q["question"]), _capitalized(q["answer"])) for q in record["vqa"]
-        ]
+        questions = [*record["vqa"], *record.get("existence_turns", [])]
+        prompts = [(VQA_PROMPT.format(question=q["question"]), _capitalized(q["answer"])) for q in questions]
         targets = {o["id"]: o["box"] for o in scene["objects"]}
         prompts += [
             (
