@@ -86,6 +86,25 @@ def test_pretrain_namespace_is_deterministic_and_disjoint_from_the_benchmark(roo
         generate_shapescenes(tmp_path / "c", namespace="nope", **ARGS)
 
 
+def test_existence_turns_add_each_scene_pope_pair_to_the_conversations_only(root: Path, tmp_path: Path) -> None:
+    generate_shapescenes(tmp_path, existence_turns=True, **ARGS)
+    with_turns, without = _digest(tmp_path), _digest(root)
+    changed = {name for name in without if with_turns.get(name) != without[name]}
+    assert changed == {f"{split}/llava.json" for split in SPLITS} | {"manifest.json"}  # the rest byte-identical
+    for split in SPLITS:
+        pairs = {}
+        for line in (root / split / "pope_adversarial.jsonl").read_text().splitlines():
+            probe = json.loads(line)
+            pairs.setdefault(probe["image"], []).append((probe["text"], probe["label"].capitalize()))
+        plain = {r["image"]: r["conversations"] for r in _json(root, split, "llava.json")}
+        for record in _json(tmp_path, split, "llava.json"):
+            turns = record["conversations"]
+            added = len(turns) - len(plain[record["image"]])
+            assert added == 4  # a yes and a no turn, each a question and its answer
+            asked = [(t["value"].split("\n")[0], a["value"]) for t, a in zip(turns[::2], turns[1::2], strict=True)]
+            assert set(pairs[record["image"]]) <= set(asked)
+
+
 def test_smaller_rerun_removes_stale_images(tmp_path: Path) -> None:
     generate_shapescenes(tmp_path, size=20, image_size=48, seed=1, show_progress=False)
     generate_shapescenes(tmp_path, size=10, image_size=48, seed=1, show_progress=False)
