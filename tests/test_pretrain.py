@@ -175,7 +175,9 @@ def test_checkpoint_round_trip_by_path_and_by_name(classification_run, home: Pat
         assert all(torch.equal(state[k], v) for k, v in saved.items())
     assert resolve_initialization("vit_nano@test-cls") == out.resolve() / "backbone.safetensors"
     names = [entry["name"] for entry in list_initializations()]
-    assert names == ["vit_nano@test-cls"]
+    # The registry is the module's shared home: in a random test order the dense test may have added its
+    # vit_nano@test-det already.
+    assert "vit_nano@test-cls" in names and set(names) <= {"vit_nano@test-cls", "vit_nano@test-det"}
     with pytest.raises(ConfigError, match=r"no produced initialization named 'vit_nano@nope'.*vit_nano@test-cls"):
         resolve_initialization("vit_nano@nope")
 
