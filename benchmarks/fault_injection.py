@@ -148,6 +148,10 @@ class Subject:
         """The final result, compared with the reference run's."""
         raise NotImplementedError
 
+    def had_progress(self, finished: dict[str, Any]) -> bool:
+        """Whether the killed process had finished some work (a kill during start-up has nothing to keep)."""
+        raise NotImplementedError
+
 
 TRAIN_OVERRIDES = [
     "model.backbone=vit_nano",
@@ -183,6 +187,9 @@ class Train(Subject):
             return ["resumed although no checkpoint was complete"]
         return []
 
+    def had_progress(self, finished: dict[str, Any]) -> bool:
+        return bool(finished["step"]) or finished["weights_mtime"] is not None
+
     def result(self, out: Path) -> Any:
         steps = [json.loads(line)["step"] for line in json_lines(out / "metrics.jsonl")]
         return {"weights": weights_digest(out / "model.safetensors"), "logged_steps": steps}
@@ -211,6 +218,9 @@ class Pretrain(Subject):
         if after[: len(finished["log"])] != finished["log"]:
             return [f"the log up to the checkpoint of step {finished['step']} changed"]
         return []
+
+    def had_progress(self, finished: dict[str, Any]) -> bool:
+        return bool(finished["step"]) or finished["weights_mtime"] is not None
 
     def result(self, out: Path) -> Any:
         metrics = json.loads((out / "metrics.json").read_text())
@@ -243,6 +253,9 @@ class Evaluate(Subject):
                 problems.append(f"{name}: a finished record was asked again")
         return problems
 
+    def had_progress(self, finished: dict[str, Any]) -> bool:
+        return any(finished.values())
+
     def result(self, out: Path) -> Any:
         results = json.loads((out / "results.json").read_text())
         records = {name: sorted(json_lines(out / name)) for name in self.files}
@@ -273,6 +286,9 @@ class Study(Subject):
                     problems.append(f"finished cell {cell}: {name} rewritten")
         return problems
 
+    def had_progress(self, finished: dict[str, Any]) -> bool:
+        return bool(finished)
+
     def result(self, out: Path) -> Any:
         outputs = {}
         for cell in sorted((out / "runs").glob("*/*")):
@@ -293,6 +309,7 @@ class Tally:
     command: str
     reference_seconds: float = 0.0
     kills: int = 0
+    kills_with_finished_work: int = 0  # the rest landed during start-up, before anything was kept
     kills_after_exit: int = 0
     resumes_finished: int = 0
     resumes_identical: int = 0
@@ -306,7 +323,7 @@ def trial(subject: Subject, reference: Any, ref_seconds: float, index: int, rng:
     out = subject.work / f"{subject.name}-trial-{index:02d}"
     for _attempt in range(6):
         shutil.rmtree(out, ignore_errors=True)
-        moment = rng.uniform(0.1, 1.0) * ref_seconds
+        moment = rng.uniform(0.3, 1.0) * ref_seconds  # the first ~30% is interpreter start-up and imports
         killed = run(subject.command(out), subject.work / f"{out.name}.kill.log", kill_after=moment)
         if killed.code is None:
             break
@@ -316,6 +333,7 @@ def trial(subject: Subject, reference: Any, ref_seconds: float, index: int, rng:
         return
     tally.kills += 1
     finished = subject.finished(out)
+    tally.kills_with_finished_work += subject.had_progress(finished)
     rerun = run(subject.command(out), subject.work / f"{out.name}.rerun.log")
     where = f"trial {index} (killed at {moment:.1f} s)"
     if rerun.code != 0:
@@ -374,17 +392,17 @@ def main() -> None:
         made = run([SSMVLM, "data", "make-shapes", "--out", str(data), "--size", "40", "--image-size", "32",
                     "--seed", "0", "--difficulty", "easy", "--max-objects", "2"], work / "make-shapes.log")  # fmt: skip
         assert made.code == 0, made.log
-    if "evaluate" in args.commands and not (work / "train-reference" / "model.safetensors").is_file():
+    commands = args.commands.split(",")
+    if "evaluate" in commands and "train" not in commands and not (work / "train-reference").is_dir():
         made = run(Train("train", work, data).command(work / "train-reference"), work / "train-reference.log")
         assert made.code == 0, made.log  # the run that evaluate evaluates
     rng = random.Random(args.seed)
     classes = {"train": Train, "pretrain": Pretrain, "evaluate": Evaluate, "study": Study}
     tallies = []
-    for name in args.commands.split(","):
+    for name in commands:
         subject = classes[name](name, work, data)
         reference_dir = work / f"{name}-reference"
-        if name != "train" or not (reference_dir / "model.safetensors").is_file():
-            shutil.rmtree(reference_dir, ignore_errors=True)
+        shutil.rmtree(reference_dir, ignore_errors=True)  # the reference is timed from an empty folder
         ref = run(subject.command(reference_dir), work / f"{name}-reference.log")
         assert ref.code == 0, ref.log
         reference = subject.result(reference_dir)
@@ -394,7 +412,7 @@ def main() -> None:
             print(f"{name} trial {index}: kills {tally.kills}, identical {tally.resumes_identical}, "
                   f"failures {len(tally.failures)}", flush=True)  # fmt: skip
         tallies.append(tally)
-    refusal = second_study_is_refused(work) if "study" in args.commands.split(",") else None
+    refusal = second_study_is_refused(work) if "study" in commands else None
     summary = {"work": str(work), "kills_per_command": args.kills, "tallies": [vars(t) for t in tallies],
                "second_study": refusal}  # fmt: skip
     print(json.dumps(summary, indent=2))
