@@ -634,3 +634,46 @@ def test_threads_option_is_recorded_in_run_json(
     assert json.loads((tmp_path / "out" / "run.json").read_text())["threads"] == threads
     code, output = cli([*args, "--out", str(tmp_path / "out2"), "--threads", "0"], capsys, monkeypatch)
     assert_one_line_error(code, output, "--threads: must be at least 1, got 0")
+
+
+def test_pretraining_checkpoint_swap_interrupted_anywhere_resumes_one_complete_step(tmp_path: Path) -> None:
+    """Found by benchmarks/fault_injection.py: the checkpoint was overwritten file by file, so a kill between
+    the files left step k+1's weights under step k's state.json, and the resumed run redid a step."""
+    import torch
+
+    from ssmvlm.pretrain import loop
+
+    def model_at(value: float) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        model = torch.nn.Linear(2, 2)
+        torch.nn.init.constant_(model.weight, value)
+        optimizer = torch.optim.AdamW(model.parameters())
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        return model, optimizer
+
+    def resumed(out: Path) -> tuple[int, float]:
+        model, optimizer = model_at(0.0)
+        state = loop._resume(model, optimizer, out, torch.device("cpu"))
+        return state["step"], float(model.bias.detach()[0]) if state["step"] else math.nan
+
+    def checkpoint_at(out: Path, step: int) -> None:
+        model, optimizer = model_at(float(step))
+        torch.nn.init.constant_(model.bias, float(step))
+        loop._save_checkpoint(model, optimizer, out, {"step": step, "images_seen": step, "train_seconds": 0.0})
+
+    folder, staged, old = loop._checkpoint_folders(tmp_path)
+    checkpoint_at(tmp_path, 1)
+    checkpoint_at(tmp_path, 2)
+    assert resumed(tmp_path) == (2, 2.0) and not staged.exists() and not old.exists()
+    # Killed while the next checkpoint's files were written: the complete one stays.
+    shutil.copytree(folder, staged)
+    (staged / "state.json").unlink()
+    assert resumed(tmp_path) == (2, 2.0) and not staged.exists()
+    # Killed between the renames (old checkpoint moved aside, the next one complete): the next one is taken.
+    checkpoint_at(tmp_path, 3)
+    shutil.copytree(folder, old)
+    folder.rename(staged)
+    assert resumed(tmp_path) == (3, 3.0) and not staged.exists() and not old.exists()
+    # Killed before the previous checkpoint was deleted.
+    shutil.copytree(folder, old)
+    assert resumed(tmp_path) == (3, 3.0) and not old.exists()

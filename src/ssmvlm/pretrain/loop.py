@@ -246,7 +246,7 @@ def _check_finite(
 def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, state: dict[str, Any]) -> Path:
     from safetensors.torch import save
 
-    folder = out_dir / CHECKPOINT_DIR
+    folder, staged, old = _checkpoint_folders(out_dir)
     opt_state = optimizer.state_dict()
     opt_tensors = {
         f"{param_id}.{key}": value.detach().cpu().contiguous()
@@ -255,17 +255,42 @@ def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir
         if isinstance(value, torch.Tensor)
     }
     model_tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(folder / "model.safetensors", save(model_tensors))
-    atomic_write_bytes(folder / "optimizer.safetensors", save(opt_tensors))
+    # Written beside the current checkpoint, then swapped in by renames: overwritten in place, a kill between
+    # the files left this step's weights under the previous step's state.json, and resuming redid a step.
+    shutil.rmtree(staged, ignore_errors=True)
+    atomic_write_bytes(staged / "model.safetensors", save(model_tensors))
+    atomic_write_bytes(staged / "optimizer.safetensors", save(opt_tensors))
     # state.json is written last: its presence means the two files above belong to this step
     atomic_write_json(
-        folder / "state.json",
+        staged / "state.json",
         {**state, "param_groups": [{k: v for k, v in group.items()} for group in opt_state["param_groups"]]},
     )
+    if folder.exists():
+        folder.rename(old)
+    staged.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
+def _checkpoint_folders(out_dir: Path) -> tuple[Path, Path, Path]:
+    """The checkpoint, the next one being written, and the previous one being replaced."""
+    folder = out_dir / CHECKPOINT_DIR
+    return folder, folder.with_name(CHECKPOINT_DIR + ".next"), folder.with_name(CHECKPOINT_DIR + ".old")
+
+
+def _settle_checkpoint(out_dir: Path) -> None:
+    """Finish or undo a checkpoint swap a kill interrupted, leaving one complete checkpoint (or none)."""
+    folder, staged, old = _checkpoint_folders(out_dir)
+    if not folder.exists() and (staged / "state.json").is_file():
+        staged.rename(folder)  # killed between the two renames: the new checkpoint is complete
+    elif not folder.exists() and (old / "state.json").is_file():
+        old.rename(folder)  # killed before the new one was complete: keep the previous one
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, device: torch.device) -> dict[str, Any]:
+    _settle_checkpoint(out_dir)
     folder = out_dir / CHECKPOINT_DIR
     if not (folder / "state.json").is_file():
         (out_dir / LOG_FILE).unlink(missing_ok=True)
@@ -292,4 +317,5 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, d
 
 
 def remove_checkpoint(out_dir: Path) -> None:
-    shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    for folder in _checkpoint_folders(out_dir):
+        shutil.rmtree(folder, ignore_errors=True)
