@@ -235,7 +235,7 @@ class Evaluate(Subject):
     def command(self, out: Path) -> list[str]:
         return [
             SSMVLM, "evaluate", "--run", str(self.work / "train-reference"), "--tasks", "shapes-vqa,shapes-pope",
-            "--data", str(self.data), "--split", "test", "--limit", "10", "--batch-size", "2",
+            "--data", str(self.data), "--split", "test", "--limit", "40", "--batch-size", "2",
             "--max-new-tokens", "4", "--out", str(out), "--threads", "1", "--device", "cpu",
         ]  # fmt: skip
 
