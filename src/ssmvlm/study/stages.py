@@ -173,12 +173,14 @@ def backbone_facts(name: str, image_size: int, feature_tap: str | None = None) -
 
 
 def _nested(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``{"optim.lr": 1e-3}`` → ``{"optim": {"lr": 1e-3}}`` (already nested mappings pass through)."""
+    """``{"optim.lr": 1e-3}`` → ``{"optim": {"lr": 1e-3}}``; nested mappings are merged key by key, so a spec's
+    ``optim.lr`` and a command line's ``recipe.overrides.optim.epochs`` (which arrives nested) both apply."""
+    from ssmvlm.config import deep_merge
+
     nested: dict[str, Any] = {}
     for key, value in overrides.items():
-        node = nested
         *parents, leaf = str(key).split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        for part in reversed([*parents, leaf]):
+            value = {part: value}
+        nested = deep_merge(nested, value)
     return nested
