@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import nn
 
+from ssmvlm.backbones.attention import Attention
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
 from ssmvlm.backbones.init import init_linear_and_layernorm
 from ssmvlm.backbones.registry import register_backbone
@@ -64,20 +65,6 @@ class MambaVisionMixer(nn.Module):
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend,
         )  # fmt: skip
         return self.out_proj(torch.cat([y, z], dim=1).transpose(1, 2))
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        qkv = self.qkv(x).view(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 
 class Block(nn.Module):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import nn
 
+from ssmvlm.backbones.attention import Attention
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
 from ssmvlm.backbones.registry import register_backbone
 from ssmvlm.data.transforms import as_height_width
@@ -90,20 +91,6 @@ def reference_points(shapes: list[tuple[int, int]], device: torch.device) -> tor
         )
         points.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
     return torch.cat(points)[None, :, None]
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        qkv = self.qkv(x).view(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 
 class Block(nn.Module):

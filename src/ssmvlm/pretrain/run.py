@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ssmvlm.config import to_dict
+from ssmvlm.config import flatten_keys, to_dict
 from ssmvlm.data.transforms import ImageTransform
 from ssmvlm.pretrain.classification import ClassificationTask
 from ssmvlm.pretrain.config import PretrainConfig, resolve_image_size
@@ -174,8 +174,8 @@ def _check_same_run(out_dir: Path, config_dict: dict[str, Any]) -> None:
     saved_path = out_dir / CONFIG_FILE
     if not saved_path.is_file():
         return
-    saved = _flatten(read_json(saved_path))
-    current = _flatten(config_dict)
+    saved = flatten_keys(read_json(saved_path))
+    current = flatten_keys(config_dict)
     differing = sorted(
         k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in _RUNTIME_KEYS
     )
@@ -186,16 +186,6 @@ def _check_same_run(out_dir: Path, config_dict: dict[str, Any]) -> None:
             f"{out_dir} holds a run with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
             "use another output directory (or delete that one)",
         )
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _weights_metadata(path: Path, config: PretrainConfig) -> dict[str, str]:

@@ -30,26 +30,18 @@ def convert(src: Path, dst: Path, entry: str | None = None) -> int:
     import torch
     from safetensors.torch import save_file
 
+    from ssmvlm.config import flatten_keys
+
     obj = _load_trusted(src)
     if entry is None:
         entries = ("model", "state_dict", "module")
         entry = next((k for k in entries if isinstance(obj, dict) and k in obj), None)
     state = obj[entry] if entry else obj
     arrays = (torch.Tensor, np.ndarray)  # detectron2 stores numpy arrays
-    tensors = {k: torch.as_tensor(v).contiguous() for k, v in _flatten(state).items() if isinstance(v, arrays)}
+    # prismatic nests its state dicts ({"projector": {...}, "llm_backbone": {...}}): they become projector.* keys
+    tensors = {k: torch.as_tensor(v).contiguous() for k, v in flatten_keys(state).items() if isinstance(v, arrays)}
     save_file(tensors, str(dst))
     return len(tensors)
-
-
-def _flatten(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested state dicts (prismatic's ``{"projector": {...}, "llm_backbone": {...}}``) as ``projector.*`` keys."""
-    flat: dict[str, Any] = {}
-    for key, value in state.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def main() -> None:
