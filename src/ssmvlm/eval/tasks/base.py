@@ -100,6 +100,11 @@ def require_list(value: Any, file: Path, where: str | int, key: str) -> list:
     return value
 
 
+def most_common(values: list[str]) -> str:
+    """The most frequent answer; ties go to the smallest, so the canonical answer never depends on hash order."""
+    return min(set(values), key=lambda value: (-values.count(value), value))
+
+
 def relative_image(name: Any, file: Path, where: str | int, key: str = "image") -> str:
     """An image path named by an annotation record, normalized; one that would leave the dataset's folder
     (absolute, or climbing with ``..``) is refused with a one-line error naming the file, record and field."""

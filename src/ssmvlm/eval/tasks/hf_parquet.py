@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ssmvlm.eval.tasks.base import REFER_PROMPT, VQA_PROMPT, Example, check_unique
+from ssmvlm.eval.tasks.base import REFER_PROMPT, VQA_PROMPT, Example, check_unique, most_common
 from ssmvlm.eval.tasks.boxes import box_target
 from ssmvlm.eval.tasks.vizwiz import VIZWIZ_PROMPT
 from ssmvlm.utils.errors import DataError
@@ -224,11 +224,6 @@ def _text_list(value: Any, row: Row, column: str) -> list[str]:
     if not texts:
         raise DataError(row.file, "no reference answers", record=row.where, field=column)
     return texts
-
-
-def most_common(values: list[str]) -> str:
-    """The most frequent answer; ties go to the smallest, so the canonical answer never depends on hash order."""
-    return min(set(values), key=lambda value: (-values.count(value), value))
 
 
 # -- one loader per dataset ---------------------------------------------------------------------------------

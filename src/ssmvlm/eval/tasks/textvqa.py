@@ -15,6 +15,7 @@ from ssmvlm.eval.tasks.base import (
     check_unique,
     find_file,
     iter_jsonl_records,
+    most_common,
     require,
     require_list,
 )
@@ -57,7 +58,7 @@ def _load(root: Path, with_ocr: bool) -> list[Example]:
                 id=qid,
                 image=root / "train_images" / f"{require(record, 'image_id', path, qid)}.jpg",
                 prompt=VQA_PROMPT.format(question=question),
-                target={"answers": answers, "canonical": max(set(answers), key=answers.count)},
+                target={"answers": answers, "canonical": most_common(answers)},
                 prior_key=str(record.get("question", "")).split(" ")[0].lower() or "all",
             )
         )

@@ -22,6 +22,7 @@ from ssmvlm.eval.tasks.base import (
     check_unique,
     first_layout,
     mean_score,
+    most_common,
     relative_image,
     require,
     require_list,
@@ -40,6 +41,11 @@ VIZWIZ_LAYOUTS = (("official", (VIZWIZ_ANNOTATIONS,)), ("flat", ("val.json",)))
 
 def load_vizwiz(root: Path, split: str) -> list[Example]:
     _, (path,) = first_layout(root, VIZWIZ_LAYOUTS)
+    return read_vizwiz_annotations(path, root / "val")
+
+
+def read_vizwiz_annotations(path: Path, images: Path) -> list[Example]:
+    """Examples from a VizWiz annotation file (the official ``val.json``), images under ``images``."""
     records = read_json(path)
     if not isinstance(records, list):
         raise DataError(path, f"expected a list of questions, got {type(records).__name__}")
@@ -54,13 +60,9 @@ def load_vizwiz(root: Path, split: str) -> list[Example]:
         examples.append(
             Example(
                 id=Path(image).stem,
-                image=root / "val" / relative_image(image, path, image),
+                image=images / relative_image(image, path, image),
                 prompt=VIZWIZ_PROMPT.format(question=require(record, "question", path, image)),
-                target={
-                    "answers": texts,
-                    "answerable": answerable,
-                    "canonical": max(set(texts), key=texts.count),
-                },
+                target={"answers": texts, "answerable": answerable, "canonical": most_common(texts)},
                 subset="answerable" if answerable else "unanswerable",
                 prior_key=str(record.get("answer_type", "all")),
             )

@@ -29,14 +29,14 @@ from ssmvlm.eval.tasks.base import (
     Example,
     check_unique,
     iter_jsonl_records,
+    most_common,
     require,
     require_list,
 )
 from ssmvlm.eval.tasks.boxes import box_target
-from ssmvlm.eval.tasks.hf_parquet import most_common
 from ssmvlm.eval.tasks.pope import POPE_SPLITS, load_pope_files
 from ssmvlm.eval.tasks.textvqa import OCR_MARKER
-from ssmvlm.eval.tasks.vizwiz import VIZWIZ_PROMPT
+from ssmvlm.eval.tasks.vizwiz import VIZWIZ_PROMPT, read_vizwiz_annotations
 from ssmvlm.eval.tasks.vqav2 import load_vqav2_layout
 from ssmvlm.utils.errors import DataError
 from ssmvlm.utils.io import read_json
@@ -278,29 +278,7 @@ def load_vizwiz_download(root: Path) -> list[Example]:
     path = next((p for p in (folder / "val.json", folder / "Annotations" / "val.json") if p.is_file()), None)
     if path is None:
         raise DataError(folder, "neither val.json nor Annotations/val.json found")
-    records = read_json(path)
-    if not isinstance(records, list):
-        raise DataError(path, f"expected a list of questions, got {type(records).__name__}")
-    examples = []
-    for index, record in enumerate(records):
-        name = str(require(record, "image", path, index))
-        answers = _answer_texts(require(record, "answers", path, name), path, name, "answers")
-        answerable = bool(require(record, "answerable", path, name))
-        examples.append(
-            Example(
-                id=Path(name).stem,
-                image=check_inside_root(name, folder / "val_images", source=path, record=name, field="image"),
-                prompt=VIZWIZ_PROMPT.format(question=require(record, "question", path, name)),
-                target={
-                    "answers": answers,
-                    "answerable": answerable,
-                    "canonical": most_common(answers),
-                },
-                subset="answerable" if answerable else "unanswerable",
-                prior_key=str(record.get("answer_type", "all")),
-            )
-        )
-    return check_unique(examples, path)
+    return read_vizwiz_annotations(path, folder / "val_images")
 
 
 def load_textvqa_download(root: Path, with_ocr: bool) -> list[Example]:
