@@ -14,14 +14,13 @@ Modes (each timed with CUDA events, median of repeats, images/s and peak memory)
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from ssmvlm.backbones import create_vision_backbone
+from ssmvlm.backbones import create_vision_backbone, vmamba
 from ssmvlm.bench.encoders import capture_cuda_graph
 from ssmvlm.bench.timing import median_ms
 from ssmvlm.utils.io import atomic_write_json
@@ -73,7 +72,6 @@ def main() -> None:
                         help="override vmamba.SCAN_PART_ELEMENTS (four-order elements per channel part)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    vmamba = importlib.import_module("ssmvlm.backbones.families").vmamba  # families load as a set
     if args.chunk_tokens is not None:
         vmamba.LARGE_MAP_TOKENS = args.chunk_tokens
     if args.part_elements is not None:

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from ssmvlm.backbones import create_vision_backbone, list_vision_backbones
-from ssmvlm.backbones.registry import get_backbone_entry
+from ssmvlm.backbones.zoo import get_backbone_entry
 from ssmvlm.ops import available_backends
 from ssmvlm.utils.errors import CheckpointError
 
@@ -335,7 +335,10 @@ def test_reference_and_torch_backends_agree(name: str) -> None:
 def test_timm_creates_the_classification_models(tmp_path) -> None:
     import timm
 
-    import ssmvlm  # noqa: F401  (registers the SSM names with timm)
+    import ssmvlm
+
+    ssmvlm.register_with_timm()
+    ssmvlm.register_with_timm()  # idempotent
 
     for name in OFFICIAL_PARAMS:
         cfg = timm.models.get_pretrained_cfg(name)

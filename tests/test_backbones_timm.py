@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from ssmvlm.backbones import FeatureTap, create_vision_backbone, list_vision_backbones
-from ssmvlm.backbones.timm_families import TIMM_MODEL_NAMES
+from ssmvlm.backbones.timm_models import TIMM_MODEL_NAMES
 from ssmvlm.utils.errors import CheckpointError, ConfigError
 
 torch.set_num_threads(1)

@@ -399,7 +399,7 @@ def test_prismatic_fused_pair_run_generates(tmp_path: Path, monkeypatch: pytest.
     two blocks per member instead of 24/27 so that it runs in seconds on a CPU."""
     from PIL import Image
 
-    import ssmvlm.backbones.registry as registry
+    import ssmvlm.backbones.zoo as zoo
     from ssmvlm.vlm import load_vlm
 
     llm_dir = tmp_path / "llama2"
@@ -411,8 +411,8 @@ def test_prismatic_fused_pair_run_generates(tmp_path: Path, monkeypatch: pytest.
                         torch.float32), llm=_llm_state(rows, torch.float32))  # fmt: skip
     from_release(src, tmp_path / "run", llm_dir=llm_dir)
 
-    create = registry.create_vision_backbone
-    monkeypatch.setattr(registry, "create_vision_backbone", lambda name, **kw: create(name, depth=2, **kw))
+    create = zoo.create_vision_backbone
+    monkeypatch.setattr(zoo, "create_vision_backbone", lambda name, **kw: create(name, depth=2, **kw))
     vlm = load_vlm(tmp_path / "run", device="cpu")
     assert vlm.vision_backbone.num_tokens() == 729 and vlm.vision_backbone.embed_dim == 2176
     answers = vlm.generate([Image.new("RGB", (500, 300), (20, 120, 200))], ["What is shown?"], max_new_tokens=2)

@@ -242,7 +242,7 @@ def test_prismatic_encoder_gives_prismatic_tokens_and_width(name: str) -> None:
 
 
 def test_fused_pair_normalizes_each_member_as_prismatic_does() -> None:
-    from ssmvlm.backbones.registry import get_backbone_entry
+    from ssmvlm.backbones.zoo import get_backbone_entry
 
     torch.manual_seed(0)
     pair = create_vision_backbone("dinosiglip-vit-so-224px", depth=3, embed_dim=32, num_heads=2).eval()

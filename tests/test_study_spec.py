@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssmvlm.backbones import registry
+from ssmvlm.backbones import registry, zoo
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
 from ssmvlm.study.matrix import cell_id, expand_matrix
 from ssmvlm.study.spec import load_spec, preset_path, validate_spec
@@ -43,10 +43,10 @@ def _build_trunk(image_size: int = 96, **_: object) -> nn.Module:
 @pytest.fixture
 def fake_zoo(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Three tiny backbones registered for the test only (removed again afterwards)."""
-    registry._ensure_families_loaded()
+    assert zoo.FAMILY_MODULES  # the real zoo is loaded before the fakes join it
     for name, kind in FAKE_BACKBONES.items():
         spec = BackboneSpec(name=name, family=name.split("_")[1], kind=kind, default_tap="s1")
-        monkeypatch.setitem(registry._REGISTRY, name, registry.RegisteredBackbone(spec, _build_trunk, _FakeBackbone))
+        monkeypatch.setitem(registry.BACKBONES, name, registry.RegisteredBackbone(spec, _build_trunk, _FakeBackbone))
     return list(FAKE_BACKBONES)
 
 

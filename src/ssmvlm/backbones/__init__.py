@@ -13,8 +13,8 @@ _EXPORTS = {
     "FeatureTap": "ssmvlm.backbones.base",
     "TapInfo": "ssmvlm.backbones.base",
     "VisionBackbone": "ssmvlm.backbones.base",
-    "create_vision_backbone": "ssmvlm.backbones.registry",
-    "list_vision_backbones": "ssmvlm.backbones.registry",
+    "create_vision_backbone": "ssmvlm.backbones.zoo",
+    "list_vision_backbones": "ssmvlm.backbones.zoo",
     "register_backbone": "ssmvlm.backbones.registry",
 }
 

@@ -22,11 +22,9 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from ssmvlm.backbones.attention import Attention
-from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
-from ssmvlm.backbones.init import init_linear_and_layernorm
-from ssmvlm.backbones.registry import register_backbone
-from ssmvlm.backbones.timm_register import register_family
-from ssmvlm.backbones.vmamba import ScanBackendSetting, set_scan_backend
+from ssmvlm.backbones.base import FeatureTap, TapInfo, VisionBackbone
+from ssmvlm.backbones.ssm_common import ScanBackendSetting, register_config_table, set_scan_backend
+from ssmvlm.backbones.weight_init import init_linear_and_layernorm
 from ssmvlm.data.transforms import as_height_width
 from ssmvlm.ops import selective_scan
 
@@ -308,28 +306,21 @@ MAMBAVISION_CONFIGS: dict[str, tuple[dict[str, Any], str | None, str]] = {
                       f"{_HUB}-L-1K/resolve/main/mambavision_large_1k.pth.tar", "MambaVision-L, layer scale"),
     # Study preset: three stages, the tap (stage 3, stride 16) is the last one, no classification head. The
     # stage-3 window is the stage-3 grid at the build resolution, so that, as the released models do at 224²,
-    # stage 3 runs as one global window (see _register).
+    # stage 3 runs as one global window (see _build).
     "mambavision_nano": (dict(dim=48, in_dim=24, depths=(1, 2, 6), num_heads=(2, 4, 8), num_classes=0),
                          None, "MambaVision nano (3 stages, 3 Mamba + 3 attention blocks, ~3M parameters)"),
 }  # fmt: skip
 
 
-def _register(name: str, config: dict[str, Any], checkpoint: str | None, description: str) -> None:
-    spec = BackboneSpec(
-        name=name, family="mambavision", kind="hybrid", default_tap="s3",
-        pretrained_sources={"in1k": checkpoint} if checkpoint else {}, description=description,
-    )  # fmt: skip
-
-    def build(image_size: int | tuple[int, int] = 224, **overrides: Any) -> MambaVision:
-        settings = {**config, **overrides}
-        if "window_size" not in settings:
-            height, width = as_height_width(image_size)
-            settings["window_size"] = (8, 8, math.ceil(max(height, width) / 16))
-        return MambaVision(**settings)
-
-    register_backbone(spec, MambaVisionBackbone)(build)
+def _build(config: dict[str, Any], image_size: int | tuple[int, int] = 224, **overrides: Any) -> MambaVision:
+    settings = {**config, **overrides}
+    if "window_size" not in settings:
+        height, width = as_height_width(image_size)
+        settings["window_size"] = (8, 8, math.ceil(max(height, width) / 16))
+    return MambaVision(**settings)
 
 
-for _name, (_config, _checkpoint, _description) in MAMBAVISION_CONFIGS.items():
-    _register(_name, _config, _checkpoint, _description)
-register_family("mambavision")
+register_config_table(
+    MAMBAVISION_CONFIGS, family="mambavision", kind="hybrid", default_tap="s3", wrapper=MambaVisionBackbone,
+    build=_build,
+)  # fmt: skip

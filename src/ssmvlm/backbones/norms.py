@@ -1,5 +1,4 @@
-"""Norm layers shared by the families written in ssmvlm (timm is not imported here: importing it loads these
-families, see timm_register)."""
+"""Norm layers shared by the families written in ssmvlm."""
 
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
-from ssmvlm.backbones.registry import get_backbone_entry, register_backbone
-from ssmvlm.backbones.timm_families import TIMM_MODEL_NAMES, TimmViTBackbone
+from ssmvlm.backbones.registry import BACKBONES, register_backbone
+from ssmvlm.backbones.timm_models import TIMM_MODEL_NAMES, TimmViTBackbone
 from ssmvlm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, as_height_width
 from ssmvlm.utils.errors import ConfigError
 
@@ -113,7 +113,7 @@ class FusedViTBackbone(VisionBackbone):
     def _member(self, key: str) -> PrismaticViTBackbone:
         # A view of one member through its own wrapper (shared modules), for its tap and checkpoint logic.
         member_id = PRISMATIC_FUSED[self.name][0 if key == "dino" else 1]
-        entry = get_backbone_entry(member_id)
+        entry = BACKBONES[member_id]
         return PrismaticViTBackbone(
             entry.spec, self.trunk[key], feature_tap=self.feature_tap, image_size=self.image_size
         )
@@ -133,7 +133,7 @@ class FusedViTBackbone(VisionBackbone):
 
     def forward_tokens(self, pixel_values: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
         _check_built_size(self.name, pixel_values, self.image_size)
-        siglip_spec = get_backbone_entry(PRISMATIC_FUSED[self.name][1]).spec
+        siglip_spec = BACKBONES[PRISMATIC_FUSED[self.name][1]].spec
         dino = self._tokens("dino", pixel_values, tap)
         raw = pixel_values * _column(self.spec.std, pixel_values) + _column(self.spec.mean, pixel_values)
         siglip = self._tokens("siglip", (raw - _column(siglip_spec.mean, raw)) / _column(siglip_spec.std, raw), tap)

@@ -24,10 +24,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
-from ssmvlm.backbones.registry import register_backbone
-from ssmvlm.backbones.timm_register import register_family
-from ssmvlm.backbones.vmamba import ScanBackendSetting, init_dt_projection, set_scan_backend
+from ssmvlm.backbones.base import FeatureTap, TapInfo, VisionBackbone
+from ssmvlm.backbones.ssm_common import ScanBackendSetting, init_dt_projection, register_config_table, set_scan_backend
 from ssmvlm.data.transforms import as_height_width
 from ssmvlm.ops import selective_scan
 
@@ -305,19 +303,9 @@ VIM_CONFIGS: dict[str, tuple[dict[str, Any], str | None, str]] = {
 }  # fmt: skip
 
 
-def _register(name: str, config: dict[str, Any], checkpoint: str | None, description: str) -> None:
-    spec = BackboneSpec(
-        name=name, family="vim", kind="ssm", default_tap="b-2",
-        pretrained_sources={"in1k": checkpoint} if checkpoint else {}, description=description,
-    )  # fmt: skip
-
-    def build(image_size: int | tuple[int, int] = 224, **overrides: Any) -> VisionMamba:
-        height, width = as_height_width(image_size)
-        return VisionMamba(**{"grid": (height // PATCH_SIZE, width // PATCH_SIZE), **config, **overrides})
-
-    register_backbone(spec, VimBackbone)(build)
+def _build(config: dict[str, Any], image_size: int | tuple[int, int] = 224, **overrides: Any) -> VisionMamba:
+    height, width = as_height_width(image_size)
+    return VisionMamba(**{"grid": (height // PATCH_SIZE, width // PATCH_SIZE), **config, **overrides})
 
 
-for _name, (_config, _checkpoint, _description) in VIM_CONFIGS.items():
-    _register(_name, _config, _checkpoint, _description)
-register_family("vim")
+register_config_table(VIM_CONFIGS, family="vim", kind="ssm", default_tap="b-2", wrapper=VimBackbone, build=_build)

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
-from ssmvlm.backbones.init import init_linear_and_layernorm
 from ssmvlm.backbones.registry import register_backbone
+from ssmvlm.backbones.weight_init import init_linear_and_layernorm
 from ssmvlm.data.transforms import as_height_width
 from ssmvlm.utils.errors import CheckpointError, ConfigError
 

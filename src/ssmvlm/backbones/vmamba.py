@@ -28,11 +28,10 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
-from ssmvlm.backbones.init import init_linear_and_layernorm
+from ssmvlm.backbones.base import FeatureTap, TapInfo, VisionBackbone
 from ssmvlm.backbones.norms import AutocastLayerNorm
-from ssmvlm.backbones.registry import register_backbone
-from ssmvlm.backbones.timm_register import register_family
+from ssmvlm.backbones.ssm_common import ScanBackendSetting, init_dt_projection, register_config_table, set_scan_backend
+from ssmvlm.backbones.weight_init import init_linear_and_layernorm
 from ssmvlm.ops import LowRankDelta, MirroredRows, cross_merge, cross_scan, selective_scan
 
 SCAN_DIRECTIONS = 4
@@ -72,39 +71,6 @@ def token_parts(fn: Callable[..., torch.Tensor], *maps: torch.Tensor) -> torch.T
             out = part.new_empty(batch, height * width, part.shape[-1])
         out[:, start : start + part.shape[1]] = part
     return out.view(batch, height, width, -1)
-
-
-class ScanBackendSetting:
-    """``scan_backend`` on a wrapper: read by every SSM mixer of its trunk (None = best available)."""
-
-    trunk: nn.Module
-
-    @property
-    def scan_backend(self) -> str | None:
-        return next((m.scan_backend for m in self.trunk.modules() if hasattr(m, "scan_backend")), None)
-
-    @scan_backend.setter
-    def scan_backend(self, name: str | None) -> None:
-        set_scan_backend(self.trunk, name)
-
-
-def set_scan_backend(module: nn.Module, name: str | None) -> None:
-    for child in module.modules():
-        if hasattr(child, "scan_backend"):
-            child.scan_backend = name
-
-
-def init_dt_projection(weight: torch.Tensor, bias: torch.Tensor, dt_rank: int) -> None:
-    """Mamba's dt init: weight uniform ±rank^-0.5, bias softplus⁻¹(dt), dt log-uniform in [1e-3, 0.1]."""
-    if weight.is_meta:  # shape-only build (parameter counting): there are no values to set
-        return
-    with torch.no_grad():
-        bound = dt_rank**-0.5
-        weight.uniform_(-bound, bound)
-        dt = torch.exp(torch.rand_like(bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(
-            min=1e-4
-        )
-        bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
 
 class Permute(nn.Module):
@@ -543,24 +509,17 @@ VMAMBA_CONFIGS: dict[str, tuple[dict[str, Any], str | None, str]] = {
 }  # fmt: skip
 
 
-def _release_tag(config: dict[str, Any]) -> str:
-    return "%23v2cls" if config["version"] == "v2" else "%23v0cls"
+def _release_url(config: dict[str, Any], checkpoint: str) -> str:
+    tag = "%23v2cls" if config["version"] == "v2" else "%23v0cls"
+    return f"{_RELEASE}/{tag}/{checkpoint}"
 
 
-def _register(name: str, config: dict[str, Any], checkpoint: str | None, description: str) -> None:
-    sources = {"in1k": f"{_RELEASE}/{_release_tag(config)}/{checkpoint}"} if checkpoint else {}
-    spec = BackboneSpec(
-        name=name, family="vmamba", kind="ssm", default_tap="s3",
-        pretrained_sources=sources, description=description,
-    )  # fmt: skip
-
-    def build(image_size: int | tuple[int, int] = 224, **overrides: Any) -> VSSM:
-        del image_size  # convolutional stem and scans: any size works
-        return VSSM(**{**config, **overrides})
-
-    register_backbone(spec, VMambaBackbone)(build)
+def _build(config: dict[str, Any], image_size: int | tuple[int, int] = 224, **overrides: Any) -> VSSM:
+    del image_size  # convolutional stem and scans: any size works
+    return VSSM(**{**config, **overrides})
 
 
-for _name, (_config, _checkpoint, _description) in VMAMBA_CONFIGS.items():
-    _register(_name, _config, _checkpoint, _description)
-register_family("vmamba")
+register_config_table(
+    VMAMBA_CONFIGS, family="vmamba", kind="ssm", default_tap="s3", wrapper=VMambaBackbone, build=_build,
+    source=_release_url,
+)  # fmt: skip

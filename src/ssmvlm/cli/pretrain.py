@@ -96,7 +96,7 @@ def list_(
     from rich.console import Console
     from rich.table import Table
 
-    from ssmvlm.pretrain.registry import list_initializations, registry_dir
+    from ssmvlm.backbones.initializations import list_initializations, registry_dir
 
     entries = list_initializations(home=home)
     if not entries:

@@ -48,7 +48,7 @@ def _build_on_meta(name: str, image_size: int) -> VisionBackbone:
 
 def _describe(name: str, image_size: int | None) -> _Described:
     """The backbone built at ``image_size`` (its default size when None, or when the size does not fit it)."""
-    from ssmvlm.backbones.registry import get_backbone_entry
+    from ssmvlm.backbones.zoo import get_backbone_entry
     from ssmvlm.utils.errors import ConfigError
 
     default_size = get_backbone_entry(name).spec.default_image_size
@@ -113,7 +113,7 @@ def _load_cache() -> dict[str, Any]:
 def _families_by_name(cache: dict[str, Any]) -> dict[str, str]:
     """Every registered name and its family; importing the families only when the cache lacks them."""
     if "families" not in cache:
-        from ssmvlm.backbones.registry import get_backbone_entry, list_vision_backbones
+        from ssmvlm.backbones.zoo import get_backbone_entry, list_vision_backbones
 
         cache["families"] = {name: get_backbone_entry(name).spec.family for name in list_vision_backbones()}
     return cache["families"]

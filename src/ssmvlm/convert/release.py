@@ -415,7 +415,7 @@ def _encoder_id_for(config: Any, preferred: str | None) -> tuple[EncoderId, dict
 
 
 def _default_tap(backbone: str) -> str:
-    from ssmvlm.backbones.registry import get_backbone_entry
+    from ssmvlm.backbones.zoo import get_backbone_entry
 
     return get_backbone_entry(backbone).spec.default_tap
 

@@ -2,11 +2,16 @@
 
 ``run_pretraining(PretrainConfig(...), out_dir, register_as="vmamba_nano@shapes-cls")`` trains one backbone
 with the one recipe every backbone gets; ``resolve_initialization`` / ``list_initializations`` read the
-registry that ``create_vision_backbone(checkpoint="NAME@TAG")`` consumes.
+registry of produced initializations (kept in :mod:`ssmvlm.backbones.initializations`, whose
+``create_vision_backbone(checkpoint="NAME@TAG")`` reads it; these names stay importable from here).
 """
 
+from ssmvlm.backbones.initializations import (
+    list_initializations,
+    register_initialization,
+    resolve_initialization,
+)
 from ssmvlm.pretrain.config import AugmentConfig, DataConfig, OptimConfig, PretrainConfig
-from ssmvlm.pretrain.registry import list_initializations, register_initialization, resolve_initialization
 from ssmvlm.pretrain.run import run_pretraining
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ssmvlm.backbones.initializations import WEIGHTS_FILE, parse_name, register_initialization, resolve_checkpoint
 from ssmvlm.config import flatten_keys, to_dict
 from ssmvlm.data.transforms import ImageTransform
 from ssmvlm.pretrain.classification import ClassificationTask
@@ -23,7 +24,6 @@ from ssmvlm.pretrain.config import PretrainConfig, resolve_image_size
 from ssmvlm.pretrain.data import FrameDataset, FrameSource, TaskData, load_task_data
 from ssmvlm.pretrain.dense import DetectionTask, SegmentationTask
 from ssmvlm.pretrain.loop import PretrainModel, Task, remove_checkpoint, train
-from ssmvlm.pretrain.registry import WEIGHTS_FILE, parse_name, register_initialization
 from ssmvlm.utils.errors import CheckpointError, ConfigError
 from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, read_json
 from ssmvlm.utils.provenance import device_description, write_run_record
@@ -82,7 +82,6 @@ def _train_and_save(config: PretrainConfig, config_dict: dict[str, Any], out_dir
     from safetensors.torch import save
 
     from ssmvlm.backbones import create_vision_backbone
-    from ssmvlm.backbones.registry import resolve_checkpoint
 
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device

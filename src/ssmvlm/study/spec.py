@@ -186,7 +186,7 @@ def checkpoint_path(init: str, backbone: str) -> Path | None:
         return None
     path = Path(init.format(backbone=backbone)).expanduser()
     if "@" in str(path) and not path.exists():
-        from ssmvlm.pretrain.registry import resolve_initialization
+        from ssmvlm.backbones.initializations import resolve_initialization
 
         return resolve_initialization(str(path))
     return path

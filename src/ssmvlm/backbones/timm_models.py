@@ -1,4 +1,5 @@
-"""Transformer and CNN families built through timm (ViT/DeiT, MaxViT, Swin, ConvNeXt), not re-implemented.
+"""timm models into the zoo: transformer and CNN families built through timm (ViT/DeiT, MaxViT, Swin, ConvNeXt),
+not re-implemented. (The other direction, the zoo's SSM families as timm models, is :mod:`timm_export`.)
 
 Each zoo name maps to a timm model name (recorded in the spec's description and in :data:`TIMM_MODEL_NAMES`);
 the trunk is ``timm.create_model(name, pretrained=False, ...)`` so timm's own state-dict keys load with

@@ -1,25 +1,24 @@
-"""Registers the SSM and hybrid backbones (VMamba, Vim, MambaVision) as timm models.
+"""The zoo into timm: the SSM and hybrid backbones (VMamba, Vim, MambaVision) as timm models.
 
-After ``import ssmvlm``, ``timm.create_model("vmamba_small_s2l15")`` returns the classification model (the
-trunk with its head) with a ``pretrained_cfg`` naming the official checkpoint file. Nothing is downloaded:
-``pretrained=True`` loads the file named by ``pretrained_cfg_overlay=dict(file=PATH)`` (or the official file
-name, relative to the working directory) safely through :func:`ssmvlm.utils.io.load_state_dict`, and fails
-with a one-line message naming the file to fetch when it is not on disk.
-
-Importing timm costs seconds, so this module does not import it. Each family module registers its names at
-its end (it imports timm itself); ``register_with_timm`` (run by ``import ssmvlm``) loads the families at once
-when timm is already imported, and otherwise right after timm's own import finishes (a one-shot import hook).
+After :func:`register_with_timm` (``ssmvlm.register_with_timm()``; ``import ssmvlm`` calls it when timm is already
+imported), ``timm.create_model("vmamba_small_s2l15")`` returns the classification model (the trunk with its head)
+with a ``pretrained_cfg`` naming the official checkpoint file. Nothing is downloaded: ``pretrained=True`` loads
+the file named by ``pretrained_cfg_overlay=dict(file=PATH)`` (or the official file name, relative to the working
+directory) safely through :func:`ssmvlm.utils.io.load_state_dict`, and fails with a one-line message naming the
+file to fetch when it is not on disk. (The other direction, timm models in the zoo, is :mod:`timm_models`.)
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
+
+from ssmvlm.backbones.registry import RegisteredBackbone
+from ssmvlm.backbones.zoo import get_backbone_entry, list_vision_backbones
+from ssmvlm.utils.errors import CheckpointError, ConfigError
+from ssmvlm.utils.io import load_state_dict
 
 # Evaluation settings of each release (timm pretrained_cfg fields).
 _FAMILY_CFG: dict[str, dict[str, Any]] = {
@@ -38,34 +37,23 @@ _FAMILY_CFG: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 _CROP_PCT = {"mambavision_t2": 0.98, "mambavision_s": 0.93}
 
-default_cfgs: dict[str, Any] = {}  # read by timm's register_model; filled per family
-_registered_families: set[str] = set()
+default_cfgs: dict[str, Any] = {}  # read by timm's register_model, which looks it up in the entrypoint's module
+_registered = False
 
 
-def register_family(family: str) -> None:
-    """Register a family's zoo backbones with timm; each family module calls this once it is fully loaded."""
-    if family in _registered_families:
+def register_with_timm() -> None:
+    """Register the SSM and hybrid zoo backbones with timm; calling it again does nothing."""
+    global _registered
+    if _registered:
         return
-    from timm.models import generate_default_cfgs, register_model
-
-    from ssmvlm.backbones.registry import get_backbone_entry, list_vision_backbones
-
-    names = list_vision_backbones(family)
-    default_cfgs.update(
-        generate_default_cfgs({name: _pretrained_cfg(get_backbone_entry(name)) for name in names})
-    )
+    names = [name for family in _FAMILY_CFG for name in list_vision_backbones(family)]
+    default_cfgs.update(generate_default_cfgs({name: _pretrained_cfg(get_backbone_entry(name)) for name in names}))
     for name in names:
         register_model(_entrypoint(name))
-    _registered_families.add(family)
+    _registered = True
 
 
-def _load_families() -> None:
-    # Loading the family modules registers them (see register_family); an import already in progress (timm
-    # imported from within a family module) returns at once and that family registers itself when done.
-    import ssmvlm.backbones.families  # noqa: F401
-
-
-def _pretrained_cfg(entry: Any) -> dict[str, Any]:
+def _pretrained_cfg(entry: RegisteredBackbone) -> dict[str, Any]:
     spec = entry.spec
     source = spec.pretrained_sources.get("in1k")
     cfg = dict(_FAMILY_CFG[spec.family])
@@ -102,11 +90,6 @@ def create_timm_model(
     **kwargs: Any,
 ) -> Any:
     """Build ``name``'s trunk with its head and pretrained_cfg; load a local checkpoint if pretrained."""
-    from timm.models import resolve_pretrained_cfg
-
-    from ssmvlm.backbones.registry import get_backbone_entry
-    from ssmvlm.utils.errors import ConfigError
-
     if in_chans != 3:
         raise ConfigError("in_chans", f"{name} takes RGB input only (in_chans=3); got {in_chans}")
     kwargs.pop("cache_dir", None)
@@ -126,8 +109,6 @@ def create_timm_model(
 
 
 def _pretrained_file(name: str, cfg: dict[str, Any]) -> Path:
-    from ssmvlm.utils.errors import CheckpointError
-
     file = cfg.get("file")
     if not file or not Path(file).is_file():
         official = cfg.get("notes", ("no official checkpoint",))[0]
@@ -138,11 +119,8 @@ def _pretrained_file(name: str, cfg: dict[str, Any]) -> Path:
     return Path(file)
 
 
-def _load_pretrained(entry: Any, model: Any, file: Path, image_size: Any) -> None:
+def _load_pretrained(entry: RegisteredBackbone, model: Any, file: Path, image_size: Any) -> None:
     """Load ``file`` strictly; a head of another size than the checkpoint's is left as initialised."""
-    from ssmvlm.utils.errors import CheckpointError
-    from ssmvlm.utils.io import load_state_dict
-
     name = entry.spec.name
     backbone = entry.wrapper(entry.spec, model, image_size=image_size)
     state = backbone.adapt_state_dict(load_state_dict(file))
@@ -158,44 +136,3 @@ def _load_pretrained(entry: Any, model: Any, file: Path, image_size: Any) -> Non
             f"{file}: does not fit {name}: missing {missing[:3]} ({len(missing)}), "
             f"unexpected {unexpected[:3]} ({len(unexpected)})"
         )
-
-
-class _RegisterAfterTimmImport(importlib.abc.MetaPathFinder):
-    """Finds ``timm`` through the other finders and registers the models once its module has executed."""
-
-    def find_spec(
-        self, fullname: str, path: Any = None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "timm":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("timm")
-        if spec is not None and spec.loader is not None:
-            spec.loader = _RegisteringLoader(spec.loader)
-        return spec
-
-
-class _RegisteringLoader(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader) -> None:
-        self._loader = loader
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self._loader.exec_module(module)
-        _load_families()
-
-    def __getattr__(self, name: str) -> Any:  # resource readers and the like
-        return getattr(self._loader, name)
-
-
-def register_with_timm() -> None:
-    """Register now if timm is imported, else right after it is."""
-    if "timm" in sys.modules:
-        _load_families()
-    elif not any(isinstance(finder, _RegisterAfterTimmImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterAfterTimmImport())
-
-
-register_with_timm()

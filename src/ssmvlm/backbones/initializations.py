@@ -1,8 +1,10 @@
-"""The registry of produced initializations: names such as ``vmamba_nano@shapes-det`` → backbone weights.
+"""Produced initializations: names such as ``vmamba_nano@shapes-det`` → backbone weights.
 
 A local directory (``$SSMVLM_HOME/initializations``, default ``~/.cache/ssmvlm``; every function also takes
-``home``) holds one JSON entry per name with the output directory of the run that produced it, its metrics
-and config. ``create_vision_backbone(checkpoint="NAME@TAG")`` and the study runner resolve names here.
+``home``) holds one JSON entry per name with the output directory of the pretraining run that produced it, its
+metrics and config. ``ssmvlm.pretrain`` registers its runs here; ``create_vision_backbone(checkpoint="NAME@TAG")``
+and the study resolve names here. It lives with the backbones, which read it, so that nothing in the zoo imports
+from the pretraining above it.
 """
 
 from __future__ import annotations
@@ -85,3 +87,11 @@ def resolve_initialization(name: str, *, home: str | Path | None = None) -> Path
     if not weights.is_file():
         raise CheckpointError(f"initialization {name!r}: its weights {weights} are gone; rerun or re-register it")
     return weights
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A file path as given, or the weights of a produced initialization such as ``vmamba_nano@shapes-cls``."""
+    path = Path(checkpoint)
+    if path.exists() or "@" not in str(checkpoint):
+        return path
+    return resolve_initialization(str(checkpoint))
