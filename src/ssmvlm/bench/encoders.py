@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ssmvlm.bench.timing import is_out_of_memory, median_ms, resolve_device
+from ssmvlm.bench.timing import is_out_of_memory, median_ms
+from ssmvlm.utils.device import resolve_device
 from ssmvlm.utils.io import atomic_write_json, atomic_write_text
 from ssmvlm.utils.progress import progress_bar
 from ssmvlm.utils.provenance import write_run_record

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssmvlm.bench.timing import is_out_of_memory, median_ms, resolve_device, synchronize
+from ssmvlm.bench.timing import is_out_of_memory, median_ms, synchronize
+from ssmvlm.utils.device import resolve_device
 from ssmvlm.utils.io import atomic_write_json, atomic_write_text
 from ssmvlm.utils.progress import progress_bar
 from ssmvlm.utils.provenance import write_run_record

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ssmvlm.backbones.initializations import WEIGHTS_FILE, parse_name, register_initialization, resolve_checkpoint
 from ssmvlm.config import flatten_keys, to_dict
 from ssmvlm.data.transforms import ImageTransform
@@ -24,6 +22,7 @@ from ssmvlm.pretrain.config import PretrainConfig, resolve_image_size
 from ssmvlm.pretrain.data import FrameDataset, FrameSource, TaskData, load_task_data
 from ssmvlm.pretrain.dense import DetectionTask, SegmentationTask
 from ssmvlm.pretrain.loop import PretrainModel, Task, remove_checkpoint, train
+from ssmvlm.utils.device import resolve_device
 from ssmvlm.utils.errors import CheckpointError, ConfigError
 from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, read_json
 from ssmvlm.utils.provenance import device_description, write_run_record
@@ -83,9 +82,7 @@ def _train_and_save(config: PretrainConfig, config_dict: dict[str, Any], out_dir
 
     from ssmvlm.backbones import create_vision_backbone
 
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
-    )
+    device = resolve_device(config.device)
     init_path = resolve_checkpoint(config.init) if config.init else None
     init_meta = _weights_metadata(init_path, config) if init_path else {}
     image_size = resolve_image_size(config, int(init_meta["image_size"]) if "image_size" in init_meta else None)

@@ -44,14 +44,6 @@ log = logging.getLogger(__name__)
 # -- one cell -------------------------------------------------------------------------------------------
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def is_done(cell: Cell, out: str | Path) -> bool:
     return (cell.run_dir(Path(out)) / DONE_FILE).is_file()
 
@@ -89,8 +81,10 @@ def execute_cell(cell: Cell, out: str | Path, device: str = "auto", threads: int
             import torch
 
             torch.set_num_threads(threads)
+        from ssmvlm.utils.device import resolve_device
+
         upstream = {dep.split("/", 1)[0]: read_result(dep, out) for dep in cell.deps}
-        result = STAGE_RUNNERS[cell.stage](cell, run_dir, upstream, resolve_device(device))
+        result = STAGE_RUNNERS[cell.stage](cell, run_dir, upstream, str(resolve_device(device)))
         seconds = time.perf_counter() - start
         atomic_write_json(run_dir / RESULT_FILE, result)
         if not (run_dir / "run.json").is_file():

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssmvlm.utils.device import resolve_device
 from ssmvlm.utils.errors import ConfigError
 
 
@@ -38,14 +39,12 @@ def init_distributed(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = f"cuda:{local_rank}"
-    resolved = torch.device(device)
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", local_rank)  # torchrun starts one process per GPU
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("device", f"{device} requested but CUDA is not available")
+            raise ConfigError("device", f"{resolved} requested but CUDA is not available")
         torch.cuda.set_device(resolved)
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"

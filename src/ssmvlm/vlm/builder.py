@@ -19,6 +19,7 @@ import torch
 from ssmvlm.config import from_dict
 from ssmvlm.connectors import build_connector
 from ssmvlm.data.transforms import as_height_width
+from ssmvlm.utils.device import resolve_device
 from ssmvlm.utils.errors import CheckpointError
 from ssmvlm.utils.io import read_json
 from ssmvlm.vlm.llm import (
@@ -220,5 +221,4 @@ def load_vlm(run_dir: str | Path, device: str | torch.device | None = None) -> V
         raise CheckpointError(f"{run_dir / WEIGHTS_FILE}: trained weights not found (did the run finish?)")
     load_trained_weights(vlm, run_dir / WEIGHTS_FILE)
     check_encoder(run_dir, encoder_digest(vlm))
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return vlm.to(device).eval()
+    return vlm.to(resolve_device(device)).eval()
