@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from PIL import Image, UnidentifiedImageError
 
@@ -36,23 +37,36 @@ def check_inside_root(
     return Path(root) / normalized
 
 
-def open_image(path: str | Path, root: str | Path | None = None) -> Image.Image:
-    """Open an image as RGB, fully decoded.
+class EncodedImage(Protocol):
+    """An image stored inside another file (an image cell of a parquet shard); ``str()`` names where."""
 
-    With ``root``, ``path`` is relative to it and may not escape it (``..`` or an absolute path); without,
-    ``path`` is opened as given (for paths already validated, such as :attr:`LlavaRecord.image`). A missing,
-    unreadable or corrupt file raises a one-line :class:`DataError` naming it.
+    def open(self) -> BinaryIO: ...
+
+
+def open_image(
+    image: str | Path | EncodedImage, root: str | Path | None = None, *, record: str | int | None = None
+) -> Image.Image:
+    """Open an image as RGB, fully decoded: a file, or an :class:`EncodedImage`.
+
+    With ``root``, a path is relative to it and may not escape it (``..`` or an absolute path); without, it is
+    opened as given (for paths already validated, such as :attr:`LlavaRecord.image`). A missing, unreadable or
+    corrupt image raises a one-line :class:`DataError` naming it (and ``record``, when given).
     """
-    full = check_inside_root(path, root) if root is not None else Path(path)
-    if not full.is_file():
-        raise DataError(full, "image file not found")
+    source: Path | BinaryIO
+    if isinstance(image, str | Path):
+        source = check_inside_root(image, root) if root is not None else Path(image)
+        if not source.is_file():
+            raise DataError(source, "image file not found", record=record)
+        where: Path | EncodedImage = source
+    else:
+        where, source = image, image.open()
     try:
-        with Image.open(full) as image:
-            image.load()  # decode now, so truncated files fail here and not deep inside a data loader
-            return image.convert("RGB")
+        with Image.open(source) as opened:
+            opened.load()  # decode now, so truncated files fail here and not deep inside a data loader
+            return opened.convert("RGB")
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(full, f"cannot decode image ({reason})") from None
+        raise DataError(str(where), f"cannot decode image ({reason})", record=record) from None
 
 
 SKIPPED_IMAGES_FILE = "skipped_images.txt"

@@ -52,19 +52,10 @@ class Predictor(Protocol):
 
 
 def load_image(example: Example, task: Task) -> Image.Image:
-    from PIL import Image, UnidentifiedImageError
+    """The example's image (a file, or an image cell of a parquet shard), its errors naming task and example."""
+    from ssmvlm.data.images import open_image
 
-    try:
-        # A file, or an image cell of a parquet shard (ParquetImage), decoded from memory.
-        source = example.image if isinstance(example.image, Path) else example.image.open()
-        with Image.open(source) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(example.image, "image file not found", record=f"{task.name} {example.id}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(
-            example.image, f"unreadable image ({exc})", record=f"{task.name} {example.id}"
-        ) from None
+    return open_image(example.image, record=f"{task.name} {example.id}")
 
 
 @dataclass
