@@ -12,7 +12,7 @@ import scipy.stats
 
 from ssmvlm.study import analysis
 from ssmvlm.study.spec import DiagnosisSpec, StabilizationSpec
-from ssmvlm.study.stats import bootstrap_ci, kendall_rows, mean_std, rank_correlation, spearman_rows
+from ssmvlm.study.stats import kendall_rows, mean_interval, mean_std, rank_correlation, spearman_rows
 
 KINDS = {
     "vmamba_nano": "ssm",
@@ -55,25 +55,25 @@ def table(rows: list[dict]) -> pd.DataFrame:
 # -- statistics -----------------------------------------------------------------------------------------
 
 
-def test_mean_std_and_bootstrap_ci() -> None:
+def test_mean_std_and_mean_interval() -> None:
     values = [10.0, 12.0, 14.0, 20.0]
     mean, std = mean_std(values)
     assert mean == pytest.approx(np.mean(values)) and std == pytest.approx(np.std(values, ddof=1))
     assert mean_std([5.0]) == (5.0, 0.0)
-    first, again = bootstrap_ci(values, seed=3), bootstrap_ci(values, seed=3)
+    first, again = mean_interval(values, seed=3), mean_interval(values, seed=3)
     assert first == again  # deterministic for a seed
     varied = np.random.default_rng(0).normal(50.0, 10.0, size=30)
-    assert bootstrap_ci(varied, seed=4) != bootstrap_ci(varied, seed=3)
+    assert mean_interval(varied, seed=4) != mean_interval(varied, seed=3)
     assert first.low <= mean <= first.high and first.estimate == pytest.approx(mean)
     assert min(values) <= first.low and first.high <= max(values)
-    single = bootstrap_ci([7.0])
+    single = mean_interval([7.0])
     assert (single.low, single.high) == (7.0, 7.0)
 
 
 def test_bootstrap_matches_scipy_percentile_interval() -> None:
     rng = np.random.default_rng(0)
     values = rng.normal(50.0, 10.0, size=60)
-    ours = bootstrap_ci(values, resamples=4000, seed=1)
+    ours = mean_interval(values, resamples=4000, seed=1)
     theirs = scipy.stats.bootstrap(
         (values,), np.mean, n_resamples=4000, method="percentile", random_state=np.random.default_rng(1)
     ).confidence_interval

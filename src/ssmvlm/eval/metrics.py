@@ -428,20 +428,29 @@ def accuracy_at_iou(ious: Iterable[float | None], threshold: float = 0.5) -> flo
 def bootstrap_ci(
     scores: Sequence[float], *, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-example scores (same scale as the scores)."""
+    """Percentile bootstrap interval of the mean of per-example scores (same scale as the scores).
+
+    The one bootstrap of ssmvlm: evaluation intervals over examples and the study's intervals over seeds
+    (``study.stats.mean_interval``) both come from here.
+    """
     values = np.asarray(scores, dtype=np.float64)
     if values.size == 0:
         return (0.0, 0.0)
     rng = np.random.default_rng(seed)
     means = np.empty(n_resamples, dtype=np.float64)
-    # Chunks keep the index matrix small for large evaluation sets.
+    # Chunks keep the index matrix small for large evaluation sets; they draw the same stream as one call.
     chunk = max(1, 2_000_000 // values.size)
     for start in range(0, n_resamples, chunk):
         stop = min(n_resamples, start + chunk)
         idx = rng.integers(0, values.size, size=(stop - start, values.size))
         means[start:stop] = values[idx].mean(axis=1)
+    return percentile_interval(means, level)
+
+
+def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` share of bootstrap replicates: its (low, high) quantiles."""
     tail = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
+    low, high = np.quantile(replicates, [tail, 1.0 - tail])
     return (float(low), float(high))
 
 

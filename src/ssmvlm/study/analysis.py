@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ssmvlm.study.spec import DiagnosisSpec, StabilizationSpec
-from ssmvlm.study.stats import bootstrap_ci, mean_std, rank_correlation
+from ssmvlm.study.stats import mean_interval, mean_std, rank_correlation
 
 SCORES: tuple[str, ...] = ("vqa", "loc", "overall")
 TASK_PREFIX = "task:"
@@ -73,7 +73,7 @@ def main_table(results: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
             mean, std = mean_std(group[score])
             record[f"{score}_mean"], record[f"{score}_std"] = mean, std
             if len(group) > 1:
-                interval = bootstrap_ci(group[score], seed=seed)
+                interval = mean_interval(group[score], seed=seed)
                 low, high, source = interval.low, interval.high, "seeds"
             elif f"{score}_ci_low" in group and pd.notna(first.get(f"{score}_ci_low")):
                 low, high, source = (

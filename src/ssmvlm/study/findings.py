@@ -27,7 +27,7 @@ import pandas as pd
 
 from ssmvlm.study import analysis
 from ssmvlm.study.spec import StudySpec
-from ssmvlm.study.stats import DEFAULT_RESAMPLES, bootstrap_ci
+from ssmvlm.study.stats import DEFAULT_RESAMPLES, mean_interval
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = "supported", "contradicted", "inconclusive", "not measured"
 PASSED, FAILED = "passed", "failed"
@@ -230,7 +230,7 @@ def control_intervals(results: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     records = []
     for name, group in controls.groupby("row_type"):
         for score in CLAIM_SCORES:
-            interval = bootstrap_ci(group[score], seed=seed)
+            interval = mean_interval(group[score], seed=seed)
             low, high = interval.low, interval.high
             if f"{score}_ci_low" in group and group[f"{score}_ci_low"].notna().any():
                 low = min(low, float(group[f"{score}_ci_low"].mean()))

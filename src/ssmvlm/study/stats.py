@@ -1,14 +1,17 @@
-"""Uncertainty for every claim: mean ± std, percentile bootstrap CIs, rank correlations with bootstrap CIs.
+"""Uncertainty for every claim: mean ± std, the mean with its bootstrap CI, rank correlations with bootstrap CIs.
 
-All resampling uses ``numpy.random.default_rng(seed)``, so the same table gives the same intervals.
+All resampling uses ``numpy.random.default_rng(seed)``, so the same table gives the same intervals; the
+percentile bootstrap itself is :func:`ssmvlm.eval.metrics.bootstrap_ci`, the one evaluation uses too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from ssmvlm.eval.metrics import bootstrap_ci, percentile_interval
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
@@ -34,25 +37,22 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
 
 
-def bootstrap_ci(
+def mean_interval(
     values: Sequence[float],
-    statistic: Callable[[np.ndarray], float] = np.mean,
     *,
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
 ) -> Interval:
-    """Percentile bootstrap interval of ``statistic`` over ``values`` (a point interval for one value)."""
+    """The mean of the finite ``values`` with its percentile bootstrap interval (a point interval for one value,
+    NaN for none)."""
     array = _finite(values)
     if array.size == 0:
         return Interval(float("nan"), float("nan"), float("nan"))
-    estimate = float(statistic(array))
+    estimate = float(np.mean(array))
     if array.size == 1:
         return Interval(estimate, estimate, estimate)
-    rng = np.random.default_rng(seed)
-    indices = rng.integers(0, array.size, size=(resamples, array.size))
-    replicates = np.array([statistic(array[row]) for row in indices], dtype=float)
-    low, high = _percentiles(replicates, confidence)
+    low, high = bootstrap_ci(array, n_resamples=resamples, seed=seed, level=confidence)
     return Interval(estimate, low, high)
 
 
@@ -103,7 +103,7 @@ def rank_correlation(
     rows = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     replicates = _ROW_CORRELATIONS[method](xs[rows], ys[rows])
     finite = replicates[np.isfinite(replicates)]
-    low, high = _percentiles(finite, confidence) if finite.size else (nan, nan)
+    low, high = percentile_interval(finite, confidence) if finite.size else (nan, nan)
     return Correlation(method, float(result.statistic), float(result.pvalue), n, low, high)
 
 
@@ -130,12 +130,6 @@ def kendall_rows(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 
 _ROW_CORRELATIONS = {"spearman": spearman_rows, "kendall": kendall_rows}
-
-
-def _percentiles(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(replicates, [alpha, 1.0 - alpha])
-    return float(low), float(high)
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
