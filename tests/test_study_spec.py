@@ -197,12 +197,12 @@ def test_quick_preset_validates_against_the_zoo() -> None:
 
 
 def test_recipe_overrides_from_the_spec_and_the_command_line_combine() -> None:
-    from ssmvlm.study.stages import _nested
+    from ssmvlm.utils.dotted_keys import nest_keys
 
     # A preset's dotted keys and a command line's nested override of one of them: every key survives, the
     # command line's value wins (it comes later), whatever nesting each side used.
     spec = load_spec(preset="paper", overrides=["recipe.overrides.optim.epochs=7"])
-    nested = _nested(spec.recipe.overrides)
+    nested = nest_keys(spec.recipe.overrides.items())
     expected = {"epochs": 7, "global_batch_size": 32, "per_device_batch_size": 32, "learning_rate": 1.4e-3}
     assert nested["optim"] == expected
     assert nested["data"] == {"split_turns": True}

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ssmvlm.utils.dotted_keys import deep_merge, nest_keys
 from ssmvlm.utils.errors import ConfigError
 
 T = TypeVar("T")
@@ -123,7 +124,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turn ``["train.lr=1e-3", "seeds=[1,2]"]`` into a nested dict; values are parsed as YAML scalars."""
-    nested: dict[str, Any] = {}
+    items: list[tuple[str, Any]] = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(item, "override must look like key.path=value")
@@ -134,35 +135,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(
                 key.strip(), f"cannot parse value {raw!r} (quote values holding [ ] {{ }} or :)"
             ) from None
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(key, "overrides both a value and a key below it")
-        node[parts[-1]] = value
-    return nested
-
-
-def flatten_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 1e-3}}`` → ``{"optim.lr": 1e-3}`` (nested mappings become dotted keys)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten_keys(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+        items.append((key.strip(), value))
+    return nest_keys(items)
 
 
 def load_config(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ssmvlm.backbones.initializations import WEIGHTS_FILE, parse_name, register_initialization, resolve_checkpoint
-from ssmvlm.config import flatten_keys, to_dict
+from ssmvlm.config import to_dict
 from ssmvlm.data.transforms import ImageTransform
 from ssmvlm.pretrain.classification import ClassificationTask
 from ssmvlm.pretrain.config import PretrainConfig, resolve_image_size
@@ -23,6 +23,7 @@ from ssmvlm.pretrain.data import FrameDataset, FrameSource, TaskData, load_task_
 from ssmvlm.pretrain.dense import DetectionTask, SegmentationTask
 from ssmvlm.pretrain.loop import PretrainModel, Task, remove_checkpoint, train
 from ssmvlm.utils.device import resolve_device
+from ssmvlm.utils.dotted_keys import flatten_keys
 from ssmvlm.utils.errors import CheckpointError, ConfigError
 from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, read_json
 from ssmvlm.utils.provenance import device_description, write_run_record

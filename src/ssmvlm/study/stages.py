@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ssmvlm.study.matrix import Cell
+from ssmvlm.utils.dotted_keys import deep_merge, nest_keys
 
 Upstream = dict[str, dict[str, Any]]
 StageRunner = Callable[[Cell, Path, Upstream, str], dict[str, Any]]
@@ -46,7 +47,7 @@ def run_dataset(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> d
 
 
 def run_pretrain(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
-    from ssmvlm.config import deep_merge, from_dict
+    from ssmvlm.config import from_dict
     from ssmvlm.pretrain import run_pretraining
     from ssmvlm.pretrain.config import PretrainConfig
 
@@ -63,7 +64,7 @@ def run_pretrain(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> 
         "device": device,
         "data": {"source": "shapes", "root": str(data_root(cell, upstream))},
     }
-    pretrain_config = from_dict(PretrainConfig, deep_merge(values, _nested(config["overrides"])))
+    pretrain_config = from_dict(PretrainConfig, deep_merge(values, nest_keys(config["overrides"].items())))
     metrics = run_pretraining(pretrain_config, run_dir)
     checkpoint = run_dir / BACKBONE_FILE
     top1 = metrics.get("top1") if config["objective"] == "classification" else None
@@ -75,7 +76,7 @@ def run_pretrain(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> 
 
 
 def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
-    from ssmvlm.config import deep_merge, from_dict
+    from ssmvlm.config import from_dict
     from ssmvlm.train.loop import train_vlm
     from ssmvlm.train.recipe import TrainConfig
 
@@ -103,7 +104,7 @@ def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dic
         "seed": config["seed"],
         "device": device,
     }
-    train_config = from_dict(TrainConfig, deep_merge(values, _nested(config["recipe_overrides"])))
+    train_config = from_dict(TrainConfig, deep_merge(values, nest_keys(config["recipe_overrides"].items())))
     trained = Path(train_vlm(train_config, run_dir, show_progress=show_progress()))
     facts = backbone_facts(config["backbone"], config["image_size"], config["feature_tap"])
     result = {"run_dir": str(trained.resolve()), "train_log": str((trained / TRAIN_LOG).resolve()), **facts}
@@ -171,16 +172,3 @@ def backbone_facts(name: str, image_size: int, feature_tap: str | None = None) -
         "tokens": int(backbone.num_tokens(image_size)),
     }
 
-
-def _nested(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``{"optim.lr": 1e-3}`` → ``{"optim": {"lr": 1e-3}}``; nested mappings are merged key by key, so a spec's
-    ``optim.lr`` and a command line's ``recipe.overrides.optim.epochs`` (which arrives nested) both apply."""
-    from ssmvlm.config import deep_merge
-
-    nested: dict[str, Any] = {}
-    for key, value in overrides.items():
-        *parents, leaf = str(key).split(".")
-        for part in reversed([*parents, leaf]):
-            value = {part: value}
-        nested = deep_merge(nested, value)
-    return nested

@@ -30,7 +30,7 @@ def convert(src: Path, dst: Path, entry: str | None = None) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from ssmvlm.config import flatten_keys
+    from ssmvlm.utils.dotted_keys import flatten_keys
 
     obj = _load_trusted(src)
     if entry is None:
