@@ -642,6 +642,7 @@ def test_pretraining_checkpoint_swap_interrupted_anywhere_resumes_one_complete_s
     import torch
 
     from ssmvlm.pretrain import loop
+    from ssmvlm.utils.run_folder import swap_folders
 
     def model_at(value: float) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         model = torch.nn.Linear(2, 2)
@@ -653,15 +654,16 @@ def test_pretraining_checkpoint_swap_interrupted_anywhere_resumes_one_complete_s
 
     def resumed(out: Path) -> tuple[int, float]:
         model, optimizer = model_at(0.0)
-        state = loop._resume(model, optimizer, out, torch.device("cpu"))
+        state = loop.resume(model, optimizer, out, torch.device("cpu"))
         return state["step"], float(model.bias.detach()[0]) if state["step"] else math.nan
 
     def checkpoint_at(out: Path, step: int) -> None:
         model, optimizer = model_at(float(step))
         torch.nn.init.constant_(model.bias, float(step))
-        loop._save_checkpoint(model, optimizer, out, {"step": step, "images_seen": step, "train_seconds": 0.0})
+        loop.save_checkpoint(model, optimizer, out, {"step": step, "images_seen": step, "train_seconds": 0.0})
 
-    folder, staged, old = loop._checkpoint_folders(tmp_path)
+    folder = tmp_path / loop.CHECKPOINT_DIR
+    staged, old = swap_folders(folder)
     checkpoint_at(tmp_path, 1)
     checkpoint_at(tmp_path, 2)
     assert resumed(tmp_path) == (2, 2.0) and not staged.exists() and not old.exists()

@@ -10,9 +10,7 @@ from it.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,9 +23,16 @@ from ssmvlm.backbones.base import VisionBackbone
 from ssmvlm.pretrain.augment import augment_batch, normalize
 from ssmvlm.pretrain.config import PretrainConfig
 from ssmvlm.pretrain.data import FrameSource, SampleStream, num_steps, step_batch
-from ssmvlm.utils.errors import CheckpointError, TrainingDivergedError
-from ssmvlm.utils.io import append_jsonl, atomic_write_bytes, atomic_write_json, iter_jsonl, read_json
+from ssmvlm.utils.errors import TrainingDivergedError
+from ssmvlm.utils.io import append_jsonl, read_json
 from ssmvlm.utils.progress import progress_bar
+from ssmvlm.utils.run_folder import (
+    STATE_FILE,
+    read_checkpoint,
+    settle_checkpoint,
+    truncate_log,
+    write_checkpoint,
+)
 
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "metrics.jsonl"
@@ -131,7 +136,7 @@ def train(
     )
     stream = SampleStream(len(train_source), config.seed)
     total_steps = num_steps(config.images_seen, config.batch_size)
-    state = _resume(model, optimizer, out_dir, device)
+    state = resume(model, optimizer, out_dir, device)
     start_step, train_seconds = state["step"], state["train_seconds"]
     images_seen = min(start_step * config.batch_size, config.images_seen)
     eval_points = [round(config.images_seen * (i + 1) / config.evals) for i in range(config.evals)]
@@ -205,7 +210,7 @@ def train(
                     last_eval = task.evaluate(predictions(model, eval_source, config, device))
                     append_jsonl(out_dir / LOG_FILE, {"step": step + 1, "images_seen": images_seen, "eval": last_eval})
                 if due_checkpoint:
-                    checkpoint_path = _save_checkpoint(
+                    checkpoint_path = save_checkpoint(
                         model,
                         optimizer,
                         out_dir,
@@ -243,10 +248,13 @@ def _check_finite(
     )
 
 
-def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, state: dict[str, Any]
+) -> Path:
+    """``out_dir/checkpoint``: model and optimizer tensors as safetensors, the loop state and the optimizer's
+    param groups in ``state.json`` (written and swapped in by :func:`ssmvlm.utils.run_folder.write_checkpoint`)."""
     from safetensors.torch import save
 
-    folder, staged, old = _checkpoint_folders(out_dir)
     opt_state = optimizer.state_dict()
     opt_tensors = {
         f"{param_id}.{key}": value.detach().cpu().contiguous()
@@ -255,67 +263,32 @@ def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir
         if isinstance(value, torch.Tensor)
     }
     model_tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    # Written beside the current checkpoint, then swapped in by renames: overwritten in place, a kill between
-    # the files left this step's weights under the previous step's state.json, and resuming redid a step.
-    shutil.rmtree(staged, ignore_errors=True)
-    atomic_write_bytes(staged / "model.safetensors", save(model_tensors))
-    atomic_write_bytes(staged / "optimizer.safetensors", save(opt_tensors))
-    # state.json is written last: its presence means the two files above belong to this step
-    atomic_write_json(
-        staged / "state.json",
-        {**state, "param_groups": [{k: v for k, v in group.items()} for group in opt_state["param_groups"]]},
-    )
-    if folder.exists():
-        folder.rename(old)
-    staged.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    files = {"model.safetensors": save(model_tensors), "optimizer.safetensors": save(opt_tensors)}
+    param_groups = [{k: v for k, v in group.items()} for group in opt_state["param_groups"]]
+    return write_checkpoint(out_dir / CHECKPOINT_DIR, files, {**state, "param_groups": param_groups})
 
 
-def _checkpoint_folders(out_dir: Path) -> tuple[Path, Path, Path]:
-    """The checkpoint, the next one being written, and the previous one being replaced."""
+def resume(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, device: torch.device) -> dict[str, Any]:
+    """Load ``out_dir``'s checkpoint into ``model`` and ``optimizer`` and return its loop state (step 0 and a
+    fresh log when there is none)."""
     folder = out_dir / CHECKPOINT_DIR
-    return folder, folder.with_name(CHECKPOINT_DIR + ".next"), folder.with_name(CHECKPOINT_DIR + ".old")
-
-
-def _settle_checkpoint(out_dir: Path) -> None:
-    """Finish or undo a checkpoint swap a kill interrupted, leaving one complete checkpoint (or none)."""
-    folder, staged, old = _checkpoint_folders(out_dir)
-    if not folder.exists() and (staged / "state.json").is_file():
-        staged.rename(folder)  # killed between the two renames: the new checkpoint is complete
-    elif not folder.exists() and (old / "state.json").is_file():
-        old.rename(folder)  # killed before the new one was complete: keep the previous one
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, device: torch.device) -> dict[str, Any]:
-    _settle_checkpoint(out_dir)
-    folder = out_dir / CHECKPOINT_DIR
-    if not (folder / "state.json").is_file():
+    if not settle_checkpoint(folder):
         (out_dir / LOG_FILE).unlink(missing_ok=True)
         return {"step": 0, "train_seconds": 0.0}
-    from safetensors.torch import load_file
 
-    state = read_json(folder / "state.json")
-    try:
+    def read(folder: Path) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        state = read_json(folder / STATE_FILE)
         model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
-        opt_tensors = load_file(str(folder / "optimizer.safetensors"))
-    except Exception as exc:
-        raise CheckpointError(
-            f"{folder}: cannot resume from this checkpoint ({exc}); delete it to start over"
-        ) from None
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in opt_tensors.items():
-        param_id, name = key.split(".", 1)
-        opt_state.setdefault(int(param_id), {})[name] = value
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-    # the log keeps only what the checkpoint has seen, so a resumed run's log reads as one run
-    kept = [r for r in iter_jsonl(out_dir / LOG_FILE, tolerate_truncated_tail=True) if r["step"] <= state["step"]]
-    atomic_write_bytes(out_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in load_file(str(folder / "optimizer.safetensors")).items():
+            param_id, name = key.split(".", 1)
+            opt_state.setdefault(int(param_id), {})[name] = value
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+        return state
+
+    state = read_checkpoint(folder, read)
+    truncate_log(out_dir / LOG_FILE, state["step"])
     return state
 
-
-def remove_checkpoint(out_dir: Path) -> None:
-    for folder in _checkpoint_folders(out_dir):
-        shutil.rmtree(folder, ignore_errors=True)

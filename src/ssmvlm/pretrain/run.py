@@ -21,20 +21,19 @@ from ssmvlm.pretrain.classification import ClassificationTask
 from ssmvlm.pretrain.config import PretrainConfig, resolve_image_size
 from ssmvlm.pretrain.data import FrameDataset, FrameSource, TaskData, load_task_data
 from ssmvlm.pretrain.dense import DetectionTask, SegmentationTask
-from ssmvlm.pretrain.loop import PretrainModel, Task, remove_checkpoint, train
+from ssmvlm.pretrain.loop import CHECKPOINT_DIR, PretrainModel, Task, train
 from ssmvlm.utils.device import resolve_device
-from ssmvlm.utils.dotted_keys import flatten_keys
 from ssmvlm.utils.errors import CheckpointError, ConfigError
 from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, read_json
 from ssmvlm.utils.provenance import device_description, write_run_record
+from ssmvlm.utils.run_folder import CONFIG_FILE, check_same_config, remove_checkpoint
 from ssmvlm.utils.seed import seed_everything
 
 METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"
 HEAD_FILE = "head.safetensors"
 WEIGHTS_FORMAT = "ssmvlm-backbone"
 # Settings that may change between an interrupted run and its resumption without changing its result.
-_RUNTIME_KEYS = ("device", "log_every_steps", "checkpoint_every_steps", "data.num_workers")
+RESUMABLE_CHANGES = ("device", "log_every_steps", "checkpoint_every_steps", "data.num_workers")
 
 _TASKS: dict[str, Callable[[TaskData, PretrainConfig, ImageTransform], Task]] = {
     "classification": lambda data, config, _: ClassificationTask(
@@ -68,7 +67,7 @@ def run_pretraining(
         raise ConfigError("register", f"{register_as!r} does not name backbone {config.backbone}")
     out_dir = Path(out_dir)
     config_dict = to_dict(config)
-    _check_same_run(out_dir, config_dict)
+    check_same_config(out_dir, config_dict, may_change=RESUMABLE_CHANGES)
     if (out_dir / METRICS_FILE).is_file() and (out_dir / WEIGHTS_FILE).is_file():
         metrics = read_json(out_dir / METRICS_FILE)
     else:
@@ -154,7 +153,7 @@ def _train_and_save(config: PretrainConfig, config_dict: dict[str, Any], out_dir
         **summary["eval"],
     }
     atomic_write_json(out_dir / METRICS_FILE, metrics)
-    remove_checkpoint(out_dir)
+    remove_checkpoint(out_dir / CHECKPOINT_DIR)
     return metrics
 
 
@@ -165,24 +164,6 @@ def _with_absolute_paths(config: PretrainConfig) -> PretrainConfig:
         if (value := getattr(config.data, name)) is not None
     }
     return dataclasses.replace(config, data=dataclasses.replace(config.data, **paths))
-
-
-def _check_same_run(out_dir: Path, config_dict: dict[str, Any]) -> None:
-    saved_path = out_dir / CONFIG_FILE
-    if not saved_path.is_file():
-        return
-    saved = flatten_keys(read_json(saved_path))
-    current = flatten_keys(config_dict)
-    differing = sorted(
-        k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in _RUNTIME_KEYS
-    )
-    if differing:
-        key = differing[0]
-        raise ConfigError(
-            key,
-            f"{out_dir} holds a run with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
-            "use another output directory (or delete that one)",
-        )
 
 
 def _weights_metadata(path: Path, config: PretrainConfig) -> dict[str, str]:

@@ -1,15 +1,18 @@
-"""Resumable checkpoints: safetensors + JSON (+ the optimizer state read back with ``weights_only=True``).
+"""What a VLM training checkpoint holds: safetensors + JSON (+ the optimizer state read back with
+``weights_only=True``).
 
 ``RUN/checkpoints/step-00000040/`` holds ``trainable.safetensors`` (connector and, when trained, LLM),
 ``optimizer.pt``, ``rng.safetensors`` (torch CPU/CUDA generator states) and ``state.json`` (step, scheduler,
-Python and NumPy RNG states). A checkpoint is written into a hidden folder and renamed into place, then
-``latest.json`` is replaced atomically, so a crash at any moment leaves the previous checkpoint usable.
+Python and NumPy RNG states). A checkpoint folder is written and swapped in by
+:func:`ssmvlm.utils.run_folder.write_checkpoint` (pretraining's too), then ``latest.json`` is replaced
+atomically, so a crash at any moment leaves the previous checkpoint usable.
 """
 
 from __future__ import annotations
 
 import io
 import random
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +24,12 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from ssmvlm.utils.errors import CheckpointError
-from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, read_json
+from ssmvlm.utils.io import atomic_write_json, read_json
+from ssmvlm.utils.run_folder import STATE_FILE, read_checkpoint, settle_checkpoint, write_checkpoint
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.json"
+STEP_FOLDER = re.compile(r"step-\d{8}")
 
 
 @dataclass
@@ -71,42 +76,42 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     root = Path(run_dir) / CHECKPOINT_DIR
-    final = root / f"step-{step:08d}"
-    staging = root / f".staging-step-{step:08d}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     rng, rng_tensors = rng_state()
     buffer = io.BytesIO()
     torch.save(optimizer, buffer)
-    atomic_write_bytes(staging / "trainable.safetensors", save_safetensors_bytes(trainable))
-    atomic_write_bytes(staging / "optimizer.pt", buffer.getvalue())
-    atomic_write_bytes(staging / "rng.safetensors", save_safetensors_bytes(rng_tensors))
-    atomic_write_json(staging / "state.json", {"step": step, "scheduler": scheduler, "rng": rng})
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    atomic_write_json(root / LATEST, {"step": step, "path": final.name})
-    for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
+    files = {
+        "trainable.safetensors": save_safetensors_bytes(trainable),
+        "optimizer.pt": buffer.getvalue(),
+        "rng.safetensors": save_safetensors_bytes(rng_tensors),
+    }
+    folder = write_checkpoint(root / f"step-{step:08d}", files, {"step": step, "scheduler": scheduler, "rng": rng})
+    atomic_write_json(root / LATEST, {"step": step, "path": folder.name})
+    steps = sorted(path for path in root.iterdir() if STEP_FOLDER.fullmatch(path.name))
+    for old in steps[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
-    return final
+    return folder
 
 
 def latest_checkpoint_path(run_dir: Path) -> Path | None:
     pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST
     if not pointer.is_file():
         return None
-    return pointer.parent / read_json(pointer)["path"]
+    folder = pointer.parent / read_json(pointer)["path"]
+    settle_checkpoint(folder)
+    return folder
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    try:
-        state = read_json(path / "state.json")
+    def read(path: Path) -> Checkpoint:
+        state = read_json(path / STATE_FILE)
         trainable = load_safetensors_bytes((path / "trainable.safetensors").read_bytes())
         rng_tensors = load_safetensors_bytes((path / "rng.safetensors").read_bytes())
         optimizer = _load_optimizer_state(path / "optimizer.pt")
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
-    return Checkpoint(path, int(state["step"]), trainable, optimizer, state["scheduler"], state["rng"], rng_tensors)
+        return Checkpoint(
+            path, int(state["step"]), trainable, optimizer, state["scheduler"], state["rng"], rng_tensors
+        )
+
+    return read_checkpoint(path, read)
 
 
 def _load_optimizer_state(path: Path) -> dict[str, Any]:

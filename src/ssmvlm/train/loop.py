@@ -45,9 +45,10 @@ from ssmvlm.train.features import ImageFeatureSource
 from ssmvlm.train.metrics import MetricsLog
 from ssmvlm.train.recipe import Recipe, TrainConfig, micro_batches_per_step, resolve_recipe
 from ssmvlm.utils.errors import ConfigError, DataError, TrainingDivergedError
-from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ssmvlm.utils.progress import console, progress_bar
 from ssmvlm.utils.provenance import write_run_record
+from ssmvlm.utils.run_folder import check_same_config
 from ssmvlm.utils.seed import seed_everything
 from ssmvlm.vlm.builder import (
     CONFIG_FILE,
@@ -361,15 +362,6 @@ def _init_connector(vlm: VLM, align_run: str | None) -> None:
 
 
 def _check_resumable(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
-    if not (run_dir / CONFIG_FILE).is_file():
-        return
-    if not resume and latest_checkpoint_path(run_dir) is not None:
+    if not resume and (run_dir / CONFIG_FILE).is_file() and latest_checkpoint_path(run_dir) is not None:
         raise ConfigError("--out", f"{run_dir} already holds a run; pass --resume to continue it or pick a new dir")
-    saved = read_json(run_dir / CONFIG_FILE)
-    for key in sorted(set(saved) | set(config)):
-        if key not in RESUMABLE_CHANGES and saved.get(key) != config.get(key):
-            raise ConfigError(
-                key,
-                f"differs from the run in {run_dir} ({saved.get(key)!r} there); "
-                "use a new --out to train another configuration",
-            )
+    check_same_config(run_dir, config, may_change=RESUMABLE_CHANGES)

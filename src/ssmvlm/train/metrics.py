@@ -7,8 +7,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from ssmvlm.utils.io import append_jsonl, atomic_write_text, iter_jsonl
+from ssmvlm.utils.io import append_jsonl
 from ssmvlm.utils.progress import console
+from ssmvlm.utils.run_folder import truncate_log
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -34,12 +35,8 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop records logged after the checkpoint (they will be logged again)."""
-        if not self.enabled or not self.path.is_file():
-            return
-        kept = [r for r in iter_jsonl(self.path, tolerate_truncated_tail=True) if r.get("step", 0) <= step]
-        import json
-
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        if self.enabled:
+            truncate_log(self.path, step)
 
     def log(self, record: dict[str, Any], *, echo: bool) -> None:
         if not self.enabled:

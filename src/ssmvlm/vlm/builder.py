@@ -22,6 +22,7 @@ from ssmvlm.data.transforms import as_height_width
 from ssmvlm.utils.device import resolve_device
 from ssmvlm.utils.errors import CheckpointError
 from ssmvlm.utils.io import read_json
+from ssmvlm.utils.run_folder import CONFIG_FILE
 from ssmvlm.vlm.llm import (
     TINY_LLAMA_PRESETS,
     build_tiny_llm,
@@ -36,7 +37,6 @@ from ssmvlm.vlm.prompts import get_prompt_format
 
 TOKENIZER_DIR = "tokenizer"
 WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 ENCODER_FILE = "encoder.json"  # the frozen encoder's weight hash: a run is only loaded with the same encoder
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
