@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from ssmvlm.cli import app
 from ssmvlm.study import stages
+from ssmvlm.study.cells import ERROR_FILE
 from ssmvlm.study.launchers import GpuPoolLauncher, SubmititLauncher
-from ssmvlm.study.matrix import Cell, StudyMatrix
-from ssmvlm.study.runner import ABLATIONS_FILE, ERROR_FILE, run_study, schedule
-from ssmvlm.study.spec import SlurmSpec, StudySpec, load_spec
+from ssmvlm.study.matrix import ABLATIONS_FILE, Cell, DatasetCellConfig, StudyMatrix
+from ssmvlm.study.runner import run_study, schedule
+from ssmvlm.study.spec import ShapesSettings, SlurmSpec, StudySpec, load_spec
 
 SPEC = """
 name: fake
@@ -55,13 +56,13 @@ class FakeStages:
         return {"path": str(run_dir)}
 
     def pretrain(self, cell: Cell, run_dir: Path, upstream: dict, device: str) -> dict[str, Any]:
-        backbone = cell.config["backbone"]
+        backbone = cell.config.backbone
         self.calls.append(("pretrain", backbone))
         (run_dir / "backbone.safetensors").write_bytes(b"weights")
         return {"checkpoint": str(run_dir / "backbone.safetensors"), "top1": 40.0 + len(backbone)}
 
     def train(self, cell: Cell, run_dir: Path, upstream: dict, device: str) -> dict[str, Any]:
-        backbone = cell.config["backbone"]
+        backbone = cell.config.backbone
         self.calls.append(("train", backbone))
         assert Path(upstream["pretrain"]["checkpoint"]).is_file() and Path(upstream["dataset"]["path"]).is_dir()
         if backbone in self.fail:
@@ -212,7 +213,7 @@ def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def _independent_cells(count: int) -> StudyMatrix:
     matrix = StudyMatrix()
     for index in range(count):
-        matrix.add(Cell("dataset", {"generator": "shapescenes", "seed": index}, labels={"benchmark": str(index)}))
+        matrix.add(Cell(DatasetCellConfig(ShapesSettings(seed=index)), labels={"benchmark": str(index)}))
     return matrix
 
 

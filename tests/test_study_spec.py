@@ -10,7 +10,7 @@ from torch import nn
 
 from ssmvlm.backbones import registry, zoo
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
-from ssmvlm.study.matrix import cell_id, expand_matrix
+from ssmvlm.study.matrix import DataRef, cell_id, expand_matrix
 from ssmvlm.study.spec import load_spec, preset_path, validate_spec
 from ssmvlm.utils.errors import ConfigError
 
@@ -133,12 +133,12 @@ def test_matrix_expansion_dedup_and_stable_ids(fake_zoo: list[str], tmp_path: Pa
     # 2 backbones × 3 inits × 2 seeds × 2 connectors VLM cells; one dataset; one pretraining per
     # backbone × produced init (the det one chained from the cls one), shared by both seeds and connectors.
     assert counts == {"dataset": 1, "pretrain": 2 * 2, "train": 24, "eval": 24}
-    assert {c.config["seed"] for c in matrix.by_stage("pretrain")} == {0}
+    assert {c.config.seed for c in matrix.by_stage("pretrain")} == {0}
     per_seed = expand_matrix(
         _spec(tmp_path, BASE, ["initializations=[shapes-cls, shapes-det, none]", "seeds=[0, 1]", "pretrain.seed=null"])
     )
     assert per_seed.counts()["pretrain"] == 2 * 2 * 2
-    det = [c for c in matrix.by_stage("pretrain") if c.config["objective"] == "detection"]
+    det = [c for c in matrix.by_stage("pretrain") if c.config.objective == "detection"]
     assert all(any(dep.startswith("pretrain/") for dep in c.deps) for c in det)
     keys = [c.key for c in matrix]
     for cell in matrix:  # dependencies come first
@@ -168,17 +168,19 @@ def test_pretraining_scenes_get_their_own_dataset_cell(fake_zoo: list[str], tmp_
         ["initializations=[shapes-cls, shapes-det]", "pretrain.scenes=500", "pretrain.dense_images_seen=77"],
     )
     matrix = expand_matrix(spec)
-    datasets = {c.config.get("namespace", "benchmark"): c for c in matrix.by_stage("dataset")}
+    datasets = {c.config.namespace: c for c in matrix.by_stage("dataset")}
     assert set(datasets) == {"benchmark", "pretrain"}
     pretraining = datasets["pretrain"]
-    assert pretraining.config["size"] == 500 and set(pretraining.config["splits"]) == {"train", "val"}
-    assert pretraining.config["scene"] == datasets["benchmark"].config["scene"]  # the benchmark's distribution
+    assert pretraining.config.shapes.size == 500 and set(pretraining.config.shapes.splits) == {"train", "val"}
+    assert pretraining.config.shapes.scene == datasets["benchmark"].config.shapes.scene  # the benchmark's scenes
+    assert "namespace" not in datasets["benchmark"].record and pretraining.record["namespace"] == "pretrain"
     for cell in matrix.by_stage("pretrain"):
-        assert cell.config["data"] == {"dataset": pretraining.id} and pretraining.key in cell.deps
-        dense = cell.config["objective"] == "detection"
-        assert cell.config["images_seen"] == (77 if dense else spec.pretrain.images_seen)
+        assert cell.config.data == DataRef(dataset=pretraining.id) and pretraining.key in cell.deps
+        dense = cell.config.objective == "detection"
+        assert cell.config.images_seen == (77 if dense else spec.pretrain.images_seen)
+        assert cell.record["data"] == {"dataset": pretraining.id}  # what the id hashes
     for cell in matrix.by_stage("train"):  # the VLM still trains and evaluates on the benchmark
-        assert cell.config["data"] == {"dataset": datasets["benchmark"].id}
+        assert cell.config.data == DataRef(dataset=datasets["benchmark"].id)
 
 
 def test_cell_id_ignores_key_order() -> None:

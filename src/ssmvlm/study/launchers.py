@@ -1,7 +1,7 @@
 """Where cells run: in this process, one worker process per GPU, or as Slurm jobs through submitit.
 
 Every launcher ships the same picklable call, ``cell_function(cell, out, device, threads)`` (by default
-:func:`ssmvlm.study.runner.execute_cell`), and hands back a handle with ``done()`` and ``result()``
+:func:`ssmvlm.study.cells.execute_cell`), and hands back a handle with ``done()`` and ``result()``
 (a ``concurrent.futures.Future`` or a submitit ``Job``), so the scheduler treats them alike.
 """
 
@@ -14,6 +14,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from ssmvlm.study.cells import execute_cell
 from ssmvlm.study.matrix import Cell
 from ssmvlm.study.spec import SlurmSpec
 
@@ -34,12 +35,6 @@ class Launcher(Protocol):
     def close(self) -> None: ...
 
 
-def _default_cell_function() -> CellFunction:
-    from ssmvlm.study.runner import execute_cell
-
-    return execute_cell
-
-
 class InProcessLauncher:
     """Runs each cell here, synchronously (CPU or one GPU); the handle it returns is already done."""
 
@@ -49,7 +44,7 @@ class InProcessLauncher:
         self, out: Path, device: str, threads: int | None = None, cell_function: CellFunction | None = None
     ) -> None:
         self.out, self.device, self.threads = str(out), device, threads
-        self.cell_function = cell_function or _default_cell_function()
+        self.cell_function = cell_function or execute_cell
 
     def submit(self, cell: Cell) -> Handle:
         future: Future = Future()
@@ -87,7 +82,7 @@ class GpuPoolLauncher:
                 gpu_ids.put(gpu)
         self.capacity = gpus * workers_per_gpu
         self.out, self.threads, self.device = str(out), threads, device
-        self.cell_function = cell_function or _default_cell_function()
+        self.cell_function = cell_function or execute_cell
         self.pool = ProcessPoolExecutor(
             max_workers=self.capacity, mp_context=context, initializer=_claim_gpu, initargs=(gpu_ids,)
         )
@@ -106,7 +101,7 @@ class CpuPoolLauncher:
     def __init__(self, out: Path, workers: int, threads: int | None = None, cell_function: CellFunction | None = None):
         self.capacity = workers
         self.out, self.threads = str(out), threads
-        self.cell_function = cell_function or _default_cell_function()
+        self.cell_function = cell_function or execute_cell
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
     def submit(self, cell: Cell) -> Handle:
@@ -144,7 +139,7 @@ class SubmititLauncher:
         self.executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
         self.capacity = slurm.max_parallel
         self.out, self.device, self.threads = str(out), device, threads
-        self.cell_function = cell_function or _default_cell_function()
+        self.cell_function = cell_function or execute_cell
 
     def submit(self, cell: Cell) -> Handle:
         return self.executor.submit(self.cell_function, cell, self.out, self.device, self.threads)

@@ -1,26 +1,33 @@
-"""The run matrix: a spec expanded into cells, each content-addressed by a short hash of its resolved config.
+"""Planning a study: its spec expanded into cells, each content-addressed by a short hash of its resolved config.
 
-Stages form a chain ``dataset → pretrain → train → eval``. A cell's config holds the ids of the cells it
-depends on, so a change upstream changes every id below it, and identical work gets one id: one dataset per
+Stages form a chain ``dataset → pretrain → train → eval``. A cell carries its stage's typed config
+(:class:`DatasetCellConfig`, :class:`PretrainCellConfig`, :class:`TrainCellConfig`, :class:`EvalCellConfig`),
+serialised once into the plain dict its id hashes and its run folder records. A config names the cells it depends
+on by id, so a change upstream changes every id below it, and identical work gets one id: one dataset per
 benchmark setting, one pretraining per backbone × initialization (× seed when ``pretrain.seed`` is None), shared
-by all its VLM cells. A cell's run directory is ``OUT/runs/<stage>/<id>/``.
+by all its VLM cells. A cell's run directory is ``OUT/runs/<stage>/<id>/``. After the main cells run, the
+instability diagnosis asks for ablation variants of some of them (:func:`add_ablation_cells`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ssmvlm.config import to_dict
-from ssmvlm.study.spec import PRODUCED_INITS, StudySpec, checkpoint_path
+from ssmvlm.study.analysis import AblationRequest
+from ssmvlm.study.spec import PRODUCED_INITS, ShapesSettings, StudySpec, checkpoint_path
+from ssmvlm.utils.io import read_json
 
 STAGES: tuple[str, ...] = ("dataset", "pretrain", "train", "eval")
 MAIN_VARIANT = "main"
 ID_LENGTH = 12
+ABLATIONS_FILE = "ablations.json"
 
 
 def cell_id(stage: str, config: dict[str, Any]) -> str:
@@ -29,19 +36,141 @@ def cell_id(stage: str, config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:ID_LENGTH]
 
 
+# -- what a cell runs ------------------------------------------------------------------------------------------
+# Each config serialises to exactly the dict earlier versions hashed, so existing study folders keep their ids.
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """Where a cell's images come from: the output of a dataset cell (its id), or a ready folder."""
+
+    dataset: str | None = None
+    root: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"dataset": self.dataset} if self.dataset is not None else {"root": str(self.root)}
+
+    def folder(self, upstream: dict[str, dict[str, Any]]) -> Path:
+        """The benchmark folder, given the results of the cells this one depends on."""
+        return Path(upstream["dataset"]["path"]) if self.dataset is not None else Path(str(self.root))
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """The weights an encoder starts from: a pretraining cell's output (its id), or a file (with its size)."""
+
+    pretrain: str | None = None
+    file: str | None = None
+    bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pretrain": self.pretrain} if self.pretrain is not None else {"file": self.file, "bytes": self.bytes}
+
+    def path(self, upstream: dict[str, dict[str, Any]]) -> str:
+        return upstream["pretrain"]["checkpoint"] if self.pretrain is not None else str(self.file)
+
+
+class _CellConfig:
+    stage: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DataRef | CheckpointRef):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list | tuple):
+        return list(value)
+    return value
+
+
+@dataclass(frozen=True)
+class DatasetCellConfig(_CellConfig):
+    """ShapeScenes generated with ``shapes``; ``namespace`` picks its seed streams (the benchmark or pretraining)."""
+
+    stage: ClassVar[str] = "dataset"
+    shapes: ShapesSettings
+    namespace: str = "benchmark"
+
+    def to_dict(self) -> dict[str, Any]:
+        # The benchmark's own scenes never recorded their namespace: their ids hash without it.
+        namespace = {} if self.namespace == "benchmark" else {"namespace": self.namespace}
+        return {"generator": "shapescenes", **namespace, **to_dict(self.shapes)}
+
+
+@dataclass(frozen=True)
+class PretrainCellConfig(_CellConfig):
+    """One pretraining run; ``overrides`` are further ``PretrainConfig`` fields (dotted keys)."""
+
+    stage: ClassVar[str] = "pretrain"
+    backbone: str
+    objective: str
+    init: CheckpointRef | None  # the classification pretraining a dense one starts from
+    image_size: int | None  # None: the pretraining default for dense objectives
+    images_seen: int
+    batch_size: int
+    overrides: dict[str, Any]
+    seed: int
+    data: DataRef
+
+
+@dataclass(frozen=True)
+class TrainCellConfig(_CellConfig):
+    """One VLM training run: the ``VLMConfig`` fields a study varies, the recipe preset and its overrides."""
+
+    stage: ClassVar[str] = "train"
+    backbone: str
+    checkpoint: CheckpointRef | None
+    image_size: int
+    resize_strategy: str
+    feature_tap: str | None
+    connector: str
+    llm: str
+    recipe: str
+    recipe_overrides: dict[str, Any]
+    seed: int
+    data: DataRef
+
+
+@dataclass(frozen=True)
+class EvalCellConfig(_CellConfig):
+    """The evaluation of the training cell ``train``."""
+
+    stage: ClassVar[str] = "eval"
+    train: str
+    tasks: list[str]
+    split: str
+    limit: int | None
+    controls: bool
+    max_new_tokens: int | None
+    seed: int
+    data: DataRef
+
+
+CellConfig = DatasetCellConfig | PretrainCellConfig | TrainCellConfig | EvalCellConfig
+
+
 @dataclass
 class Cell:
-    """One unit of work: a stage with its resolved config, the cells it needs, and labels for the report."""
+    """One unit of work: a stage's typed config, the cells it needs, and labels for the report."""
 
-    stage: str
-    config: dict[str, Any]
+    config: CellConfig
     deps: list[str] = field(default_factory=list)  # keys ``stage/id`` of upstream cells
     labels: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # settings that do not change results (not hashed)
+    record: dict[str, Any] = field(init=False)  # the config serialised: what the id hashes and the run records
+    id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.record = self.config.to_dict()
+        self.id = cell_id(self.stage, self.record)
 
     @property
-    def id(self) -> str:
-        return cell_id(self.stage, self.config)
+    def stage(self) -> str:
+        return self.config.stage
 
     @property
     def key(self) -> str:
@@ -128,24 +257,20 @@ def expand_matrix(spec: StudySpec) -> StudyMatrix:
 
 def add_vlm_cells(matrix: StudyMatrix, spec: StudySpec, choice: VlmChoice) -> Cell:
     """Add the train and eval cells of ``choice`` (and the dataset/pretraining they need); return the eval."""
-    data_dep, data_ref = _add_dataset(matrix, spec)
+    data_dep, data = _add_dataset(matrix, spec)
     deps = [data_dep] if data_dep else []
-    checkpoint: Any = None
+    checkpoint: CheckpointRef | None = None
     if choice.init in PRODUCED_INITS:
         pretrain_seed = choice.seed if spec.pretrain.seed is None else spec.pretrain.seed
-        pretrain_dep, pretrain_ref = _add_pretrain_dataset(matrix, spec) or (data_dep, data_ref)
-        pretrain = _add_pretrain(
-            matrix, spec, choice.backbone, choice.init, pretrain_seed, pretrain_dep, pretrain_ref
-        )
+        pretrain_dep, pretrain_data = _add_pretrain_dataset(matrix, spec) or (data_dep, data)
+        pretrain = _add_pretrain(matrix, spec, choice.backbone, choice.init, pretrain_seed, pretrain_dep, pretrain_data)
         deps.append(pretrain.key)
-        checkpoint = {"pretrain": pretrain.id}
+        checkpoint = CheckpointRef(pretrain=pretrain.id)
     else:
         path = checkpoint_path(choice.init, choice.backbone)
         if path is not None:
-            checkpoint = {
-                "file": str(path.resolve()),
-                "bytes": path.stat().st_size if path.is_file() else None,
-            }
+            size = path.stat().st_size if path.is_file() else None
+            checkpoint = CheckpointRef(file=str(path.resolve()), bytes=size)
     labels = {
         "backbone": choice.backbone,
         "init": choice.init,
@@ -156,64 +281,56 @@ def add_vlm_cells(matrix: StudyMatrix, spec: StudySpec, choice: VlmChoice) -> Ce
         "variant": choice.variant,
         "parent": choice.parent,
     }
-    train_config = {
-        "backbone": choice.backbone,
-        "checkpoint": checkpoint,
-        "image_size": choice.resolution,
-        "resize_strategy": choice.resize_strategy,
-        "feature_tap": spec.feature_tap,
-        "connector": choice.connector,
-        "llm": spec.llm,
-        "recipe": spec.recipe.preset,
-        "recipe_overrides": dict(spec.recipe.overrides),
-        "seed": choice.seed,
-        "data": data_ref,
-    }
-    train = matrix.add(Cell("train", train_config, deps=list(deps), labels=labels))
-    eval_config = {
-        "train": train.id,
-        "tasks": list(spec.eval.tasks),
-        "split": spec.eval.split,
-        "limit": spec.eval.limit,
-        "controls": spec.eval.controls,
-        "max_new_tokens": spec.eval.max_new_tokens,
-        "seed": choice.seed,
-        "data": data_ref,
-    }
+    train_config = TrainCellConfig(
+        backbone=choice.backbone,
+        checkpoint=checkpoint,
+        image_size=choice.resolution,
+        resize_strategy=choice.resize_strategy,
+        feature_tap=spec.feature_tap,
+        connector=choice.connector,
+        llm=spec.llm,
+        recipe=spec.recipe.preset,
+        recipe_overrides=dict(spec.recipe.overrides),
+        seed=choice.seed,
+        data=data,
+    )
+    train = matrix.add(Cell(train_config, deps=list(deps), labels=labels))
+    eval_config = EvalCellConfig(
+        train=train.id,
+        tasks=list(spec.eval.tasks),
+        split=spec.eval.split,
+        limit=spec.eval.limit,
+        controls=spec.eval.controls,
+        max_new_tokens=spec.eval.max_new_tokens,
+        seed=choice.seed,
+        data=data,
+    )
     eval_deps = [*([data_dep] if data_dep else []), train.key]
     options = {"batch_size": spec.eval.batch_size}
-    return matrix.add(Cell("eval", eval_config, deps=eval_deps, labels=dict(labels), options=options))
+    return matrix.add(Cell(eval_config, deps=eval_deps, labels=dict(labels), options=options))
 
 
-def _add_dataset(matrix: StudyMatrix, spec: StudySpec) -> tuple[str | None, dict[str, Any]]:
+def _add_dataset(matrix: StudyMatrix, spec: StudySpec) -> tuple[str | None, DataRef]:
     """The dataset cell key (None for a ready data root) and the reference downstream configs hash."""
     if spec.benchmark.data_root is not None:
-        return None, {"root": str(Path(spec.benchmark.data_root).resolve())}
-    shapes = to_dict(spec.benchmark.shapes)
-    cell = Cell(
-        "dataset",
-        {"generator": "shapescenes", **shapes},
-        labels={"benchmark": "ShapeScenes {size} scenes, {image_size} px, seed {seed}".format(**shapes)},
-    )
-    cell = matrix.add(cell)
-    return cell.key, {"dataset": cell.id}
+        return None, DataRef(root=str(Path(spec.benchmark.data_root).resolve()))
+    shapes = spec.benchmark.shapes
+    label = f"ShapeScenes {shapes.size} scenes, {shapes.image_size} px, seed {shapes.seed}"
+    cell = matrix.add(Cell(DatasetCellConfig(shapes), labels={"benchmark": label}))
+    return cell.key, DataRef(dataset=cell.id)
 
 
 PRETRAIN_SPLITS = {"train": 0.9, "val": 0.1}
 
 
-def _add_pretrain_dataset(matrix: StudyMatrix, spec: StudySpec) -> tuple[str, dict[str, Any]] | None:
+def _add_pretrain_dataset(matrix: StudyMatrix, spec: StudySpec) -> tuple[str, DataRef] | None:
     """The cell generating the pretraining-only scenes (None when the spec pretrains on the benchmark's)."""
     if spec.pretrain.scenes is None or spec.benchmark.data_root is not None:
         return None
-    shapes = {**to_dict(spec.benchmark.shapes), "size": spec.pretrain.scenes, "splits": PRETRAIN_SPLITS}
-    cell = Cell(
-        "dataset",
-        {"generator": "shapescenes", "namespace": "pretrain", **shapes},
-        labels={"benchmark": "ShapeScenes pretraining {size} scenes, {image_size} px, seed {seed}".format(**shapes)},
-    )
-    cell = matrix.add(cell)
-    return cell.key, {"dataset": cell.id}
+    shapes = dataclasses.replace(spec.benchmark.shapes, size=spec.pretrain.scenes, splits=dict(PRETRAIN_SPLITS))
+    label = f"ShapeScenes pretraining {shapes.size} scenes, {shapes.image_size} px, seed {shapes.seed}"
+    cell = matrix.add(Cell(DatasetCellConfig(shapes, namespace="pretrain"), labels={"benchmark": label}))
+    return cell.key, DataRef(dataset=cell.id)
 
 
 def _add_pretrain(
@@ -223,30 +340,63 @@ def _add_pretrain(
     init: str,
     seed: int,
     data_dep: str | None,
-    data_ref: dict[str, Any],
+    data: DataRef,
 ) -> Cell:
     """The pretraining producing ``init``; a dense one starts from the classification one when asked to."""
     budget = spec.pretrain
     objective = PRODUCED_INITS[init]
     deps = [data_dep] if data_dep else []
-    start: dict[str, str] | None = None
+    start: CheckpointRef | None = None
     if objective != "classification" and budget.dense_from_classification:
-        classification = _add_pretrain(matrix, spec, backbone, "shapes-cls", seed, data_dep, data_ref)
+        classification = _add_pretrain(matrix, spec, backbone, "shapes-cls", seed, data_dep, data)
         deps.append(classification.key)
-        start = {"pretrain": classification.id}
-    image_size = budget.image_size if objective == "classification" else budget.dense_image_size
-    config = {
-        "backbone": backbone,
-        "objective": objective,
-        "init": start,
-        "image_size": image_size,
-        "images_seen": budget.images_seen
-        if objective == "classification"
-        else (budget.dense_images_seen or budget.images_seen),
-        "batch_size": budget.batch_size,
-        "overrides": dict(budget.overrides),
-        "seed": seed,
-        "data": data_ref,
-    }
+        start = CheckpointRef(pretrain=classification.id)
+    dense = objective != "classification"
+    config = PretrainCellConfig(
+        backbone=backbone,
+        objective=objective,
+        init=start,
+        image_size=budget.dense_image_size if dense else budget.image_size,
+        images_seen=(budget.dense_images_seen or budget.images_seen) if dense else budget.images_seen,
+        batch_size=budget.batch_size,
+        overrides=dict(budget.overrides),
+        seed=seed,
+        data=data,
+    )
     labels = {"backbone": backbone, "init": init, "seed": seed, "objective": objective}
-    return matrix.add(Cell("pretrain", config, deps=deps, labels=labels))
+    return matrix.add(Cell(config, deps=deps, labels=labels))
+
+
+# -- ablation variants -----------------------------------------------------------------------------------------
+
+
+def add_ablation_cells(matrix: StudyMatrix, spec: StudySpec, requests: list[AblationRequest]) -> int:
+    """Add the train/eval cells of each request; returns how many cells were new."""
+    before = len(matrix)
+    for request in requests:
+        key = f"eval/{request.parent}"
+        if key not in matrix:
+            continue  # the spec changed since the request was planned
+        labels = matrix[key].labels
+        choice = VlmChoice(
+            labels["backbone"],
+            labels["init"],
+            labels["seed"],
+            labels["resolution"],
+            request.resize_strategy,
+            request.connector,
+            variant=request.variant,
+            parent=request.parent,
+        )
+        add_vlm_cells(matrix, spec, choice)
+    return len(matrix) - before
+
+
+def load_ablations(out: Path) -> list[AblationRequest]:
+    """The ablation requests an earlier run of the study in ``out`` planned."""
+    path = out / ABLATIONS_FILE
+    return [AblationRequest(**record) for record in read_json(path)] if path.is_file() else []
+
+
+def merge_ablations(old: list[AblationRequest], new: list[AblationRequest]) -> list[AblationRequest]:
+    return list(dict.fromkeys([*old, *new]))

@@ -1,18 +1,16 @@
 """Running a study: every cell once, in dependency order, resumable, a crash recorded and isolated.
 
-A cell is complete when its run directory holds ``DONE`` (written last, after ``result.json``), so an
-interrupted study resumes where it stopped and a spec that gains a backbone reruns only that backbone's cells.
-A cell that raises gets ``error.txt`` (message and traceback) and ``log.txt``; the cells below it are
-reported as blocked and every other cell still runs. After the main cells, the instability diagnosis picks
-the cells to stabilize and their ablation variants run the same way; then the report is written.
+``run_study`` plans the cells (:mod:`ssmvlm.study.matrix`), schedules every incomplete one on a launcher
+(:mod:`ssmvlm.study.launchers`, which runs :func:`ssmvlm.study.cells.execute_cell`) as soon as its dependencies
+are complete, collects the results table (:mod:`ssmvlm.study.results`), asks the instability diagnosis which
+cells to stabilize, runs their ablation variants the same way, and writes the report. A spec that gains a
+backbone reruns only that backbone's cells; the cells below a failed one are reported as blocked and every other
+cell still runs.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,89 +20,24 @@ import yaml
 
 from ssmvlm.config import to_dict
 from ssmvlm.study.analysis import AblationRequest, diagnose, load_losses, plan_ablations
+from ssmvlm.study.cells import ERROR_FILE, is_done
 from ssmvlm.study.launchers import CellFunction, Launcher, make_launcher
-from ssmvlm.study.matrix import Cell, StudyMatrix, VlmChoice, add_vlm_cells, expand_matrix
+from ssmvlm.study.matrix import (
+    ABLATIONS_FILE,
+    Cell,
+    StudyMatrix,
+    add_ablation_cells,
+    expand_matrix,
+    load_ablations,
+    merge_ablations,
+)
+from ssmvlm.study.results import collect_results
 from ssmvlm.study.spec import StudySpec, load_spec, validate_spec
-from ssmvlm.study.stages import TRAIN_LOG
-from ssmvlm.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_json
+from ssmvlm.utils.io import append_jsonl, atomic_write_json, atomic_write_text
 
-DONE_FILE = "DONE"
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.txt"
-CELL_FILE = "cell.json"
-LOG_FILE = "log.txt"
 SPEC_FILE = "spec.yaml"
 MATRIX_FILE = "matrix.json"
-ABLATIONS_FILE = "ablations.json"
 EVENTS_FILE = "events.jsonl"
-
-log = logging.getLogger(__name__)
-
-
-# -- one cell -------------------------------------------------------------------------------------------
-
-
-def is_done(cell: Cell, out: str | Path) -> bool:
-    return (cell.run_dir(Path(out)) / DONE_FILE).is_file()
-
-
-def read_result(cell_or_key: Cell | str, out: str | Path) -> dict[str, Any]:
-    key = cell_or_key.key if isinstance(cell_or_key, Cell) else cell_or_key
-    return read_json(Path(out) / "runs" / key / RESULT_FILE)
-
-
-def execute_cell(cell: Cell, out: str | Path, device: str = "auto", threads: int | None = None) -> dict[str, Any]:
-    """Run one cell here unless it is complete; never raises for a failure of the stage itself.
-
-    Returns ``{"status": "cached" | "done" | "failed", "seconds": ..., "error": ...}``.
-    """
-    from ssmvlm.study.stages import STAGE_RUNNERS
-
-    run_dir = cell.run_dir(Path(out))
-    if is_done(cell, out):
-        return {"status": "cached", "seconds": 0.0, "error": None}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
-    atomic_write_json(
-        run_dir / CELL_FILE,
-        {"stage": cell.stage, "id": cell.id, "config": cell.config, "deps": cell.deps, "labels": cell.labels},
-    )
-    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    previous_level = root.level
-    root.setLevel(min(previous_level, logging.INFO) if previous_level else logging.INFO)
-    start = time.perf_counter()
-    try:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        from ssmvlm.utils.device import resolve_device
-
-        upstream = {dep.split("/", 1)[0]: read_result(dep, out) for dep in cell.deps}
-        result = STAGE_RUNNERS[cell.stage](cell, run_dir, upstream, str(resolve_device(device)))
-        seconds = time.perf_counter() - start
-        atomic_write_json(run_dir / RESULT_FILE, result)
-        if not (run_dir / "run.json").is_file():
-            from ssmvlm.utils.provenance import write_run_record
-
-            write_run_record(run_dir, cell.config, cell.config.get("seed"), stage=cell.stage, labels=cell.labels)
-        atomic_write_json(run_dir / DONE_FILE, {"seconds": seconds})
-        return {"status": "done", "seconds": seconds, "error": None}
-    except Exception as exc:  # a crashed cell is recorded and the study goes on
-        seconds = time.perf_counter() - start
-        message = f"{type(exc).__name__}: {exc}"
-        atomic_write_text(
-            run_dir / ERROR_FILE, f"{cell.key} ({cell.describe()})\n{message}\n\n{traceback.format_exc()}"
-        )
-        log.error("cell %s failed: %s", cell.key, message)
-        return {"status": "failed", "seconds": seconds, "error": message}
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous_level)
-        handler.close()
 
 
 # -- scheduling -----------------------------------------------------------------------------------------
@@ -297,7 +230,7 @@ def _run_study(
         status = schedule(matrix, out, launcher, show_progress=show_progress)
         results = collect_results(matrix, out, status)
         requests = plan_ablations(results, diagnose(results, spec.diagnosis, load_losses(results)), spec.stabilization)
-        requests = _merge_ablations(load_ablations(out), requests)
+        requests = merge_ablations(load_ablations(out), requests)
         if requests:
             atomic_write_json(out / ABLATIONS_FILE, [vars(r) for r in requests])
             if add_ablation_cells(matrix, spec, requests):
@@ -326,37 +259,6 @@ def rebuild_report(out: str | Path) -> list[Path]:
     return write_report(out, spec, collect_results(matrix, out))
 
 
-def load_ablations(out: Path) -> list[AblationRequest]:
-    path = out / ABLATIONS_FILE
-    return [AblationRequest(**record) for record in read_json(path)] if path.is_file() else []
-
-
-def _merge_ablations(old: list[AblationRequest], new: list[AblationRequest]) -> list[AblationRequest]:
-    return list(dict.fromkeys([*old, *new]))
-
-
-def add_ablation_cells(matrix: StudyMatrix, spec: StudySpec, requests: list[AblationRequest]) -> int:
-    """Add the train/eval cells of each request; returns how many cells were new."""
-    before = len(matrix)
-    for request in requests:
-        key = f"eval/{request.parent}"
-        if key not in matrix:
-            continue  # the spec changed since the request was planned
-        labels = matrix[key].labels
-        choice = VlmChoice(
-            labels["backbone"],
-            labels["init"],
-            labels["seed"],
-            labels["resolution"],
-            request.resize_strategy,
-            request.connector,
-            variant=request.variant,
-            parent=request.parent,
-        )
-        add_vlm_cells(matrix, spec, choice)
-    return len(matrix) - before
-
-
 def matrix_rows(matrix: StudyMatrix, out: Path) -> list[dict[str, Any]]:
     """One row per cell: stage, id, what it is, whether it is complete (the ``--dry-run`` listing)."""
     return [
@@ -369,95 +271,6 @@ def matrix_rows(matrix: StudyMatrix, out: Path) -> list[dict[str, Any]]:
         }
         for cell in matrix
     ]
-
-
-# -- collecting results ---------------------------------------------------------------------------------
-
-
-def collect_results(matrix: StudyMatrix, out: Path, status: dict[str, str] | None = None) -> pd.DataFrame:
-    """The results table (see :mod:`ssmvlm.study.analysis`): one row per eval cell and per control."""
-    rows: list[dict[str, Any]] = []
-    for cell in matrix.by_stage("eval"):
-        train_key = next(dep for dep in cell.deps if dep.startswith("train/"))
-        base = {
-            "cell_id": cell.id,
-            "train_id": train_key.split("/", 1)[1],
-            **{k: cell.labels.get(k) for k in _LABELS},
-            "run_dir": str(cell.run_dir(out)),
-            "train_log": str(Path(out) / "runs" / train_key / TRAIN_LOG),  # kept by failed trainings too
-        }
-        cell_status = (status or {}).get(cell.key) or ("done" if is_done(cell, out) else "missing")
-        if cell_status == "cached":
-            cell_status = "done"
-        if cell_status != "done":
-            rows.append({**base, "row_type": "model", "status": cell_status, **_error_of(matrix, cell, out)})
-            continue
-        train = read_result(train_key, out) if (out / "runs" / train_key / DONE_FILE).is_file() else {}
-        facts = {k: train.get(k) for k in ("family", "kind", "params", "tokens", "top1")}
-        model, controls = extract_scores(read_result(cell, out).get("results", {}))
-        rows.append({**base, **facts, "row_type": "model", "status": "done", **model})
-        for name, scores in controls.items():
-            rows.append({**base, **facts, "row_type": name, "status": "done", **scores})
-    table = pd.DataFrame.from_records(rows)
-    for column in (
-        "vqa",
-        "loc",
-        "overall",
-        "row_type",
-        "status",
-        "top1",
-        "params",
-        "tokens",
-        "family",
-        "kind",
-    ):
-        if column not in table:
-            table[column] = math.nan
-    return table
-
-
-_LABELS = ("backbone", "init", "seed", "resolution", "resize_strategy", "connector", "variant", "parent")
-
-
-def _error_of(matrix: StudyMatrix, cell: Cell, out: Path) -> dict[str, Any]:
-    """The first line of the error of this cell or of the upstream cell that blocked it."""
-    for key in [cell.key, *reversed(cell.deps)]:
-        path = Path(out) / "runs" / key / ERROR_FILE
-        if path.is_file():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return {"error": lines[1] if len(lines) > 1 else lines[0], "error_file": str(path)}
-    return {}
-
-
-def extract_scores(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Flatten an evaluation's results (``ssmvlm.eval``) into table columns, for the model and each control.
-
-    Reads ``aggregates.{vqa,loc,overall}.{weighted,ci95}`` and ``tasks.<name>.score``; a group the evaluation
-    did not cover stays NaN.
-    """
-
-    def flatten(block: dict[str, Any]) -> dict[str, Any]:
-        row: dict[str, Any] = {}
-        aggregates = block.get("aggregates", {})
-        for score in ("vqa", "loc", "overall"):
-            values = aggregates.get(score, {})
-            row[score] = _number(values.get("weighted"))
-            ci = values.get("ci95")
-            if isinstance(ci, list | tuple) and len(ci) == 2:
-                row[f"{score}_ci_low"], row[f"{score}_ci_high"] = _number(ci[0]), _number(ci[1])
-        for name, task in block.get("tasks", {}).items():
-            row[f"task:{name}"] = _number(task.get("score"))
-        return row
-
-    controls = {name: flatten(block) for name, block in results.get("controls", {}).items()}
-    return flatten(results), controls
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def dry_run_listing(spec: StudySpec, out: Path) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ssmvlm.study.matrix import Cell
+from ssmvlm.study.matrix import Cell, DatasetCellConfig, EvalCellConfig, PretrainCellConfig, TrainCellConfig
 from ssmvlm.utils.dotted_keys import deep_merge, nest_keys
 
 Upstream = dict[str, dict[str, Any]]
@@ -22,26 +22,21 @@ BACKBONE_FILE = "backbone.safetensors"
 TRAIN_LOG = "metrics.jsonl"
 
 
-def data_root(cell: Cell, upstream: Upstream) -> Path:
-    """The benchmark folder: the generated dataset's, or the ready folder the spec names."""
-    ref = cell.config["data"]
-    return Path(upstream["dataset"]["path"]) if "dataset" in ref else Path(ref["root"])
-
-
 def run_dataset(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
     from ssmvlm.data.shapes import generate_shapescenes
 
-    config = cell.config
+    config: DatasetCellConfig = cell.config
+    shapes = config.shapes
     manifest = generate_shapescenes(
         run_dir / "data",
-        size=config["size"],
-        image_size=config["image_size"],
-        seed=config["seed"],
-        splits=config["splits"],
-        namespace=config.get("namespace", "benchmark"),
+        size=shapes.size,
+        image_size=shapes.image_size,
+        seed=shapes.seed,
+        splits=shapes.splits,
+        namespace=config.namespace,
         workers=generation_workers(),
         show_progress=show_progress(),
-        **config["scene"],
+        **shapes.scene,
     )
     return {"path": str(Path(manifest).resolve().parent)}
 
@@ -51,23 +46,22 @@ def run_pretrain(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> 
     from ssmvlm.pretrain import run_pretraining
     from ssmvlm.pretrain.config import PretrainConfig
 
-    config = cell.config
-    init = upstream["pretrain"]["checkpoint"] if config["init"] else None
+    config: PretrainCellConfig = cell.config
     values = {
-        "backbone": config["backbone"],
-        "objective": config["objective"],
-        "init": init,
-        "image_size": config["image_size"],
-        "images_seen": config["images_seen"],
-        "batch_size": config["batch_size"],
-        "seed": config["seed"],
+        "backbone": config.backbone,
+        "objective": config.objective,
+        "init": config.init.path(upstream) if config.init else None,
+        "image_size": config.image_size,
+        "images_seen": config.images_seen,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
         "device": device,
-        "data": {"source": "shapes", "root": str(data_root(cell, upstream))},
+        "data": {"source": "shapes", "root": str(config.data.folder(upstream))},
     }
-    pretrain_config = from_dict(PretrainConfig, deep_merge(values, nest_keys(config["overrides"].items())))
+    pretrain_config = from_dict(PretrainConfig, deep_merge(values, nest_keys(config.overrides.items())))
     metrics = run_pretraining(pretrain_config, run_dir)
     checkpoint = run_dir / BACKBONE_FILE
-    top1 = metrics.get("top1") if config["objective"] == "classification" else None
+    top1 = metrics.get("top1") if config.objective == "classification" else None
     return {
         "checkpoint": str(checkpoint.resolve()),
         "top1": 100.0 * top1 if top1 is not None else None,  # the study's scores are all 0–100
@@ -76,37 +70,32 @@ def run_pretrain(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> 
 
 
 def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
-    from ssmvlm.config import from_dict
+    from ssmvlm.config import from_dict, to_dict
     from ssmvlm.train.loop import train_vlm
     from ssmvlm.train.recipe import TrainConfig
+    from ssmvlm.vlm import VLMConfig
 
-    config = cell.config
-    checkpoint = config["checkpoint"]
-    if checkpoint is None:
-        checkpoint_file = None
-    elif "pretrain" in checkpoint:
-        checkpoint_file = upstream["pretrain"]["checkpoint"]
-    else:
-        checkpoint_file = checkpoint["file"]
-    root = data_root(cell, upstream)
+    config: TrainCellConfig = cell.config
+    root = config.data.folder(upstream)
+    model = VLMConfig(
+        backbone=config.backbone,
+        checkpoint=config.checkpoint.path(upstream) if config.checkpoint else None,
+        image_size=config.image_size,
+        resize_strategy=config.resize_strategy,
+        feature_tap=config.feature_tap,
+        connector=config.connector,
+        llm=config.llm,
+    )
     values = {
-        "model": {
-            "backbone": config["backbone"],
-            "checkpoint": checkpoint_file,
-            "image_size": config["image_size"],
-            "resize_strategy": config["resize_strategy"],
-            "feature_tap": config["feature_tap"],
-            "connector": config["connector"],
-            "llm": config["llm"],
-        },
-        "recipe": config["recipe"],
+        "model": to_dict(model),
+        "recipe": config.recipe,
         "data": {"train_json": str(root / "train" / "llava.json"), "image_root": str(root)},
-        "seed": config["seed"],
+        "seed": config.seed,
         "device": device,
     }
-    train_config = from_dict(TrainConfig, deep_merge(values, nest_keys(config["recipe_overrides"].items())))
+    train_config = from_dict(TrainConfig, deep_merge(values, nest_keys(config.recipe_overrides.items())))
     trained = Path(train_vlm(train_config, run_dir, show_progress=show_progress()))
-    facts = backbone_facts(config["backbone"], config["image_size"], config["feature_tap"])
+    facts = backbone_facts(config.backbone, config.image_size, config.feature_tap)
     result = {"run_dir": str(trained.resolve()), "train_log": str((trained / TRAIN_LOG).resolve()), **facts}
     if "pretrain" in upstream:
         result["top1"] = upstream["pretrain"].get("top1")
@@ -116,18 +105,18 @@ def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dic
 def run_eval(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
     from ssmvlm.eval import evaluate_run
 
-    config = cell.config
-    generation = {"max_new_tokens": config["max_new_tokens"]} if config.get("max_new_tokens") else {}
+    config: EvalCellConfig = cell.config
+    generation = {"max_new_tokens": config.max_new_tokens} if config.max_new_tokens else {}
     results = evaluate_run(
         Path(upstream["train"]["run_dir"]),
-        list(config["tasks"]),
-        data_root(cell, upstream),
-        split=config["split"],
+        list(config.tasks),
+        config.data.folder(upstream),
+        split=config.split,
         out_dir=run_dir,
-        limit=config["limit"],
+        limit=config.limit,
         batch_size=cell.options.get("batch_size", 16),
-        controls=config["controls"],
-        seed=config["seed"],
+        controls=config.controls,
+        seed=config.seed,
         device=device,
         show_progress=show_progress(),
         **generation,
