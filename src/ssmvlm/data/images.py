@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -43,15 +45,33 @@ class EncodedImage(Protocol):
     def open(self) -> BinaryIO: ...
 
 
-def open_image(
-    image: str | Path | EncodedImage, root: str | Path | None = None, *, record: str | int | None = None
-) -> Image.Image:
+ImageSource = str | Path | EncodedImage
+
+
+def open_image(image: ImageSource, root: str | Path | None = None, *, record: str | int | None = None) -> Image.Image:
     """Open an image as RGB, fully decoded: a file, or an :class:`EncodedImage`.
 
     With ``root``, a path is relative to it and may not escape it (``..`` or an absolute path); without, it is
     opened as given (for paths already validated, such as :attr:`LlavaRecord.image`). A missing, unreadable or
     corrupt image raises a one-line :class:`DataError` naming it (and ``record``, when given).
     """
+    with _reading(image, root, record) as opened:
+        opened.load()  # decode now, so truncated files fail here and not deep inside a data loader
+        return opened.convert("RGB")
+
+
+def image_size(
+    image: ImageSource, root: str | Path | None = None, *, record: str | int | None = None
+) -> tuple[int, int]:
+    """(width, height) read from the image's header, without decoding its pixels; errors as :func:`open_image`."""
+    with _reading(image, root, record) as opened:
+        return opened.size
+
+
+@contextmanager
+def _reading(image: ImageSource, root: str | Path | None, record: str | int | None) -> Iterator[Image.Image]:
+    """``image`` opened by PIL; a missing file, or any failure to read or decode it within the block, is one
+    DataError naming the image."""
     source: Path | BinaryIO
     if isinstance(image, str | Path):
         source = check_inside_root(image, root) if root is not None else Path(image)
@@ -62,8 +82,7 @@ def open_image(
         where, source = image, image.open()
     try:
         with Image.open(source) as opened:
-            opened.load()  # decode now, so truncated files fail here and not deep inside a data loader
-            return opened.convert("RGB")
+            yield opened
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(str(where), f"cannot decode image ({reason})", record=record) from None

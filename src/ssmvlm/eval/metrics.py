@@ -436,15 +436,20 @@ def bootstrap_ci(
     values = np.asarray(scores, dtype=np.float64)
     if values.size == 0:
         return (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_resamples, dtype=np.float64)
-    # Chunks keep the index matrix small for large evaluation sets; they draw the same stream as one call.
+    return percentile_interval(bootstrap_means(values, np.random.default_rng(seed), n_resamples), level)
+
+
+def bootstrap_means(values: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """The means of ``resamples`` resamples (with replacement) of ``values``, drawn from ``rng``."""
+    means = np.empty(resamples, dtype=np.float64)
+    # Chunks keep the index matrix small for large evaluation sets; they draw what one call would, and leave
+    # ``rng`` in the same state.
     chunk = max(1, 2_000_000 // values.size)
-    for start in range(0, n_resamples, chunk):
-        stop = min(n_resamples, start + chunk)
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
         idx = rng.integers(0, values.size, size=(stop - start, values.size))
         means[start:stop] = values[idx].mean(axis=1)
-    return percentile_interval(means, level)
+    return means
 
 
 def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:

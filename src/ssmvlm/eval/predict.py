@@ -90,15 +90,9 @@ def read_finished(out: Path, records: Sequence[PredictRecord]) -> set[str]:
 
 
 def _open(record: PredictRecord, source: Path) -> Image.Image | None:
-    from PIL import Image, UnidentifiedImageError
+    from ssmvlm.data.images import open_image
 
-    if record.path is None:
-        return None
-    try:
-        with Image.open(record.path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(source, f"unreadable image {record.path} ({exc})", record=f"line {record.line}") from None
+    return None if record.path is None else open_image(record.path, record=f"{source} line {record.line}")
 
 
 def predict_records(

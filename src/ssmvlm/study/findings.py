@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssmvlm.eval.metrics import bootstrap_means
 from ssmvlm.study import analysis
 from ssmvlm.study.spec import StudySpec
 from ssmvlm.study.stats import DEFAULT_RESAMPLES, mean_interval
@@ -119,8 +120,7 @@ def unit_replicates(rows: pd.DataFrame, score: str, rng: np.random.Generator, re
     values = rows[score].to_numpy(dtype=float)
     values = values[np.isfinite(values)]
     if values.size >= 2:
-        picks = rng.integers(0, values.size, size=(resamples, values.size))
-        return values[picks].mean(axis=1), "seeds"
+        return bootstrap_means(values, rng, resamples), "seeds"
     if values.size == 1:
         row = rows[rows[score].notna()].iloc[0]
         low, high = (_float(row.get(f"{score}_ci_{end}")) for end in ("low", "high"))

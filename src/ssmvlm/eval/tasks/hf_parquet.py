@@ -385,7 +385,7 @@ def is_lmms_refcoco(folder: Path) -> bool:
 
 
 def load_refcoco(root: Path, variant: str) -> list[Example]:
-    from PIL import Image, UnidentifiedImageError
+    from ssmvlm.data.images import image_size
 
     folder = refcoco_folder(root, variant)
     shards = _shards_or_error(folder, ("val",), f"lmms-lab RefCOCO ({variant})")
@@ -396,12 +396,8 @@ def load_refcoco(root: Path, variant: str) -> list[Example]:
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
             raise DataError(row.file, "bbox must be 4 numbers [x, y, w, h]", record=row.where, field="bbox")
         assert row.image is not None  # read_rows was asked for images
-        try:
-            # The box is normalized by the raw image size, which only the encoded image holds.
-            with Image.open(row.image.open()) as picture:
-                width, height = picture.size
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(row.file, f"unreadable image ({exc})", record=row.where, field="image") from None
+        # The box is normalized by the raw image size, which only the encoded image holds.
+        width, height = image_size(row.image)
         x, y, w, h = (float(v) for v in bbox)
         target = box_target((x, y, x + w, y + h), width, height)
         sentences = row.require("answer")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ssmvlm.data.images import check_inside_root
+from ssmvlm.data.images import check_inside_root, image_size
 from ssmvlm.eval.tasks.base import (
     REFER_PROMPT,
     VQA_PROMPT,
@@ -210,8 +210,6 @@ def load_pope_index(root: Path) -> list[Example]:
 def load_refcoco_index(root: Path, variant: str) -> list[Example]:
     """One variant's examples. The index keeps only the box normalized to the raw image and rounded to 2
     decimals, so the pixel box (for the model-frame score) is that box times the image size."""
-    from PIL import Image, UnidentifiedImageError
-
     path, base, entries = _read_index(root, "refcoco")
     sizes: dict[Path, tuple[int, int]] = {}
     examples = []
@@ -220,13 +218,7 @@ def load_refcoco_index(root: Path, variant: str) -> list[Example]:
             continue
         image = _image(base, entry, path, key)
         if image not in sizes:
-            try:
-                with Image.open(image) as picture:
-                    sizes[image] = picture.size
-            except FileNotFoundError:
-                raise DataError(image, "image file not found", record=f"{path.name} {key}") from None
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(image, f"unreadable image ({exc})", record=f"{path.name} {key}") from None
+            sizes[image] = image_size(image, record=f"{path.name} {key}")
         width, height = sizes[image]
         box = require(entry, "bbox", path, key)
         if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
