@@ -3,7 +3,7 @@
 Each adapter takes the cell, its run directory, the results of the cells it depends on (by stage) and the
 device, calls the stage (imported lazily: a study that only plans or reports needs none of them) and returns
 a JSON-serializable result that downstream cells and the results table read. ``STAGE_RUNNERS`` is the
-registry the runner dispatches through.
+registry :func:`ssmvlm.study.cells.execute_cell` dispatches through.
 """
 
 from __future__ import annotations
