@@ -107,6 +107,16 @@ def _rows(saved_tokens: int) -> int:
     return math.ceil((saved_tokens + 1) / 64) * 64
 
 
+def _vit_s_source(tmp_path: Path, extra: dict | None = None) -> tuple[Path, Path]:
+    """The release's ViT-S (IN-1k) run in ``tmp_path/src`` and its Vicuna-like LLM folder (no pad token)."""
+    llm_dir = tmp_path / "vicuna"
+    rows = _rows(_write_llm_dir(llm_dir, pad=False))
+    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
+                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
+                        llm=_llm_state(rows, torch.float32), extra=extra)  # fmt: skip
+    return src, llm_dir
+
+
 def _assert_one_line(exc: pytest.ExceptionInfo) -> None:
     assert isinstance(exc.value, SsmvlmError)
     assert "\n" not in str(exc.value)
@@ -228,11 +238,7 @@ def test_projector_of_another_tap_is_one_line(tmp_path: Path) -> None:
 
 
 def test_vmamba_fields_on_another_encoder_are_one_line(tmp_path: Path) -> None:
-    llm_dir = tmp_path / "vicuna"
-    rows = _rows(_write_llm_dir(llm_dir, pad=False))
-    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
-                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
-                        llm=_llm_state(rows, torch.float32), extra={"vmamba_feature_stage": 3})  # fmt: skip
+    src, llm_dir = _vit_s_source(tmp_path, extra={"vmamba_feature_stage": 3})
     with pytest.raises(DataError, match="vmamba_feature_stage") as exc:
         from_release(src, tmp_path / "run", llm_dir=llm_dir)
     _assert_one_line(exc)
@@ -259,11 +265,7 @@ def test_run_with_another_tap_has_no_release_id(tmp_path: Path) -> None:
 def test_pickled_checkpoint_is_refused_with_the_conversion_that_fixes_it(tmp_path: Path) -> None:
     from ssmvlm.utils.convert_checkpoint import convert
 
-    llm_dir = tmp_path / "vicuna"
-    rows = _rows(_write_llm_dir(llm_dir, pad=False))
-    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
-                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
-                        llm=_llm_state(rows, torch.float32))  # fmt: skip
+    src, llm_dir = _vit_s_source(tmp_path)
     checkpoint = torch.load(src / CHECKPOINT, weights_only=True)
     torch.save({**checkpoint, "args": argparse.Namespace(lr=2e-5)}, src / CHECKPOINT)  # a pickled config object
     with pytest.raises(CheckpointError, match="convert_checkpoint") as exc:
@@ -282,11 +284,7 @@ def test_pickled_checkpoint_is_refused_with_the_conversion_that_fixes_it(tmp_pat
 def test_run_without_llm_weights_anywhere_is_refused(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    llm_dir = tmp_path / "vicuna"
-    rows = _rows(_write_llm_dir(llm_dir, pad=False))
-    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
-                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
-                        llm=_llm_state(rows, torch.float32))  # fmt: skip
+    src, llm_dir = _vit_s_source(tmp_path)
     from_release(src, tmp_path / "run", llm_dir=llm_dir)
     weights = tmp_path / "run" / "model.safetensors"
     save_file({k: v for k, v in load_file(str(weights)).items() if k.startswith("connector.")}, str(weights))
@@ -296,11 +294,7 @@ def test_run_without_llm_weights_anywhere_is_refused(tmp_path: Path) -> None:
 
 
 def test_fine_tuned_encoder_in_the_checkpoint_is_refused(tmp_path: Path) -> None:
-    llm_dir = tmp_path / "vicuna"
-    rows = _rows(_write_llm_dir(llm_dir, pad=False))
-    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
-                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
-                        llm=_llm_state(rows, torch.float32))  # fmt: skip
+    src, llm_dir = _vit_s_source(tmp_path)
     checkpoint = torch.load(src / CHECKPOINT, weights_only=True)
     checkpoint["model"]["vision_backbone"] = {"featurizer.pos_embed": torch.zeros(1, 197, 384)}  # full-finetune
     torch.save(checkpoint, src / CHECKPOINT)
@@ -374,11 +368,7 @@ def test_converted_run_answers_through_chat_and_evaluate(tmp_path: Path) -> None
 
     from ssmvlm.cli import app
 
-    llm_dir = tmp_path / "vicuna"
-    rows = _rows(_write_llm_dir(llm_dir, pad=False))
-    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
-                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
-                        llm=_llm_state(rows, torch.float32))  # fmt: skip
+    src, llm_dir = _vit_s_source(tmp_path)
     from_release(src, tmp_path / "run", llm_dir=llm_dir)
     shapes = Path(__file__).parent / "fixtures" / "eval" / "shapes"
     image = next((shapes / "images" / "test").iterdir())
@@ -424,11 +414,7 @@ def test_vision_checkpoint_is_checked_and_stored_absolute(tmp_path: Path, monkey
 
     from ssmvlm.backbones import create_vision_backbone
 
-    llm_dir = tmp_path / "vicuna"
-    rows = _rows(_write_llm_dir(llm_dir, pad=False))
-    src = _write_source(tmp_path / "src", model=_release_model("in1k-vit-s"),
-                        projector=_projector("gelu-mlp", 384, HIDDEN, torch.float32),
-                        llm=_llm_state(rows, torch.float32))  # fmt: skip
+    src, llm_dir = _vit_s_source(tmp_path)
     monkeypatch.chdir(tmp_path)
     save_file({"blocks.0.attn.qkv.weight": torch.zeros(8, 8)}, "other.safetensors")
     with pytest.raises(CheckpointError, match="vit_small_patch16") as exc:  # another architecture: fails now

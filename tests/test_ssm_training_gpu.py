@@ -23,14 +23,22 @@ def _loss(backbone: torch.nn.Module, head: torch.nn.Module, images: torch.Tensor
     return F.cross_entropy(head(pooled), labels)
 
 
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("name", SSM_NANOS)
-def test_training_gradients_match_the_reference_scan(name: str) -> None:
+def _training_setup(
+    name: str, batch: int
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A seeded nano backbone in training mode on the card, a 10-class head, and a random 96² batch."""
     torch.manual_seed(0)
     backbone = create_vision_backbone(name, image_size=96).cuda().train()
     head = torch.nn.Linear(backbone.stage_dims[-1], 10).cuda()
-    images = torch.randn(8, 3, 96, 96, device="cuda")
-    labels = torch.randint(0, 10, (8,), device="cuda")
+    images = torch.randn(batch, 3, 96, 96, device="cuda")
+    labels = torch.randint(0, 10, (batch,), device="cuda")
+    return backbone, head, images, labels
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("name", SSM_NANOS)
+def test_training_gradients_match_the_reference_scan(name: str) -> None:
+    backbone, head, images, labels = _training_setup(name, batch=8)
     grads = {}
     for backend in ("reference", None):  # None: what pretraining gets (the fastest available)
         backbone.scan_backend = backend
@@ -54,11 +62,7 @@ def test_training_gradients_match_the_reference_scan(name: str) -> None:
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("name", SSM_NANOS)
 def test_bf16_autocast_steps_fit_one_batch(name: str) -> None:
-    torch.manual_seed(0)
-    backbone = create_vision_backbone(name, image_size=96).cuda().train()
-    head = torch.nn.Linear(backbone.stage_dims[-1], 10).cuda()
-    images = torch.randn(16, 3, 96, 96, device="cuda")
-    labels = torch.randint(0, 10, (16,), device="cuda")
+    backbone, head, images, labels = _training_setup(name, batch=16)
     optimizer = torch.optim.AdamW([*backbone.parameters(), *head.parameters()], lr=1e-3)
     losses = []
     for _ in range(30):
