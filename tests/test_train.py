@@ -226,6 +226,50 @@ def test_feature_cache_gives_the_uncached_features(trained, data_json: Path) -> 
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6) and torch.equal(a[1], torch.zeros_like(a[1]))
 
 
+@pytest.mark.parametrize("position", ["after-bos", "after-question"])
+def test_training_and_inference_read_the_same_sequence(tmp_path: Path, data_json: Path, position: str) -> None:
+    """Each image position: the answer's log-probability under the training layout (dataset → collate →
+    forward) is the one inference computes, so what the model learns is what evaluation asks."""
+    from ssmvlm.data.llava import load_llava_records
+    from ssmvlm.train.dataset import build_conversation_data, collate
+    from ssmvlm.vlm.conversation import continuation_logprob
+
+    config = make_config(data_json, "optim.max_steps=4", f"model.image_position={position}", "data.split_turns=true")
+    vlm = load_vlm(train_vlm(config, tmp_path / "run", show_progress=False), device="cpu")
+    record = next(r for r in load_llava_records(data_json) if r.image is not None)
+    question, answer = record.turns[0][1], record.turns[1][1]
+    data = build_conversation_data(
+        [record],
+        vlm.tokenizer,
+        vlm.prompt_format,
+        max_length=2048,
+        stage="no-align",
+        source=data_json,
+        skip_bad=False,
+        split_turns=True,
+    )
+    batch = collate(data.samples[:1], vlm.tokenizer.pad_token_id)
+    assert batch.prompt_lengths.tolist() == [len(vlm.tokenizer(vlm.prompt_format.inference_prompt(question)).input_ids)]
+    image = Image.open(record.image).convert("RGB")
+    pixels = vlm.image_transform(image)[None]
+    with torch.no_grad():
+        out = vlm(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.labels,
+            pixel_values=pixels,
+            prompt_lengths=batch.prompt_lengths,
+        )
+    # the answer's text tokens (the closing </s> aside: continuation_logprob leaves it out), each predicted by
+    # the position before it, K patch positions further on in the spliced sequence
+    answer_tokens = torch.nonzero(batch.labels[0] != -100).flatten()[:-1]
+    predicting = answer_tokens + vlm.vision_backbone.num_tokens() - 1
+    logprobs = torch.log_softmax(out.logits[0, predicting].float(), dim=-1)
+    training = logprobs.gather(1, batch.input_ids[0, answer_tokens][:, None]).sum().item()
+    inference, _ = continuation_logprob(vlm, image, question.replace("<image>", ""), answer)
+    assert training == pytest.approx(inference, abs=1e-4)
+
+
 def test_trains_on_generated_shapescenes(tmp_path: Path) -> None:
     from ssmvlm.data.shapes import generate_shapescenes
 

@@ -137,6 +137,24 @@ def test_patches_go_after_bos_and_text_only_rows_keep_their_positions() -> None:
     ]
 
 
+def test_patches_go_after_the_question_at_each_rows_offset() -> None:
+    embeds = torch.arange(2 * 5, dtype=torch.float).reshape(2, 5, 1).expand(2, 5, 3).clone()
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 7, 8], [IGNORE_INDEX, IGNORE_INDEX, 6, 7, -100]])
+    patches = torch.full((2, 2, 3), -1.0)
+    offsets = torch.tensor([3, 2])
+    out, out_mask, out_labels = insert_patches(embeds, mask, labels, patches, torch.tensor([True, True]), offsets)
+    assert out[0, :, 0].tolist() == [0, 1, 2, -1, -1, 3, 4]
+    assert out[1, :, 0].tolist() == [5, 6, -1, -1, 7, 8, 9]  # the pad keeps its embedding, masked
+    assert out_mask.tolist() == [[1] * 7, [1] * 6 + [0]]
+    assert out_labels[0].tolist() == [IGNORE_INDEX] * 5 + [7, 8]
+    assert out_labels[1].tolist() == [IGNORE_INDEX] * 4 + [6, 7, IGNORE_INDEX]
+    # offset 1 everywhere is the default layout
+    default = insert_patches(embeds, mask, labels, patches, torch.tensor([True, False]))
+    explicit = insert_patches(embeds, mask, labels, patches, torch.tensor([True, False]), torch.tensor([1, 1]))
+    assert all(torch.equal(a, b) for a, b in zip(default, explicit, strict=True))
+
+
 def test_tiny_llm_is_seeded_and_sized_to_the_tokenizer(tokenizer) -> None:
     first, second = (
         build_tiny_llm("tiny-llama-2m", tokenizer, 3),

@@ -27,6 +27,7 @@ class Sample:
     input_ids: list[int]
     labels: list[int]
     image_index: int | None  # into ConversationData.image_paths
+    prompt_length: int = 1  # tokens of the first user turn, BOS included (where ``after-question`` puts the image)
 
 
 @dataclass
@@ -70,6 +71,14 @@ def _finish(input_ids: list[int], labels: list[int], max_length: int, has_image:
     if has_image and labels:
         labels[0] = IGNORE_INDEX
     return input_ids, labels
+
+
+def first_turn_length(turns: Sequence[tuple[str, str]], tokenizer: Any, prompt_format: PromptFormat, stage: str) -> int:
+    """Tokens of the first user turn as the sample holds it, BOS included; 1 (BOS) in the align stage, whose
+    samples have no prompt."""
+    if stage == "align" or not turns:
+        return 1
+    return len(tokenizer(prompt_format.wrap_turn(*turns[0], 0).rstrip()).input_ids)
 
 
 TOKENIZERS_BY_STAGE = {
@@ -123,7 +132,8 @@ def build_conversation_data(
         index = None
         if record.image is not None:
             index = image_index.setdefault(record.image, len(image_index))
-        data.samples.append(Sample(record.id, input_ids, labels, index))
+        prompt_length = min(first_turn_length(record.turns, tokenizer, prompt_format, stage), len(input_ids))
+        data.samples.append(Sample(record.id, input_ids, labels, index, prompt_length))
     data.image_paths = list(image_index)
     return data
 
@@ -160,6 +170,7 @@ class Batch:
     labels: torch.Tensor
     image_indices: list[int | None]
     record_ids: list[str]
+    prompt_lengths: torch.Tensor
 
     @property
     def has_image(self) -> torch.Tensor:
@@ -177,4 +188,7 @@ def collate(samples: Sequence[Sample], pad_token_id: int) -> Batch:
         input_ids[row, :length] = torch.tensor(sample.input_ids)
         labels[row, :length] = torch.tensor(sample.labels)
         mask[row, :length] = 1
-    return Batch(input_ids, mask, labels, [s.image_index for s in samples], [s.record_id for s in samples])
+    prompt_lengths = torch.tensor([s.prompt_length for s in samples], dtype=torch.long)
+    return Batch(
+        input_ids, mask, labels, [s.image_index for s in samples], [s.record_id for s in samples], prompt_lengths
+    )

@@ -206,6 +206,7 @@ def train_vlm(
                         batch.labels.to(info.device),
                         vision_features=vision,
                         has_image=batch.has_image.to(info.device),
+                        prompt_lengths=batch.prompt_lengths,
                     )
                     # prismatic: the mean loss of each micro-batch, divided by the accumulation steps.
                     (out.loss / accumulation).backward()

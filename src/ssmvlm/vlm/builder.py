@@ -59,6 +59,8 @@ class VLMConfig:
     llm: str = "tiny-llama-2m"  # a tiny preset name or a local Hugging Face model directory
     llm_dtype: Literal["float32", "bfloat16"] = "float32"
     prompt_format: Literal["vicuna-v15", "plain"] = "vicuna-v15"
+    # after-bos: prismatic's [BOS, image, text]; after-question: [BOS, first user turn, image, answer] (model.py)
+    image_position: Literal["after-bos", "after-question"] = "after-bos"
     tokenizer_vocab_size: int | None = None  # tiny presets: BPE size (default: the preset's)
     max_length: int = 2048  # text tokens per sample, before the image patches are inserted
 
@@ -125,6 +127,7 @@ def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
         tokenizer,
         get_prompt_format(config.prompt_format),
         vision_dtype=DTYPES[config.vision_dtype],
+        image_position=config.image_position,
     )
 
 

@@ -3,7 +3,8 @@
 Both build the model's input exactly as training does (:func:`ssmvlm.train.dataset.tokenize_conversation`):
 each turn string of the prompt format (Vicuna v1.5: ``{system} USER: {msg} ASSISTANT: ``, then
 ``{answer}</s>``) tokenized on its own after ``rstrip``, BOS on the first only, and the image's K patch
-embeddings right after BOS. The image is encoded once per conversation.
+embeddings where the model's ``image_position`` puts them (after BOS, or after the first user turn). The image
+is encoded once per conversation.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ def image_patches(vlm: VLM, image: Image.Image | None) -> torch.Tensor | None:
     return vlm.project(vlm.encode_images(pixels))[0].to(embedding.weight.dtype)
 
 
-def embed(vlm: VLM, ids: Sequence[int], patches: torch.Tensor | None) -> torch.Tensor:
-    """(1, L, D) input embeddings: the tokens, with the patches inserted after BOS."""
+def embed(vlm: VLM, ids: Sequence[int], patches: torch.Tensor | None, prompt_length: int) -> torch.Tensor:
+    """(1, L, D) input embeddings: the tokens, with the patches inserted where the model puts them
+    (``prompt_length``: the first user turn's tokens, BOS included)."""
     tokens = vlm.llm.get_input_embeddings()(torch.tensor(list(ids), device=vlm.device))
     if patches is not None:
-        tokens = torch.cat([tokens[:1], patches, tokens[1:]])
+        at = vlm.image_offset(prompt_length)
+        tokens = torch.cat([tokens[:at], patches, tokens[at:]])
     return tokens[None]
 
 
@@ -61,7 +64,8 @@ class Conversation:
         vlm = self.vlm
         was_training = vlm.training
         vlm.eval()
-        embeds = embed(vlm, self.prompt_ids(message), self.patches)
+        first_turn = self.turns[0][1] if self.turns else message
+        embeds = embed(vlm, self.prompt_ids(message), self.patches, len(turn_ids(vlm, [("human", first_turn)])))
         sampling: dict[str, Any] = (
             {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
         )
@@ -93,7 +97,8 @@ def continuation_logprob(vlm: VLM, image: Image.Image | None, context: str, cont
     patches = image_patches(vlm, image)
     was_training = vlm.training
     vlm.eval()
-    logits = vlm.llm(inputs_embeds=embed(vlm, prompt + answer, patches), use_cache=False).logits[0].float()
+    inputs = embed(vlm, prompt + answer, patches, len(prompt))
+    logits = vlm.llm(inputs_embeds=inputs, use_cache=False).logits[0].float()
     vlm.train(was_training)
     # the logits at position p predict token p + 1: the answer's tokens are predicted by the positions before
     first = logits.shape[0] - len(answer) - 1

@@ -1,8 +1,17 @@
-"""The VLM: frozen vision encoder → connector → LLM, with patch embeddings inserted right after BOS.
+"""The VLM: frozen vision encoder → connector → LLM, with the patch embeddings spliced into the text.
 
-Sequence layout (prismatic-vlms): ``[BOS, p_1 … p_K, text …]`` with the K patch positions masked out of the
-loss. A text-only sample in a mixed batch gets K zero embeddings appended at its end instead, with attention
-mask False and label -100, so its text keeps the positions it would have alone.
+Sequence layout (``image_position``):
+
+- ``after-bos`` (prismatic-vlms, the default): ``[BOS, p_1 … p_K, text …]``;
+- ``after-question``: ``[BOS, first user turn, p_1 … p_K, answer …]``. In a causal LM the patches then attend
+  to the question, so each one can check itself against what is asked (the way FiLM conditions visual features
+  on the question), instead of the answer position having to find the right patch by content alone; an LLM
+  trained from scratch learns to bind a question to one of several objects far sooner this way (measured:
+  benchmarks/RESULTS.md, "The signal probes").
+
+The K patch positions are masked out of the loss. A text-only sample in a mixed batch gets K zero embeddings
+appended at its end instead, with attention mask False and label -100, so its text keeps the positions it
+would have alone.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from ssmvlm.utils.errors import ConfigError
 from ssmvlm.vlm.prompts import PromptFormat
 
 IGNORE_INDEX = -100
+IMAGE_POSITIONS = ("after-bos", "after-question")
 
 
 class VLM(nn.Module):
@@ -33,8 +43,14 @@ class VLM(nn.Module):
         *,
         vision_dtype: torch.dtype = torch.float32,
         encoder_cuda_graphs: bool | None = None,
+        image_position: str = "after-bos",
     ) -> None:
         super().__init__()
+        if image_position not in IMAGE_POSITIONS:
+            raise ConfigError(
+                "model.image_position", f"unknown image position {image_position!r}", allowed=list(IMAGE_POSITIONS)
+            )
+        self.image_position = image_position
         self.vision_backbone = vision_backbone
         self.connector = connector
         self.llm = llm
@@ -85,8 +101,12 @@ class VLM(nn.Module):
         pixel_values: torch.Tensor | None = None,
         vision_features: torch.Tensor | None = None,
         has_image: torch.Tensor | None = None,
+        prompt_lengths: torch.Tensor | None = None,
     ) -> Any:
-        """Loss and logits for a right-padded batch; images as pixels or as cached encoder features."""
+        """Loss and logits for a right-padded batch; images as pixels or as cached encoder features.
+
+        ``prompt_lengths``: tokens of each row's first user turn, BOS included (needed for ``after-question``).
+        """
         if vision_features is None and pixel_values is not None:
             vision_features = self.encode_images(pixel_values)
         embeds = self.llm.get_input_embeddings()(input_ids)
@@ -94,8 +114,21 @@ class VLM(nn.Module):
             if has_image is None:
                 has_image = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             patches = self.project(vision_features).to(embeds.dtype)
-            embeds, attention_mask, labels = insert_patches(embeds, attention_mask, labels, patches, has_image)
+            offsets = self.image_offsets(prompt_lengths, input_ids.shape[0], input_ids.device)
+            embeds, attention_mask, labels = insert_patches(embeds, attention_mask, labels, patches, has_image, offsets)
         return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
+
+    def image_offsets(self, prompt_lengths: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        """Per row, how many text tokens come before the patches."""
+        if self.image_position == "after-bos":
+            return torch.ones(batch, dtype=torch.long, device=device)
+        if prompt_lengths is None:
+            raise ValueError("image_position 'after-question' needs each row's prompt length")
+        return prompt_lengths.to(device=device, dtype=torch.long)
+
+    def image_offset(self, prompt_length: int) -> int:
+        """Where one sequence's patches go, given its first user turn's token count (BOS included)."""
+        return 1 if self.image_position == "after-bos" else prompt_length
 
     # -- inference -------------------------------------------------------------------------------------
     def _prompt_inputs(
@@ -121,7 +154,8 @@ class VLM(nn.Module):
             ids = torch.tensor(self.tokenizer(text).input_ids, device=device)
             text_embeds = embedding(ids)
             if index in patches_by_row:
-                text_embeds = torch.cat([text_embeds[:1], patches_by_row[index], text_embeds[1:]])
+                at = self.image_offset(len(ids))
+                text_embeds = torch.cat([text_embeds[:at], patches_by_row[index], text_embeds[at:]])
             rows.append(text_embeds)
         longest = max(row.shape[0] for row in rows)
         embeds = torch.zeros(len(rows), longest, rows[0].shape[-1], dtype=rows[0].dtype, device=device)
@@ -208,27 +242,30 @@ def insert_patches(
     labels: torch.Tensor | None,
     patches: torch.Tensor,
     has_image: torch.Tensor,
+    offsets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Patches after BOS for image rows; K masked zero embeddings at the end for text-only rows."""
-    batch, count = patches.shape[:2]
-    ones = attention_mask.new_ones(batch, count)
-    zeros = attention_mask.new_zeros(batch, count)
+    """Image rows: the patches before text position ``offsets`` (default 1: right after BOS); text-only rows:
+    K masked zero embeddings at the end. One gather per tensor, so rows may put their patches anywhere."""
+    batch, length, width = embeds.shape
+    count = patches.shape[1]
+    if offsets is None:
+        offsets = torch.ones(batch, dtype=torch.long, device=embeds.device)
+    position = torch.arange(length + count, device=embeds.device)[None]
+    start = offsets[:, None]
     with_image = has_image[:, None]
-    multimodal = torch.cat([embeds[:, :1], patches, embeds[:, 1:]], dim=1)
-    text_only = torch.cat([embeds, torch.zeros_like(patches)], dim=1)
-    embeds = torch.where(with_image[..., None], multimodal, text_only)
-    attention_mask = torch.where(
-        with_image,
-        torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1),
-        torch.cat([attention_mask, zeros], dim=1),
+    in_patch = with_image & (position >= start) & (position < start + count)
+    text_index = torch.where(with_image & (position >= start + count), position - count, position)
+    is_text = ~in_patch & (text_index < length)
+    text_index = text_index.clamp(max=length - 1)
+    patch_index = (position - start).clamp(0, count - 1)
+    text = embeds.gather(1, text_index[..., None].expand(-1, -1, width))
+    image = patches.gather(1, patch_index[..., None].expand(-1, -1, width))
+    embeds = torch.where(in_patch[..., None], image, torch.where(is_text[..., None], text, 0.0))
+    attention_mask = torch.where(in_patch, 1, torch.where(is_text, attention_mask.gather(1, text_index), 0)).to(
+        attention_mask.dtype
     )
     if labels is not None:
-        ignore = torch.full((batch, count), IGNORE_INDEX, dtype=labels.dtype, device=labels.device)
-        labels = torch.where(
-            with_image,
-            torch.cat([labels[:, :1], ignore, labels[:, 1:]], dim=1),
-            torch.cat([labels, ignore], dim=1),
-        )
+        labels = torch.where(is_text, labels.gather(1, text_index), IGNORE_INDEX)
     return embeds, attention_mask, labels
 
 

@@ -1,0 +1,59 @@
+"""One table for several study folders: each model and control row's VQA / POPE / Loc with intervals and top-1,
+then the VQA score per question family (model against its blind control).
+
+    python benchmarks/signal_probes/summarize.py STUDY_DIR [STUDY_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def _interval(row: pd.Series, name: str) -> str:
+    low, high = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
+    if pd.isna(row.get(name)):
+        return "–"
+    if pd.isna(low):
+        return f"{row[name]:.1f}"
+    return f"{row[name]:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def summarize(folder: Path) -> list[str]:
+    table = pd.read_csv(folder / "results.csv")
+    lines = [f"## {folder.name}", "", "| row | backbone | top-1 | VQA | POPE | Loc |", "|---|---|---|---|---|---|"]
+    for _, row in table[table.row_type.isin(["model", "blind", "prior"])].iterrows():
+        pope = row.get("task:shapes-pope")
+        lines.append(
+            f"| {row.row_type} | {row.backbone} | {'' if pd.isna(row.top1) else f'{row.top1:.1f}'} | "
+            f"{_interval(row, 'vqa')} | {'' if pd.isna(pope) else f'{pope:.1f}'} | {_interval(row, 'loc')} |"
+        )
+    lines += ["", "VQA by question family (model / blind):", ""]
+    for result_file in sorted((folder / "runs" / "eval").glob("*/result.json")):
+        results = json.loads(result_file.read_text())["results"]
+        train_config = json.loads((Path(results["config"]["run_dir"]) / "config.json").read_text())
+        model = results["tasks"]["shapes-vqa"]["breakdown"]
+        blind = results.get("controls", {}).get("blind", {}).get("tasks", {}).get("shapes-vqa", {}).get("breakdown", {})
+        cells = [
+            f"{name} {score['score']:.0f}/{blind.get(name, {}).get('score', float('nan')):.0f}"
+            for name, score in sorted(model.items())
+        ]
+        lines.append(f"- {train_config['model']['backbone']}: " + ", ".join(cells))
+    return [*lines, ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path)
+    for folder in parser.parse_args().folders:
+        if (folder / "results.csv").is_file():
+            print("\n".join(summarize(folder)))
+        else:
+            print(f"## {folder.name}\n\n(no results.csv)\n")
+
+
+if __name__ == "__main__":
+    main()
