@@ -33,6 +33,7 @@ from ssmvlm.backbones.norms import AutocastLayerNorm
 from ssmvlm.backbones.ssm_common import ScanBackendSetting, init_dt_projection, register_config_table, set_scan_backend
 from ssmvlm.backbones.weight_init import init_linear_and_layernorm
 from ssmvlm.ops import LowRankDelta, MirroredRows, cross_merge, cross_scan, selective_scan
+from ssmvlm.ops.scan_sequential import use_sequential
 
 SCAN_DIRECTIONS = 4
 # From this many tokens per map, inference works in parts: SS2D scans its channels in parts of at most
@@ -160,10 +161,15 @@ class SS2D(nn.Module):
         the four-order tensors alive.
         """
         batch, channels, height, width = x.shape
-        dts, b_groups, c_groups = self.project_orders(x).split([self.dt_rank, self.d_state, self.d_state], dim=2)
+        # The CPU training scan steps through time: orders laid out time-major spare it (and the merge) transposes.
+        recording = torch.is_grad_enabled() and x.requires_grad
+        time_major = recording and use_sequential(x.device, batch * SCAN_DIRECTIONS * channels * self.d_state)
+        dts, b_groups, c_groups = self.project_orders(x, time_major).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=2
+        )
         orders = (dts, b_groups.contiguous(), c_groups.contiguous())
         if not in_parts(x, height * width, self):
-            ys = self.scan_orders(cross_scan(x).flatten(1, 2), *orders)
+            ys = self.scan_orders(cross_scan(x, time_major=time_major).flatten(1, 2), *orders)
             return cross_merge(ys, height, width, channels_last=True).view(batch, channels, height, width)
         merged = torch.empty_like(x, memory_format=torch.channels_last)
         step = max(MIN_PART_BYTES // x.element_size(), SCAN_PART_ELEMENTS // (SCAN_DIRECTIONS * batch * height * width))
@@ -175,15 +181,15 @@ class SS2D(nn.Module):
             cross_merge(self.scan_orders(u, *orders, part), height, width, out=merged[:, part])
         return merged
 
-    def project_orders(self, x: torch.Tensor) -> torch.Tensor:
-        """x_proj of every order, (B, 4, dt_rank + 2N, H·W) in scan order.
+    def project_orders(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
+        """x_proj of every order, (B, 4, dt_rank + 2N, H·W) in scan order (in (B, H·W, 4, ·) memory if ``time_major``).
 
         The projection is pointwise in space, so it runs once on the map (one GEMM over channels-last
         memory) and only its narrow output is put into the four orders (order k of projection k), instead
         of projecting the four re-ordered copies of the map.
         """
         x_dbl = F.linear(x.permute(0, 2, 3, 1), self.x_proj_weight.flatten(0, 1))  # (B, H, W, 4·(R + 2N))
-        return cross_scan(x_dbl.permute(0, 3, 1, 2), grouped=True)
+        return cross_scan(x_dbl.permute(0, 3, 1, 2), grouped=True, time_major=time_major)
 
     def scan_orders(
         self, xs: torch.Tensor | MirroredRows, dts: torch.Tensor, b_groups: torch.Tensor, c_groups: torch.Tensor,

@@ -26,14 +26,17 @@ def _fused_available(t: torch.Tensor) -> bool:
 
 
 def cross_scan(
-    x: torch.Tensor, *, fused: bool | None = None, grouped: bool = False, reverses: bool = True
+    x: torch.Tensor, *, fused: bool | None = None, grouped: bool = False, reverses: bool = True,
+    time_major: bool = False,
 ) -> torch.Tensor:
     """(B, C, H, W) → (B, 4, C, H·W); ``fused=None`` uses the Triton kernel for channels-last maps on CUDA.
 
     ``grouped``: x holds four channel groups, (B, 4·C, H, W), and order k is taken of group k alone
     → (B, 4, C, H·W) (what each order's own projection of a map needs). ``reverses=False``: the row- and
     column-major orders only, (B, 2, C, H·W), for a scan that reads the reversed orders backwards from them
-    (:class:`ssmvlm.ops.MirroredRows`).
+    (:class:`ssmvlm.ops.MirroredRows`). ``time_major``: the result in (B, H·W, 4, C) memory, for the CPU training
+    scan (``ssmvlm.ops.scan_sequential``), which steps through time; from a channels-last map every order is then
+    a copy of whole channel rows instead of a transpose (tensor ops only, with ``reverses`` and without ``fused``).
     """
     if grouped and x.shape[1] % 4:
         raise ValueError(f"cross_scan(grouped=True) needs four channel groups; got {x.shape[1]} channels")
@@ -46,6 +49,8 @@ def cross_scan(
 
         return CrossScanFused.apply(x, grouped, reverses)
     batch, channels, height, width = x.shape
+    if time_major:
+        return _cross_scan_time_major(x, grouped)
     if grouped:
         groups = x.view(batch, 4, channels // 4, height, width)
         rows, cols = groups[:, 0::2].flatten(3), groups[:, 1::2].transpose(3, 4).flatten(3)
@@ -56,6 +61,27 @@ def cross_scan(
     if not reverses:
         return forward
     return torch.cat([forward, forward.flip(-1)], dim=1).view(batch, 4, channels, height * width)
+
+
+def _cross_scan_time_major(x: torch.Tensor, grouped: bool) -> torch.Tensor:
+    batch, channels = x.shape[:2]
+    per_order = channels // 4 if grouped else channels
+    tokens = x.permute(0, 2, 3, 1)  # (B, H, W, C): a view of channels-last memory
+    if grouped:
+        groups = tokens.unflatten(3, (4, per_order))
+        rows, cols = groups[..., 0::2, :], groups[..., 1::2, :].transpose(1, 2)
+        rows, cols = rows.reshape(batch, -1, 2, per_order), cols.reshape(batch, -1, 2, per_order)
+        orders = torch.stack([rows[:, :, 0], cols[:, :, 0], rows[:, :, 1].flip(1), cols[:, :, 1].flip(1)], dim=2)
+    else:
+        rows, cols = tokens.reshape(batch, -1, channels), tokens.transpose(1, 2).reshape(batch, -1, channels)
+        forward = torch.stack([rows, cols], dim=2)
+        orders = torch.cat([forward, forward.flip(1)], dim=2)
+    return orders.permute(0, 2, 3, 1)  # (B, 4, C, H·W) in (B, H·W, 4, C) memory
+
+
+def _is_time_major(y: torch.Tensor) -> bool:
+    """Whether a (B, 4, C, L) tensor lies in (B, L, 4, C) memory."""
+    return y.permute(0, 3, 1, 2).is_contiguous()
 
 
 def cross_merge(
@@ -80,6 +106,14 @@ def cross_merge(
                              f"got {tuple(out.shape)}")
         if torch.is_grad_enabled() and (y.requires_grad or out.requires_grad):
             raise RuntimeError("cross_merge(out=...) does not support automatic differentiation")
+    if out is None and not grouped and not y.is_cuda and _is_time_major(y):
+        # time-major orders (the CPU training scan's): sums of whole channel rows, into channels-last memory
+        orders = y.permute(0, 3, 1, 2)
+        rows = orders[:, :, 0] + orders[:, :, 2].flip(1)
+        cols = orders[:, :, 1] + orders[:, :, 3].flip(1)
+        merged = (rows.view(batch, height, width, channels) + cols.view(batch, width, height, channels).transpose(1, 2))
+        merged = merged.view(batch, length, channels).transpose(1, 2)
+        return merged if channels_last else merged.contiguous()
     if fused if fused is not None else _fused_available(y):
         from ssmvlm.ops.cross_scan_triton import CrossMergeFused, merge
 

@@ -35,7 +35,15 @@ class LowRankDelta:
         return torch.Size((self.inputs.shape[0], self.weight.shape[0], self.inputs.shape[3]))
 
     def materialize(self) -> torch.Tensor:
-        """Δ as a (batch, dim, L) tensor: one batched matmul (differentiable)."""
+        """Δ as a (batch, dim, L) tensor: one batched matmul (differentiable).
+
+        Inputs laid out time-major ((batch, L, G, R) memory, as ``cross_scan(..., time_major=True)`` makes them) give
+        Δ in (batch, L, dim) memory, as the CPU training scan reads it: one product with the block-diagonal weight.
+        """
         dim, rank = self.weight.shape
         batch, groups, _, length = self.inputs.shape
+        if self.inputs.stride(3) > self.inputs.stride(1) >= self.inputs.stride(2):  # time outermost after batch
+            per_group = self.weight.view(groups, dim // groups, rank).transpose(1, 2)
+            tokens = self.inputs.permute(0, 3, 1, 2).reshape(batch, length, groups * rank)
+            return torch.matmul(tokens, torch.block_diag(*per_group)).transpose(1, 2)
         return torch.matmul(self.weight.view(groups, dim // groups, rank), self.inputs).view(batch, dim, length)

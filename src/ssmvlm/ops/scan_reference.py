@@ -6,6 +6,8 @@ the inputs are float64, so tests can compare fast paths against a float64 refere
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +36,15 @@ def prepare_delta(
     if delta_softplus:
         delta = F.softplus(delta)
     return delta
+
+
+def group_count(*bcs: torch.Tensor) -> int:
+    """The finest grouping of channels that B and C share: the lcm of their group counts (1 for fixed/variable)."""
+    groups = 1
+    for bc in bcs:
+        if bc.dim() == 4:
+            groups = math.lcm(groups, bc.shape[1])
+    return groups
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:

@@ -22,7 +22,9 @@ over (batch, channels, N, L), each choice measured on a 2-core CPU.
   stays in range (else by the doubling scan), and y = Σ_n C·h is summed into y one state at a time.
 
 Under autograd the intermediates are kept for the backward anyway, and blocks only add overhead (measured);
-on a GPU one launch over everything is better. Both take the general path above.
+on a GPU one launch over everything is better. Both take the general path above, except CPU training steps with
+enough states a step, which take the step loop with a hand-written backward of ``scan_sequential`` (unless a
+``chunk_size`` is asked for).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from ssmvlm.ops.scan_reference import compute_dtype, prepare_delta
+from ssmvlm.ops.scan_reference import compute_dtype, group_count, prepare_delta
+from ssmvlm.ops.scan_sequential import selective_scan_sequential, softplus, use_sequential
 
 # Largest |running sum of Δ·A| inside a chunk for which exp(±sum) and products of them stay finite.
 _LOG_SPACE_LIMIT = {torch.float64: 600.0, torch.float32: 60.0}
@@ -120,14 +123,6 @@ def _largest_chunk_sum(log_decay: torch.Tensor, decay_scale: torch.Tensor | None
         return float(-sums.min())
 
 
-def _group_count(*bcs: torch.Tensor) -> int:
-    groups = 1
-    for bc in bcs:
-        if bc.dim() == 4:
-            groups = math.lcm(groups, bc.shape[1])
-    return groups
-
-
 def _as_grouped(bc: torch.Tensor, groups: int, per_group: int, dtype: torch.dtype) -> torch.Tensor:
     """B or C as a tensor that broadcasts against (batch, groups, per_group, N, L)."""
     bc = bc.to(dtype)
@@ -175,6 +170,8 @@ def selective_scan_torch(
     """mamba-ssm ``selective_scan_ref`` semantics, computed chunk-parallel (see the module docstring)."""
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     recording = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    if recording and chunk_size is None and use_sequential(u.device, u.shape[0] * u.shape[1] * A.shape[1]):
+        return selective_scan_sequential(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if recording or u.device.type != "cpu":
         return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
     return _scan_cpu_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
@@ -197,7 +194,7 @@ def _scan(
     scan_dtype = compute_dtype(u, delta, A)
     batch, dim, length = u.shape
     n_state = A.shape[1]
-    groups = _group_count(B, C)
+    groups = group_count(B, C)
     per_group = dim // groups
     grouped_shape = (batch, groups, per_group, 1, length)
 
@@ -242,7 +239,7 @@ def _scan_cpu_inference(
     scan_dtype = compute_dtype(u, delta, A)
     batch, dim, length = u.shape
     n_state = A.shape[1]
-    groups = _group_count(B, C)
+    groups = group_count(B, C)
     per_group = dim // groups
     block = _channel_block(u, per_group, n_state, recording=False)
     # a block is all channels or lies inside one group (of the finest grouping B and C share)
@@ -266,7 +263,7 @@ def _scan_cpu_inference(
         else:
             torch.add(delta[:, blk], delta_bias[blk, None].to(scan_dtype), out=delta_c)
         if delta_softplus:
-            F.softplus(delta_c, out=delta_c)  # the native binding; it takes ``out`` like every native op
+            delta_c.copy_(softplus(delta_c))  # not F.softplus: its CPU kernel takes 4× the scan (scan_sequential)
         chunk, running = _running_sums(delta_c, a_max[blk], chunk_max, limit, delta_softplus, space=work[1])
         if chunk == 0:  # one step's |Δ·A| is beyond exp's range: the doubling scan on the decays themselves
             bc = _block_bc(B, start, start + block, dim), _block_bc(C, start, start + block, dim)
