@@ -34,7 +34,9 @@ def summarize(folder: Path) -> list[str]:
     lines += ["", "VQA by question family (model / blind):", ""]
     for result_file in sorted((folder / "runs" / "eval").glob("*/result.json")):
         results = json.loads(result_file.read_text())["results"]
-        train_config = json.loads((Path(results["config"]["run_dir"]) / "config.json").read_text())
+        # the train cell inside this folder (the recorded path is the machine's that ran it)
+        train_dir = folder / "runs" / "train" / Path(results["config"]["run_dir"]).name
+        train_config = json.loads((train_dir / "config.json").read_text())
         model = results["tasks"]["shapes-vqa"]["breakdown"]
         blind = results.get("controls", {}).get("blind", {}).get("tasks", {}).get("shapes-vqa", {}).get("breakdown", {})
         cells = [

@@ -2,9 +2,9 @@
 
 For each trained run and resolution, the run's frozen encoder is rebuilt at that resolution (same weights,
 position embeddings adapted by the backbone), then three phases are timed separately: the encoder forward,
-the LLM prefill over ``[BOS, patches, prompt]``, and greedy decoding of ``new_tokens`` tokens with the KV cache.
-The encoder is timed as ``VLM.encode_images`` runs it: replayed from a CUDA graph on CUDA unless
-``SSMVLM_CUDA_GRAPHS=0`` (``encoder_mode`` says which ran).
+the LLM prefill over the prompt and patches (laid out as the run's ``image_position`` says), and greedy
+decoding of ``new_tokens`` tokens with the KV cache. The encoder is timed as ``VLM.encode_images`` runs it:
+replayed from a CUDA graph on CUDA unless ``SSMVLM_CUDA_GRAPHS=0`` (``encoder_mode`` says which ran).
 """
 
 from __future__ import annotations
