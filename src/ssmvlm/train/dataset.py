@@ -27,7 +27,12 @@ class Sample:
     input_ids: list[int]
     labels: list[int]
     image_index: int | None  # into ConversationData.image_paths
-    prompt_length: int = 1  # tokens of the first user turn, BOS included (where ``after-question`` puts the image)
+
+    @property
+    def prompt_length(self) -> int:
+        """Tokens before the first supervised one: the first user turn, BOS included (BOS alone in the align
+        stage), where ``after-question`` puts the image. Every kept sample has a supervised token."""
+        return next((i for i, label in enumerate(self.labels) if label != IGNORE_INDEX), len(self.labels))
 
 
 @dataclass
@@ -71,14 +76,6 @@ def _finish(input_ids: list[int], labels: list[int], max_length: int, has_image:
     if has_image and labels:
         labels[0] = IGNORE_INDEX
     return input_ids, labels
-
-
-def first_turn_length(turns: Sequence[tuple[str, str]], tokenizer: Any, prompt_format: PromptFormat, stage: str) -> int:
-    """Tokens of the first user turn as the sample holds it, BOS included; 1 (BOS) in the align stage, whose
-    samples have no prompt."""
-    if stage == "align" or not turns:
-        return 1
-    return len(tokenizer(prompt_format.wrap_turn(*turns[0], 0).rstrip()).input_ids)
 
 
 TOKENIZERS_BY_STAGE = {
@@ -132,8 +129,7 @@ def build_conversation_data(
         index = None
         if record.image is not None:
             index = image_index.setdefault(record.image, len(image_index))
-        prompt_length = min(first_turn_length(record.turns, tokenizer, prompt_format, stage), len(input_ids))
-        data.samples.append(Sample(record.id, input_ids, labels, index, prompt_length))
+        data.samples.append(Sample(record.id, input_ids, labels, index))
     data.image_paths = list(image_index)
     return data
 
