@@ -24,11 +24,11 @@ def _interval(row: pd.Series, name: str) -> str:
 
 def summarize(folder: Path) -> list[str]:
     table = pd.read_csv(folder / "results.csv")
-    lines = [f"## {folder.name}", "", "| row | backbone | top-1 | VQA | POPE | Loc |", "|---|---|---|---|---|---|"]
+    lines = [f"## {folder.name}", "", "| row | backbone | init | top-1 | VQA | POPE | Loc |", "|---|---|---|---|---|---|---|"]
     for _, row in table[table.row_type.isin(["model", "blind", "prior"])].iterrows():
         pope = row.get("task:shapes-pope")
         lines.append(
-            f"| {row.row_type} | {row.backbone} | {'' if pd.isna(row.top1) else f'{row.top1:.1f}'} | "
+            f"| {row.row_type} | {row.backbone} | {row.init} | {'' if pd.isna(row.top1) else f'{row.top1:.1f}'} | "
             f"{_interval(row, 'vqa')} | {'' if pd.isna(pope) else f'{pope:.1f}'} | {_interval(row, 'loc')} |"
         )
     lines += ["", "VQA by question family (model / blind):", ""]
@@ -43,7 +43,9 @@ def summarize(folder: Path) -> list[str]:
             f"{name} {score['score']:.0f}/{blind.get(name, {}).get('score', float('nan')):.0f}"
             for name, score in sorted(model.items())
         ]
-        lines.append(f"- {train_config['model']['backbone']}: " + ", ".join(cells))
+        inits = table.loc[table.cell_id == result_file.parent.name, "init"]
+        init = f" ({inits.iloc[0]})" if len(inits) else ""
+        lines.append(f"- {train_config['model']['backbone']}{init}: " + ", ".join(cells))
     return [*lines, ""]
 
 
