@@ -358,21 +358,27 @@ def batch1_row(official: types.ModuleType | None, resolution: int, sizes: Sizes,
     }
 
 
-def mfu_section(encoders: list[str], device: torch.device, dry_run: bool) -> list[dict]:
+def mfu_section(encoders: list[str], kernels: list[str], device: torch.device, dry_run: bool) -> list[dict]:
     from train_throughput import CONFIGS, BenchConfig, measure_step
 
     base = CONFIGS["smoke" if dry_run else "1b"]
     steps, warmup = (2, 1) if dry_run else (10, 3)
     rows = []
-    for backbone in ["none", *encoders]:
-        config = BenchConfig(base.llm, backbone, base.image_size, base.batch, base.seq)
-        try:
-            rows.append(measure_step(config, device, steps=steps, warmup=warmup, weights_bf16=device.type == "cuda"))
-        except Exception as exc:  # one encoder's failure (memory, say) leaves the others' rows
-            rows.append({"backbone": backbone, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
-        print(f"mfu {backbone}: {rows[-1]}", flush=True)
-        gc.collect()
-        _release(device)
+    for kernel in kernels:
+        for backbone in ["none", *encoders]:
+            config = BenchConfig(base.llm, backbone, base.image_size, base.batch, base.seq)
+            try:
+                rows.append(
+                    measure_step(
+                        config, device, steps=steps, warmup=warmup, weights_bf16=device.type == "cuda", kernels=kernel
+                    )
+                )
+            except Exception as exc:  # one row's failure (memory, a missing package) leaves the others
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                rows.append({"backbone": backbone, "llm_kernels": kernel, "error": error})
+            print(f"mfu {kernel} {backbone}: {rows[-1]}", flush=True)
+            gc.collect()
+            _release(device)
     return rows
 
 
@@ -447,9 +453,10 @@ def markdown(report: dict) -> str:
         lines += ["| finetune step | batch × seq | step s | tokens/s | MFU |", "|---|---:|---:|---:|---:|"]
         for r in report["sections"]["mfu"]:
             if "error" in r:
-                lines.append(f"| {r['backbone']} | {r['error']} | | | |")
+                lines.append(f"| {r['backbone']}, {r.get('llm_kernels', 'eager')} LLM | {r['error']} | | | |")
                 continue
-            label = "LLM alone (anchor)" if r["backbone"] == "none" else f"VLM, {r['backbone']}"
+            label = "LLM alone" if r["backbone"] == "none" else f"VLM, {r['backbone']}"
+            label += f", {r.get('llm_kernels', 'eager')} LLM"
             lines.append(
                 f"| {label} | {r['batch']} × {r['seq']} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "
                 f"{100 * r['mfu_vs_h100_bf16']:.1f}% |"
@@ -467,6 +474,7 @@ def main() -> None:
     parser.add_argument("--sections", default="scan,encoders,batch1,mfu")
     parser.add_argument("--compile", action="store_true", help="encoders: also ssmvlm under torch.compile")
     parser.add_argument("--mfu-encoders", default="vmamba_small_s2l15,vit_base_patch16")
+    parser.add_argument("--mfu-kernels", default="eager", help="LLM kernels per MFU row set: eager,liger,compile")
     parser.add_argument("--dry-run", action="store_true", help="CPU, small sizes, no kernel: checks the script")
     parser.add_argument("--out", type=Path, required=True, help="JSON written here (after every section)")
     parser.add_argument("--commit", help="the tree's commit, where the copy that runs has other git metadata")
@@ -504,7 +512,9 @@ def main() -> None:
         "scan": lambda: scan_section(official, sizes, device, cuda),
         "encoders": lambda: encoder_section(official, sizes, device, args.compile),
         "batch1": lambda: batch1_section(official, sizes, device),
-        "mfu": lambda: mfu_section([e for e in args.mfu_encoders.split(",") if e], device, args.dry_run),
+        "mfu": lambda: mfu_section(
+            [e for e in args.mfu_encoders.split(",") if e], args.mfu_kernels.split(","), device, args.dry_run
+        ),
     }
     for name in args.sections.split(","):
         started = time.perf_counter()

@@ -13,6 +13,7 @@ anchor: 1.1B at 50.4k tokens/s = 37.3%); the peak is the H100 SXM dense bf16 dat
     python benchmarks/train_throughput.py --config 1b --batch 8 --seq 2048            # on one H100
     python benchmarks/train_throughput.py --config 1b --activation-checkpointing
     python benchmarks/train_throughput.py --config 1b --llm-only                       # the anchor: LLM alone
+    python benchmarks/train_throughput.py --config 1b --llm-kernels liger              # fused Liger kernels
     python benchmarks/train_throughput.py --smoke                                      # CPU, seconds
 
 ``--llm-only`` times the same LLM alone on ``seq`` text tokens (a plain Hugging Face Llama step, the issue's
@@ -48,12 +49,13 @@ CONFIGS = {
 }
 
 
-def build(config: BenchConfig, device: torch.device, weights_bf16: bool, checkpointing: bool):
+def build(config: BenchConfig, device: torch.device, weights_bf16: bool, checkpointing: bool, kernels: str = "eager"):
     from transformers import LlamaForCausalLM
 
     from ssmvlm.backbones import create_vision_backbone
     from ssmvlm.connectors import build_connector
     from ssmvlm.train.distributed import enable_activation_checkpointing
+    from ssmvlm.train.llm_kernels import apply_llm_kernels
     from ssmvlm.train.loop import build_optimizer, set_trainable
     from ssmvlm.train.recipe import RECIPES
     from ssmvlm.vlm.llm import TINY_LLAMA_PRESETS, llama_config
@@ -66,7 +68,7 @@ def build(config: BenchConfig, device: torch.device, weights_bf16: bool, checkpo
     torch.manual_seed(0)
     dtype = torch.bfloat16 if weights_bf16 else torch.float32
     with torch.device(device):  # random init on the device: seconds instead of a minute for 1.1B on the host
-        llm = LlamaForCausalLM(llm_config).to(dtype)
+        llm = apply_llm_kernels(LlamaForCausalLM(llm_config).to(dtype), kernels, device)
     if config.backbone == "none":
         if checkpointing:
             enable_activation_checkpointing(llm)
@@ -102,10 +104,11 @@ def measure_step(
     warmup: int,
     weights_bf16: bool,
     checkpointing: bool = False,
+    kernels: str = "eager",
 ) -> dict:
     """Time per finetune step (synthetic batch) and MFU; ``config.backbone == "none"``: the LLM alone."""
     cuda = device.type == "cuda"
-    model, optimizer, llm_config = build(config, device, weights_bf16, checkpointing)
+    model, optimizer, llm_config = build(config, device, weights_bf16, checkpointing, kernels)
     llm = model if config.backbone == "none" else model.llm
     patches = 0 if config.backbone == "none" else model.vision_backbone.num_tokens()
     text = config.seq - patches
@@ -153,6 +156,7 @@ def measure_step(
         "patches": patches,
         "weights": "bf16" if weights_bf16 else "fp32+autocast" if cuda else "fp32",
         "activation_checkpointing": checkpointing,
+        "llm_kernels": kernels,
         "step_s": seconds,
         "tokens_per_s": tokens / seconds,
         "model_tflops_per_s": flops / seconds / 1e12,
@@ -173,6 +177,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--llm-kernels", choices=("eager", "liger", "compile"), default="eager")
     parser.add_argument("--fp32-weights", action="store_true", help="fp32 master weights + bf16 autocast")
     parser.add_argument("--json", help="append the result as a JSON line to this file")
     args = parser.parse_args()
@@ -193,6 +198,7 @@ def main() -> None:
         warmup=args.warmup,
         weights_bf16=device.type == "cuda" and not args.fp32_weights,
         checkpointing=args.activation_checkpointing,
+        kernels=args.llm_kernels,
     )
     print(json.dumps(result, indent=2))
     if args.json:

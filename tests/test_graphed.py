@@ -123,6 +123,33 @@ def test_moved_or_replaced_weights_drop_the_graphs_in_place_updates_do_not() -> 
     assert not graphs._graphs and graphs.counts["captured"] == 3
 
 
+def test_a_module_compiled_after_the_registration_hook_compiles_once() -> None:
+    """Forwards that slice a ModuleList register a transient module each call (VMamba's stage loop does);
+    the hook that counts registrations must not become a guard that recompiles the module on every call."""
+
+    class Sliced(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers[:2]:
+                x = layer(x)
+            return x
+
+    compiles = []
+
+    def counting_backend(graph: torch.fx.GraphModule, _: list) -> object:
+        compiles.append(graph)
+        return graph.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(Sliced(), backend=counting_backend)
+    for _ in range(3):
+        compiled(torch.randn(2, 4))
+    assert len(compiles) == 1
+
+
 def test_env_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSMVLM_CUDA_GRAPHS", "0")
     assert not graphs_enabled_by_env() and not GraphedInference().enabled

@@ -41,7 +41,10 @@ _registrations = [0]  # parameters, buffers and submodules registered in this pr
 
 
 def _count_registration(*_: object) -> None:
-    _registrations[0] += 1
+    # Modules made while torch.compile traces (a ModuleList slice, say) are transient; counting them would make
+    # the counter a guard that fails on every call, so the compiled module would recompile each time.
+    if not torch.compiler.is_compiling():
+        _registrations[0] += 1
 
 
 module_hooks.register_module_parameter_registration_hook(_count_registration)

@@ -42,6 +42,7 @@ from ssmvlm.train.distributed import (
     wrap_model,
 )
 from ssmvlm.train.features import ImageFeatureSource
+from ssmvlm.train.llm_kernels import apply_llm_kernels
 from ssmvlm.train.metrics import MetricsLog
 from ssmvlm.train.recipe import Recipe, TrainConfig, micro_batches_per_step, resolve_recipe
 from ssmvlm.utils.errors import ConfigError, DataError, TrainingDivergedError
@@ -143,6 +144,7 @@ def train_vlm(
     total_steps = recipe.total_steps(len(data.samples))
     strategy = resolve_strategy(config.distributed.strategy, info)
     bf16 = _use_bf16(config.distributed.precision, info.device)
+    apply_llm_kernels(vlm.llm, config.distributed.llm_kernels, info.device)
     checkpointing = config.distributed.activation_checkpointing
     if checkpointing if checkpointing is not None else strategy == "fsdp":
         enable_activation_checkpointing(vlm.llm)
