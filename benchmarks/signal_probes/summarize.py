@@ -24,7 +24,8 @@ def _interval(row: pd.Series, name: str) -> str:
 
 def summarize(folder: Path) -> list[str]:
     table = pd.read_csv(folder / "results.csv")
-    lines = [f"## {folder.name}", "", "| row | backbone | init | top-1 | VQA | POPE | Loc |", "|---|---|---|---|---|---|---|"]
+    header = ["| row | backbone | init | top-1 | VQA | POPE | Loc |", "|---|---|---|---|---|---|---|"]
+    lines = [f"## {folder.name}", "", *header]
     for _, row in table[table.row_type.isin(["model", "blind", "prior"])].iterrows():
         pope = row.get("task:shapes-pope")
         lines.append(
