@@ -46,7 +46,12 @@ def test_compiled_layers_compute_the_eager_loss_and_gradients() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Liger's kernels need CUDA")
 @pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is None, reason="liger-kernel is not installed")
-def test_liger_kernels_compute_the_eager_loss_and_gradients() -> None:
+def test_liger_kernels_compute_the_eager_loss_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers.models.llama import modeling_llama
+
+    # Liger swaps these module-wide; restored after the test so that later tests build plain Llamas.
+    for name in ("LlamaRMSNorm", "LlamaMLP", "apply_rotary_pos_emb"):
+        monkeypatch.setattr(modeling_llama, name, getattr(modeling_llama, name))
     device = torch.device("cuda")
     ids = torch.randint(4, 256, (2, 64), generator=torch.Generator().manual_seed(1)).to(device)
     eager_loss, eager_grads = loss_and_grads(tiny_llm().to(device), ids)

@@ -6,9 +6,9 @@
 # - `inits`: the segmentation-adapted encoders beside the classification ones. Dense adaptation trains every
 #   location's features on its object's shape, which the classification encoders carry weakly away from the
 #   salient object (shape and yes/no questions sat at chance in probe 4);
-# - `b512_e5`: VMamba nano (classification) at batch 512 for 5 epochs (the same samples in a quarter of the steps:
-#   the VLM cell's wall time, which the tiny LLM's launches set, divided by four if the scores hold);
-# - `b512_e20`: the same batch for 20 epochs (four times the samples: where VQA and Loc go with more data).
+# - `b512_e20`: VMamba nano (classification) at batch 512 for 20 epochs (the preset's samples in a quarter of the
+#   steps: the VLM cell's wall time, which the tiny LLM's launches set, divided by four if the scores hold);
+# - `b512_e5`: the same batch for 5 epochs (a quarter of the samples as well).
 # The variants start from copies of `inits`' dataset and classification pretraining cells (content-addressed).
 set -u
 export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2

@@ -38,7 +38,7 @@ app = typer.Typer(
 @app.callback()
 def study(
     ctx: typer.Context,
-    preset: str | None = typer.Option(None, "--preset", help="A packaged study: quick (CPU) or paper (4 GPUs)."),
+    preset: str | None = typer.Option(None, "--preset", help="A packaged study: quick (CPU) or paper (GPUs)."),
     spec_file: Path | None = typer.Option(None, "--spec", help="A study spec YAML file."),
     out: Path | None = typer.Option(None, "--out", help="Study directory (default: runs/<preset or spec name>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the run matrix; run nothing."),
