@@ -165,6 +165,28 @@ def test_checkpoint_of_another_architecture_is_refused(trained, tmp_path: Path) 
         load_trained_weights(vlm, tmp_path / "missing.safetensors")
 
 
+def test_lowercase_tokenizer_and_tied_embeddings_train_save_resume_and_load(tmp_path: Path, data_json: Path) -> None:
+    config = make_config(
+        data_json,
+        "model.tokenizer_lowercase=true",
+        "model.tie_word_embeddings=true",
+        "optim.max_steps=4",
+        "logging.checkpoint_every=2",
+    )
+    run = train_vlm(config, tmp_path / "run", stop_after=2, show_progress=False)
+    run = train_vlm(config, run, show_progress=False)  # resumes from the step-2 checkpoint
+    vlm = load_vlm(run, device="cpu")
+    llm = vlm.llm
+    assert llm.lm_head.weight is llm.get_input_embeddings().weight
+    saved = load_file(run / "model.safetensors")
+    assert torch.equal(saved["llm.lm_head.weight"], saved["llm.model.embed_tokens.weight"])
+    assert torch.equal(llm.lm_head.weight, saved["llm.lm_head.weight"])
+    words = vlm.tokenizer(["Red", "red", "RED"], add_special_tokens=False).input_ids
+    assert words[0] == words[1] == words[2]
+    with pytest.raises(ConfigError, match=r"model\.tie_word_embeddings: applies to tiny LLM presets only"):
+        train_vlm(make_config(data_json, "model.llm=/no/local/llm", "model.tie_word_embeddings=true"), tmp_path / "b")
+
+
 def test_train_and_chat_cli(tmp_path: Path, trained, data_json: Path) -> None:
     from ssmvlm.cli import app
 

@@ -250,7 +250,7 @@ def train_vlm(
                 metrics.close()
                 return run_dir
     if info.is_main:
-        weights = {k: v.detach().cpu().contiguous() for k, v in _full_trainable_state(model, vlm).items()}
+        weights = _host_state(_full_trainable_state(model, vlm))
         from safetensors.torch import save as save_safetensors
 
         atomic_write_bytes(run_dir / WEIGHTS_FILE, save_safetensors(weights))
@@ -263,11 +263,12 @@ def train_vlm(
 
 # -- pieces of the loop ----------------------------------------------------------------------------------
 def set_trainable(vlm: VLM, stage: str) -> list[str]:
-    """Freeze everything but the stage's modules; returns the trainable parameter names."""
+    """Freeze everything but the stage's modules; returns the trainable tensors' state-dict names (a tied
+    weight under each of its names, as checkpoints hold it)."""
     vlm.requires_grad_(False)
     for name in TRAINABLE_BY_STAGE[stage]:
         getattr(vlm, name).requires_grad_(True)
-    return [name for name, p in vlm.named_parameters() if p.requires_grad]
+    return [name for name, value in vlm.state_dict(keep_vars=True).items() if value.requires_grad]
 
 
 def build_optimizer(vlm: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
@@ -329,13 +330,26 @@ def _full_trainable_state(model: nn.Module, vlm: VLM) -> dict[str, torch.Tensor]
     return get_model_state_dict(vlm, options=_state_options())
 
 
+def _host_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies for safetensors, which refuses tensors that share memory: tied embeddings on the
+    CPU are one tensor under two names, so the second name gets its own copy."""
+    seen: set[int] = set()
+    host = {}
+    for name, value in state.items():
+        tensor = value.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        host[name] = tensor.clone() if storage in seen else tensor
+        seen.add(storage)
+    return host
+
+
 def _save(
     run_dir: Path, step: int, model: nn.Module, optimizer: Any, scheduler: Any, info: DistInfo, keep: int
 ) -> Path:
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
     vlm = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    trainable = {k: v.detach().cpu().contiguous() for k, v in _full_trainable_state(model, vlm).items()}
+    trainable = _host_state(_full_trainable_state(model, vlm))
     optimizer_state = get_optimizer_state_dict(vlm, optimizer, options=_state_options())
     path = run_dir / "checkpoints" / f"step-{step:08d}"
     if info.is_main:

@@ -20,7 +20,7 @@ from ssmvlm.config import from_dict
 from ssmvlm.connectors import build_connector
 from ssmvlm.data.transforms import as_height_width
 from ssmvlm.utils.device import resolve_device
-from ssmvlm.utils.errors import CheckpointError
+from ssmvlm.utils.errors import CheckpointError, ConfigError
 from ssmvlm.utils.io import read_json
 from ssmvlm.utils.run_folder import CONFIG_FILE
 from ssmvlm.vlm.llm import (
@@ -62,6 +62,12 @@ class VLMConfig:
     # after-bos: prismatic's [BOS, image, text]; after-question: [BOS, first user turn, image, answer] (model.py)
     image_position: Literal["after-bos", "after-question"] = "after-bos"
     tokenizer_vocab_size: int | None = None  # tiny presets: BPE size (default: the preset's)
+    # Tiny presets: one token and one vector per word. The BPE lowercases (so "Red", an answer, and "red", in a
+    # question, are one token) and the LM head is the input embedding, so what the model learns to say about the
+    # image lies along the same vectors as the question's words; a from-scratch LLM then compares the two (yes/no
+    # questions) where it otherwise answers them from the language prior (benchmarks/RESULTS.md, "Yes/no").
+    tokenizer_lowercase: bool = False
+    tie_word_embeddings: bool = False
     max_length: int = 2048  # text tokens per sample, before the image patches are inserted
 
 
@@ -76,6 +82,10 @@ def prepare_tokenizer(
     config: VLMConfig, run_dir: Path, turn_lists: Iterable[list[tuple[str, str]]] | None = None
 ) -> Any:
     """The run's tokenizer: saved in ``run_dir/tokenizer`` (trained there first for a tiny preset)."""
+    if not is_tiny_preset(config.llm):
+        for name in ("tokenizer_lowercase", "tie_word_embeddings"):
+            if getattr(config, name):
+                raise ConfigError(f"model.{name}", "applies to tiny LLM presets only (a local LLM keeps its own)")
     saved = Path(run_dir) / TOKENIZER_DIR
     if saved.is_dir():
         return load_tokenizer(saved)
@@ -83,7 +93,8 @@ def prepare_tokenizer(
         if turn_lists is None:
             raise CheckpointError(f"{saved}: tokenizer of a tiny LLM preset not found")
         vocab = config.tokenizer_vocab_size or TINY_LLAMA_PRESETS[config.llm].vocab_size
-        train_tokenizer(tokenizer_corpus(turn_lists, config.prompt_format), vocab, _staging(saved))
+        corpus = tokenizer_corpus(turn_lists, config.prompt_format)
+        train_tokenizer(corpus, vocab, _staging(saved), lowercase=config.tokenizer_lowercase)
         _staging(saved, create=False).rename(saved)
         return load_tokenizer(saved)
     tokenizer = load_tokenizer(Path(config.llm))
@@ -112,7 +123,7 @@ def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
         resize_strategy=config.resize_strategy,
     )
     if is_tiny_preset(config.llm):
-        llm = build_tiny_llm(config.llm, tokenizer, seed).to(DTYPES[config.llm_dtype])
+        llm = build_tiny_llm(config.llm, tokenizer, seed, config.tie_word_embeddings).to(DTYPES[config.llm_dtype])
     else:
         llm = load_local_llm(Path(config.llm), tokenizer, DTYPES[config.llm_dtype])
     check_vocab_fits(tokenizer, llm, f"model.llm={config.llm}")

@@ -53,7 +53,7 @@ def is_tiny_preset(name: str) -> bool:
     return name in TINY_LLAMA_PRESETS
 
 
-def llama_config(preset: TinyLlamaPreset, vocab_size: int) -> Any:
+def llama_config(preset: TinyLlamaPreset, vocab_size: int, tie_word_embeddings: bool = False) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -65,23 +65,27 @@ def llama_config(preset: TinyLlamaPreset, vocab_size: int) -> Any:
         num_key_value_heads=preset.num_kv_heads,
         max_position_embeddings=preset.max_positions,
         rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=2,
     )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path) -> Any:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path, lowercase: bool = False) -> Any:
     """Train a byte-level BPE on ``texts`` and save it in Hugging Face format in ``out_dir``.
 
     Every turn is tokenized separately during training (loss masking), with a prefix space, so an answer
     tokenized alone starts with the same token the model emits after ``ASSISTANT:`` at inference.
+    ``lowercase``: text is lowercased before it is split (the normalizer is saved with the tokenizer), so an
+    answer's word ("Red") and the same word in a question ("a red circle") are one token.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token=None))
+    if lowercase:
+        tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -119,14 +123,15 @@ def load_tokenizer(path: Path) -> Any:
     return tokenizer
 
 
-def build_tiny_llm(name: str, tokenizer: Any, seed: int) -> nn.Module:
-    """A randomly initialized Llama of preset ``name``, embeddings sized to the tokenizer (multiple of 64)."""
+def build_tiny_llm(name: str, tokenizer: Any, seed: int, tie_word_embeddings: bool = False) -> nn.Module:
+    """A randomly initialized Llama of preset ``name``, embeddings sized to the tokenizer (multiple of 64);
+    ``tie_word_embeddings``: the LM head is the input embedding."""
     from transformers import LlamaForCausalLM
 
     if name not in TINY_LLAMA_PRESETS:
         raise ConfigError("model.llm", f"unknown LLM preset {name!r}", allowed=sorted(TINY_LLAMA_PRESETS))
     vocab = _round_up(len(tokenizer), EMBEDDING_MULTIPLE)
-    config = llama_config(TINY_LLAMA_PRESETS[name], vocab)
+    config = llama_config(TINY_LLAMA_PRESETS[name], vocab, tie_word_embeddings)
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
     with torch.random.fork_rng(devices=[]):
