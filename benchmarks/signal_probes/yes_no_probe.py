@@ -6,7 +6,8 @@ then is evaluated on the test split (VQA per question family, ShapeScenes-POPE).
 
 - ``plain``: the tiny LLM as the presets had it (cased BPE, separate LM head);
 - ``shared``: ``model.tokenizer_lowercase`` and ``model.tie_word_embeddings`` — "red" in a question and "Red" as an
-  answer are one token with one vector, in the input and in the output.
+  answer are one token with one vector, in the input and in the output;
+- ``lowercase``, ``tied``: one of the two knobs alone.
 
     python benchmarks/signal_probes/yes_no_probe.py --out DIR \\
         --checkpoint runs/quick/runs/pretrain/CELL/backbone.safetensors --backbone mambavision_nano
@@ -28,6 +29,8 @@ import yaml
 VARIANTS = {
     "plain": [],
     "shared": ["model.tokenizer_lowercase=true", "model.tie_word_embeddings=true"],
+    "lowercase": ["model.tokenizer_lowercase=true"],  # one knob at a time
+    "tied": ["model.tie_word_embeddings=true"],
 }
 PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."
 

@@ -62,10 +62,10 @@ class VLMConfig:
     # after-bos: prismatic's [BOS, image, text]; after-question: [BOS, first user turn, image, answer] (model.py)
     image_position: Literal["after-bos", "after-question"] = "after-bos"
     tokenizer_vocab_size: int | None = None  # tiny presets: BPE size (default: the preset's)
-    # Tiny presets: one token and one vector per word. The BPE lowercases (so "Red", an answer, and "red", in a
-    # question, are one token) and the LM head is the input embedding, so what the model learns to say about the
-    # image lies along the same vectors as the question's words; a from-scratch LLM then compares the two (yes/no
-    # questions) where it otherwise answers them from the language prior (benchmarks/RESULTS.md, "Yes/no").
+    # Tiny presets. tokenizer_lowercase: the BPE lowercases ("Red", an answer, and "red", in a question, are one
+    # token). tie_word_embeddings: the LM head is the input embedding; with it a from-scratch LLM learns yes/no
+    # questions from the image, which it otherwise answers from the language prior (ShapeScenes-POPE 48-51 -> 82
+    # on one encoder; the lowercasing alone did nothing: benchmarks/RESULTS.md, "Yes/no questions").
     tokenizer_lowercase: bool = False
     tie_word_embeddings: bool = False
     max_length: int = 2048  # text tokens per sample, before the image patches are inserted
