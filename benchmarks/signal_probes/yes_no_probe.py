@@ -12,7 +12,8 @@ then is evaluated on the test split (VQA per question family, ShapeScenes-POPE).
     python benchmarks/signal_probes/yes_no_probe.py --out DIR \\
         --checkpoint runs/quick/runs/pretrain/CELL/backbone.safetensors --backbone mambavision_nano
 
-(the checkpoint: a `quick` study's pretraining cell of that backbone). Prints a Markdown table; writes
+(the checkpoint: a `quick` study's pretraining cell of that backbone). ``--data`` takes an existing ShapeScenes
+folder instead (e.g. a `paper` study's benchmark cell, three-object scenes). Prints a Markdown table; writes
 ``DIR/summary.json``.
 """
 
@@ -94,14 +95,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=6000)
+    parser.add_argument("--data", type=Path, help="an existing ShapeScenes folder (default: a one-object set)")
     parser.add_argument("--variants", default="plain,shared")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    data = args.out / "data"
+    data = args.data or args.out / "data"
     if not (data / "manifest.json").is_file():
         ssmvlm("data", "make-shapes", "--out", str(data), "--size", str(args.scenes), "--image-size", "96",
                "--seed", "5", "--difficulty", "easy", "--min-objects", "1", "--max-objects", "1",
                "--clutter", "none", "--non-square-share", "0", "--workers", str(args.threads))  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
     train_json = args.out / "train.json"
     train_json.write_text(json.dumps(training_records(data)))
     config_file = args.out / "train.yaml"

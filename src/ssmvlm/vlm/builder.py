@@ -64,8 +64,9 @@ class VLMConfig:
     tokenizer_vocab_size: int | None = None  # tiny presets: BPE size (default: the preset's)
     # Tiny presets. tokenizer_lowercase: the BPE lowercases ("Red", an answer, and "red", in a question, are one
     # token). tie_word_embeddings: the LM head is the input embedding; with it a from-scratch LLM learns yes/no
-    # questions from the image, which it otherwise answers from the language prior (ShapeScenes-POPE 48-51 -> 82
-    # on one encoder; the lowercasing alone did nothing: benchmarks/RESULTS.md, "Yes/no questions").
+    # questions about one-object scenes from the image, which it otherwise answers from the language prior
+    # (ShapeScenes-POPE 48-51 -> 82 on one encoder; the lowercasing alone did nothing). On three-object scenes it
+    # changed nothing (benchmarks/RESULTS.md, "Yes/no questions").
     tokenizer_lowercase: bool = False
     tie_word_embeddings: bool = False
     max_length: int = 2048  # text tokens per sample, before the image patches are inserted
