@@ -13,14 +13,16 @@ then is evaluated on the test split (VQA per question family, ShapeScenes-POPE).
         --checkpoint runs/quick/runs/pretrain/CELL/backbone.safetensors --backbone mambavision_nano
 
 (the checkpoint: a `quick` study's pretraining cell of that backbone). ``--data`` takes an existing ShapeScenes
-folder instead (e.g. a `paper` study's benchmark cell, three-object scenes). Prints a Markdown table; writes
-``DIR/summary.json``.
+folder instead (e.g. a `paper` study's benchmark cell, three-object scenes); ``--also DIR`` adds another set's
+training split to the training data (evaluation stays on ``--data``'s test split). Prints a Markdown table;
+writes ``DIR/summary.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,23 +42,29 @@ def ssmvlm(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "ssmvlm.cli", *args], check=True)
 
 
-def training_records(data: Path) -> list[dict]:
-    """Colour and shape questions of the training split, and its balanced POPE probes, one turn each."""
+def training_records(data: Path, image_root: Path) -> list[tuple[str, str, str]]:
+    """(image, question, answer) of the training split's colour and shape questions and its balanced POPE probes;
+    image paths relative to ``image_root`` (a folder above ``data``)."""
+    prefix = data.resolve().relative_to(image_root)
     records = []
     for record in json.loads((data / "train" / "llava.json").read_text()):
         turns = record["conversations"]
         for question, answer in zip(turns[::2], turns[1::2], strict=True):
             text = question["value"].removeprefix("<image>\n")
             if text.startswith(("What color", "What shape")):
-                records.append((record["image"], text, answer["value"]))
+                records.append((str(prefix / record["image"]), text, answer["value"]))
     probes: dict[str, dict[tuple[str, str], str]] = {}
     for variant in ("random", "popular"):
         for line in (data / "train" / f"pope_{variant}.jsonl").read_text().splitlines():
             probe = json.loads(line)
-            probes.setdefault(probe["image"], {})[(variant, probe["label"])] = probe["text"]
+            probes.setdefault(str(prefix / probe["image"]), {})[(variant, probe["label"])] = probe["text"]
     for image, texts in probes.items():
         for key in sorted(texts):
             records.append((image, texts[key] + PROMPT_SUFFIX, key[1].capitalize()))
+    return records
+
+
+def as_llava(records: list[tuple[str, str, str]]) -> list[dict]:
     return [
         {
             "id": f"probe-{index}",
@@ -67,7 +75,7 @@ def training_records(data: Path) -> list[dict]:
     ]
 
 
-def train_config(args: argparse.Namespace, data: Path, train_json: Path) -> dict:
+def train_config(args: argparse.Namespace, image_root: Path, train_json: Path) -> dict:
     return {
         "model": {
             "backbone": args.backbone,
@@ -81,7 +89,7 @@ def train_config(args: argparse.Namespace, data: Path, train_json: Path) -> dict
         },
         "recipe": "shapes",
         "optim": {"max_steps": args.steps},
-        "data": {"train_json": str(train_json), "image_root": str(data), "split_turns": True},
+        "data": {"train_json": str(train_json), "image_root": str(image_root), "split_turns": True},
         "seed": args.seed,
         "device": "cpu",
     }
@@ -96,6 +104,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=6000)
     parser.add_argument("--data", type=Path, help="an existing ShapeScenes folder (default: a one-object set)")
+    parser.add_argument("--also", type=Path, action="append", default=[],
+                        help="another ShapeScenes folder whose training split joins the training set (repeatable)")
     parser.add_argument("--variants", default="plain,shared")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -106,9 +116,12 @@ def main() -> None:
                "--clutter", "none", "--non-square-share", "0", "--workers", str(args.threads))  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     train_json = args.out / "train.json"
-    train_json.write_text(json.dumps(training_records(data)))
+    folders = [data.resolve(), *(folder.resolve() for folder in args.also)]
+    image_root = Path(os.path.commonpath(folders))
+    records = [record for folder in folders for record in training_records(folder, image_root)]
+    train_json.write_text(json.dumps(as_llava(records)))
     config_file = args.out / "train.yaml"
-    config_file.write_text(yaml.safe_dump(train_config(args, data, train_json)))
+    config_file.write_text(yaml.safe_dump(train_config(args, image_root, train_json)))
     summary = {}
     for variant in args.variants.split(","):
         run = args.out / variant
