@@ -1,7 +1,7 @@
 """Do a frozen encoder's tokens carry every object's colour and shape, or only the salient object's?
 
 For each object of a ShapeScenes split's square images, the tokens whose cell centres fall inside its box are
-averaged (the nearest cell when none does); a logistic regression fitted on the training split's objects then
+averaged (the nearest cell when none does); a logistic regression (L-BFGS) fitted on the training split's objects then
 predicts the colour and the shape of the test split's objects, per object size. High accuracy for every size
 means the per-object information is in the tokens and a VLM that fails to answer about an object fails to bind;
 accuracy only for the large (salient) objects means the encoder does not carry the others.
@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from ssmvlm.data.images import open_image
 from ssmvlm.vlm.builder import load_vlm
@@ -28,7 +27,7 @@ from ssmvlm.vlm.builder import load_vlm
 ATTRIBUTES = ("color", "shape")
 
 
-def object_features(vlm, data: Path, split: str, batch: int = 64) -> tuple[np.ndarray, list[dict]]:
+def object_features(vlm: Any, data: Path, split: str, batch: int = 64) -> tuple[torch.Tensor, list[dict]]:
     """One mean-token vector per object of the split's square images, and that object's record."""
     scenes = [s for s in json.loads((data / split / "scenes.json").read_text()) if s["width"] == s["height"]]
     vectors, objects = [], []
@@ -49,9 +48,24 @@ def object_features(vlm, data: Path, split: str, batch: int = 64) -> tuple[np.nd
                 if len(rows) == 0 or len(cols) == 0:
                     rows = torch.tensor([min(int((y0 + y1) / 2 / cell), side - 1)])
                     cols = torch.tensor([min(int((x0 + x1) / 2 / cell), side - 1)])
-                vectors.append(scene_grid[rows][:, cols].mean(dim=(0, 1)).numpy())
+                vectors.append(scene_grid[rows][:, cols].mean(dim=(0, 1)))
                 objects.append(obj)
-    return np.stack(vectors), objects
+    return torch.stack(vectors), objects
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.nn.Linear:
+    """Multinomial logistic regression with a small L2 penalty, full-batch L-BFGS (deterministic)."""
+    probe = torch.nn.Linear(features.shape[1], classes)
+    optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = torch.nn.functional.cross_entropy(probe(features), labels) + 1e-4 * probe.weight.square().sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return probe
 
 
 def main() -> None:
@@ -60,7 +74,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the probe's initialization
     vlm = load_vlm(args.run, device="cpu").eval()
     train_x, train_objects = object_features(vlm, args.data, "train")
     test_x, test_objects = object_features(vlm, args.data, "test")
@@ -68,11 +82,16 @@ def main() -> None:
     sizes = sorted({o["size"] for o in test_objects})
     results: dict[str, dict[str, float]] = {}
     for attribute in ATTRIBUTES:
-        probe = LogisticRegression(max_iter=2000).fit((train_x - mean) / std, [o[attribute] for o in train_objects])
-        correct = probe.predict((test_x - mean) / std) == np.array([o[attribute] for o in test_objects])
-        results[attribute] = {"all": 100 * correct.mean(), "chance": 100 / len(probe.classes_)}
+        names = sorted({o[attribute] for o in train_objects})
+        train_y = torch.tensor([names.index(o[attribute]) for o in train_objects])
+        test_y = torch.tensor([names.index(o[attribute]) for o in test_objects])
+        probe = fit_linear_probe((train_x - mean) / std, train_y, len(names))
+        with torch.no_grad():
+            correct = (probe((test_x - mean) / std).argmax(1) == test_y).float()
+        results[attribute] = {"all": 100 * correct.mean().item(), "chance": 100 / len(names)}
         for size in sizes:
-            results[attribute][size] = 100 * correct[[o["size"] == size for o in test_objects]].mean()
+            in_size = torch.tensor([o["size"] == size for o in test_objects])
+            results[attribute][size] = 100 * correct[in_size].mean().item()
     columns = ["all", *sizes, "chance"]
     print(f"{len(train_objects)} training objects, {len(test_objects)} test objects\n")
     print("| attribute | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
