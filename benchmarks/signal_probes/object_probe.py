@@ -21,35 +21,32 @@ from typing import Any
 
 import torch
 
-from ssmvlm.data.images import open_image
+from ssmvlm.train.features import ImageFeatureSource
 from ssmvlm.vlm.builder import load_vlm
 
 ATTRIBUTES = ("color", "shape")
 
 
-def object_features(vlm: Any, data: Path, split: str, batch: int = 64) -> tuple[torch.Tensor, list[dict]]:
+def object_features(vlm: Any, data: Path, split: str) -> tuple[torch.Tensor, list[dict]]:
     """One mean-token vector per object of the split's square images, and that object's record."""
     scenes = [s for s in json.loads((data / split / "scenes.json").read_text()) if s["width"] == s["height"]]
+    source = ImageFeatureSource(vlm, [data / s["file_name"] for s in scenes], torch.device("cpu"), cache="on")
+    with torch.no_grad():
+        source.precompute()
+    side = round(source.cache.shape[1] ** 0.5)
     vectors, objects = [], []
-    for start in range(0, len(scenes), batch):
-        chunk = scenes[start : start + batch]
-        pixels = torch.stack([vlm.image_transform(open_image(data / s["file_name"])) for s in chunk])
-        with torch.no_grad():
-            tokens = vlm.encode_images(pixels)
-        side = round(tokens.shape[1] ** 0.5)
-        grid = tokens.view(len(chunk), side, side, -1)
-        for scene, scene_grid in zip(chunk, grid, strict=True):
-            cell = scene["width"] / side
-            centres = (torch.arange(side) + 0.5) * cell
-            for obj in scene["objects"]:
-                x0, y0, x1, y1 = obj["box"]
-                rows = ((centres >= y0) & (centres <= y1)).nonzero().flatten()
-                cols = ((centres >= x0) & (centres <= x1)).nonzero().flatten()
-                if len(rows) == 0 or len(cols) == 0:
-                    rows = torch.tensor([min(int((y0 + y1) / 2 / cell), side - 1)])
-                    cols = torch.tensor([min(int((x0 + x1) / 2 / cell), side - 1)])
-                vectors.append(scene_grid[rows][:, cols].mean(dim=(0, 1)))
-                objects.append(obj)
+    for scene, grid in zip(scenes, source.cache.view(len(scenes), side, side, -1), strict=True):
+        cell = scene["width"] / side
+        centres = (torch.arange(side) + 0.5) * cell
+        for obj in scene["objects"]:
+            x0, y0, x1, y1 = obj["box"]
+            rows = ((centres >= y0) & (centres <= y1)).nonzero().flatten()
+            cols = ((centres >= x0) & (centres <= x1)).nonzero().flatten()
+            if len(rows) == 0 or len(cols) == 0:
+                rows = torch.tensor([min(int((y0 + y1) / 2 / cell), side - 1)])
+                cols = torch.tensor([min(int((x0 + x1) / 2 / cell), side - 1)])
+            vectors.append(grid[rows][:, cols].mean(dim=(0, 1)))
+            objects.append(obj)
     return torch.stack(vectors), objects
 
 
