@@ -70,7 +70,7 @@ def test_same_seed_gives_identical_files_for_any_worker_count(root: Path, tmp_pa
     assert _digest(tmp_path / "other")["train/scenes.json"] != reference["train/scenes.json"]
 
 
-def test_pretrain_namespace_is_deterministic_and_disjoint_from_the_benchmark(root: Path, tmp_path: Path) -> None:
+def test_other_namespaces_are_deterministic_and_disjoint_from_the_benchmark(root: Path, tmp_path: Path) -> None:
     generate_shapescenes(tmp_path / "a", namespace="pretrain", **ARGS)
     generate_shapescenes(tmp_path / "b", namespace="pretrain", workers=2, **ARGS)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
@@ -82,6 +82,8 @@ def test_pretrain_namespace_is_deterministic_and_disjoint_from_the_benchmark(roo
     benchmark, pretraining = pixels(root), pixels(tmp_path / "a")
     assert len(benchmark) == len(pretraining) == ARGS["size"]
     assert not benchmark & pretraining  # same seed, same sizes: still no scene in common
+    generate_shapescenes(tmp_path / "mix", namespace="mix", **ARGS)  # a study's training mix
+    assert len(mix := pixels(tmp_path / "mix")) == ARGS["size"] and not mix & (benchmark | pretraining)
     with pytest.raises(ConfigError, match="namespace"):
         generate_shapescenes(tmp_path / "c", namespace="nope", **ARGS)
 

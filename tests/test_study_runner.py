@@ -147,6 +147,27 @@ def test_study_runs_each_cell_once_and_resumes(tmp_path: Path, monkeypatch: pyte
 
 
 @pytest.mark.usefixtures("fake_zoo")
+def test_training_mix_reaches_the_training_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real training adapter: the benchmark's train split plus the mix's, evaluation on the benchmark."""
+    fake = FakeStages().install(monkeypatch)
+    monkeypatch.setitem(stages.STAGE_RUNNERS, "train", stages.run_train)
+    configs = []
+
+    def train_vlm(config: Any, run_dir: Path, show_progress: bool) -> Path:
+        configs.append(config)
+        return run_dir
+
+    monkeypatch.setattr("ssmvlm.train.loop.train_vlm", train_vlm)
+    spec = _spec(tmp_path, ["backbones=[fake_ssm]", "benchmark.train_mix.size=40", "stabilization.enabled=false"])
+    outcome = run_study(spec, tmp_path / "study", show_progress=False)
+    assert set(outcome.status.values()) == {"done"} and fake.count("dataset") == 2
+    datasets = {cell.config.namespace: cell.run_dir(tmp_path / "study") for cell in outcome.matrix.by_stage("dataset")}
+    (config,) = configs
+    assert config.data.train_json == str(datasets["benchmark"] / "train" / "llava.json")
+    assert config.data.extra_json == [str(datasets["mix"] / "train" / "llava.json")]
+
+
+@pytest.mark.usefixtures("fake_zoo")
 def test_crashed_run_is_recorded_and_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeStages(fail={"fake_vit"}).install(monkeypatch)
     out = tmp_path / "study"

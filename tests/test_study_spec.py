@@ -183,6 +183,31 @@ def test_pretraining_scenes_get_their_own_dataset_cell(fake_zoo: list[str], tmp_
         assert cell.config.data == DataRef(dataset=datasets["benchmark"].id)
 
 
+def test_training_mix_joins_the_training_cells_only(fake_zoo: list[str], tmp_path: Path) -> None:
+    base = expand_matrix(_spec(tmp_path, BASE))
+    spec = _spec(tmp_path, BASE, ["benchmark.train_mix.size=300", "benchmark.train_mix.scene={max_objects: 1}"])
+    validate_spec(spec)
+    matrix = expand_matrix(spec)
+    datasets = {c.config.namespace: c for c in matrix.by_stage("dataset")}
+    assert set(datasets) == {"benchmark", "mix"}
+    mix = datasets["mix"]
+    assert mix.config.shapes.size == 300 and mix.config.shapes.splits == {"train": 1.0}
+    assert mix.config.shapes.scene == {"max_objects": 1} and mix.record["namespace"] == "mix"
+    assert datasets["benchmark"].id == base.by_stage("dataset")[0].id  # the benchmark itself is unchanged
+    for cell in matrix.by_stage("train"):
+        assert cell.config.mix == DataRef(dataset=mix.id) and mix.key in cell.deps
+        assert cell.config.data == DataRef(dataset=datasets["benchmark"].id)
+    for cell in matrix.by_stage("eval"):  # evaluated on the benchmark alone (ids change: their training did)
+        assert mix.key not in cell.deps and cell.config.data == DataRef(dataset=datasets["benchmark"].id)
+    assert all("mix" not in cell.record for cell in base.by_stage("train"))  # ids of studies without a mix keep
+    assert {c.id for c in matrix.by_stage("train")}.isdisjoint({c.id for c in base.by_stage("train")})
+    with pytest.raises(ConfigError, match=r"benchmark\.train_mix\.size: expected 0 \(no mix\)"):
+        validate_spec(_spec(tmp_path, BASE, ["benchmark.train_mix.size=-1"]))
+    with pytest.raises(ConfigError, match=r"benchmark\.train_mix\.scene: .*max_object"):
+        mix = ["benchmark.train_mix.size=9", "benchmark.train_mix.scene={max_object: 1}"]
+        validate_spec(_spec(tmp_path, BASE, mix))
+
+
 def test_cell_id_ignores_key_order() -> None:
     assert cell_id("train", {"a": 1, "b": {"c": 2, "d": 3}}) == cell_id("train", {"b": {"d": 3, "c": 2}, "a": 1})
     assert cell_id("train", {"a": 1}) != cell_id("eval", {"a": 1})

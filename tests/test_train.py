@@ -72,6 +72,19 @@ def test_end_to_end_loss_falls(trained) -> None:
         assert (run / name).is_file(), name
 
 
+def test_extra_json_records_join_the_training_set(tmp_path: Path, data_json: Path) -> None:
+    """A training mix: a second LLaVA file, its images relative to its own folder, joins every epoch."""
+    extra = make_mini_llava(tmp_path / "extra", 12, size=40)
+    config = make_config(data_json, f"data.extra_json=[{extra}]", "optim.epochs=6", "logging.checkpoint_every=1000")
+    run = train_vlm(config, tmp_path / "run", show_progress=False)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 6 * 4  # (14 + 2 text-only + 12) samples at batch 8: 4 steps an epoch, not 2
+    first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
+    assert last < 0.5 * first, (first, last)
+    with pytest.raises(DataError, match=r"missing\.json"):
+        train_vlm(make_config(data_json, f"data.extra_json=[{tmp_path}/missing.json]"), tmp_path / "bad")
+
+
 def test_encoder_is_frozen(trained) -> None:
     _, captured = trained
     encoder = captured["vlm"].vision_backbone

@@ -51,8 +51,9 @@ class DataRef:
         return {"dataset": self.dataset} if self.dataset is not None else {"root": str(self.root)}
 
     def folder(self, upstream: dict[str, dict[str, Any]]) -> Path:
-        """The benchmark folder, given the results of the cells this one depends on."""
-        return Path(upstream["dataset"]["path"]) if self.dataset is not None else Path(str(self.root))
+        """The dataset folder, given the results of the cells this one depends on (by key: a training cell
+        with a training mix depends on two dataset cells)."""
+        return Path(upstream[f"dataset/{self.dataset}"]["path"]) if self.dataset is not None else Path(str(self.root))
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,13 @@ class TrainCellConfig(_CellConfig):
     recipe_overrides: dict[str, Any]
     seed: int
     data: DataRef
+    mix: DataRef | None = None  # scenes that join the training split (``benchmark.train_mix``)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = super().to_dict()
+        if self.mix is None:
+            del record["mix"]  # cells without a mix hash as they did before the option existed
+        return record
 
 
 @dataclass(frozen=True)
@@ -271,6 +279,7 @@ def add_vlm_cells(matrix: StudyMatrix, spec: StudySpec, choice: VlmChoice) -> Ce
         if path is not None:
             size = path.stat().st_size if path.is_file() else None
             checkpoint = CheckpointRef(file=str(path.resolve()), bytes=size)
+    mix_dep, mix = _add_train_mix(matrix, spec) or (None, None)
     labels = {
         "backbone": choice.backbone,
         "init": choice.init,
@@ -293,8 +302,9 @@ def add_vlm_cells(matrix: StudyMatrix, spec: StudySpec, choice: VlmChoice) -> Ce
         recipe_overrides=dict(spec.recipe.overrides),
         seed=choice.seed,
         data=data,
+        mix=mix,
     )
-    train = matrix.add(Cell(train_config, deps=list(deps), labels=labels))
+    train = matrix.add(Cell(train_config, deps=[*deps, *([mix_dep] if mix_dep else [])], labels=labels))
     eval_config = EvalCellConfig(
         train=train.id,
         tasks=list(spec.eval.tasks),
@@ -330,6 +340,18 @@ def _add_pretrain_dataset(matrix: StudyMatrix, spec: StudySpec) -> tuple[str, Da
     shapes = dataclasses.replace(spec.benchmark.shapes, size=spec.pretrain.scenes, splits=dict(PRETRAIN_SPLITS))
     label = f"ShapeScenes pretraining {shapes.size} scenes, {shapes.image_size} px, seed {shapes.seed}"
     cell = matrix.add(Cell(DatasetCellConfig(shapes, namespace="pretrain"), labels={"benchmark": label}))
+    return cell.key, DataRef(dataset=cell.id)
+
+
+def _add_train_mix(matrix: StudyMatrix, spec: StudySpec) -> tuple[str, DataRef] | None:
+    """The cell generating the training-only mix scenes (None when the spec has no mix)."""
+    mix = spec.benchmark.train_mix
+    if not mix.size:
+        return None
+    base = spec.benchmark.shapes
+    shapes = ShapesSettings(mix.size, base.image_size, base.seed, splits={"train": 1.0}, scene=dict(mix.scene))
+    label = f"ShapeScenes training mix {shapes.size} scenes, {shapes.image_size} px, seed {shapes.seed}"
+    cell = matrix.add(Cell(DatasetCellConfig(shapes, namespace="mix"), labels={"benchmark": label}))
     return cell.key, DataRef(dataset=cell.id)
 
 

@@ -41,11 +41,22 @@ class ShapesSettings:
 
 
 @dataclass
+class TrainMixSettings:
+    """Easier ShapeScenes that join the VLM's training split only (a question-mix lever: every encoder gets the
+    same mix, and the evaluation splits are untouched). Generated at the benchmark's image size and seed from
+    seed streams of their own, disjoint from every benchmark and pretraining scene."""
+
+    size: int = 0  # scenes, all in the training split; 0: no mix
+    scene: dict[str, Any] = field(default_factory=dict)  # SceneConfig knobs, e.g. {max_objects: 1, clutter: none}
+
+
+@dataclass
 class BenchmarkSpec:
     """The embedded ShapeScenes benchmark, or a folder in the same layout built from real data."""
 
     shapes: ShapesSettings = field(default_factory=ShapesSettings)
     data_root: Path | None = None  # a ready folder (ShapeScenes layout); when set, no dataset is generated
+    train_mix: TrainMixSettings = field(default_factory=TrainMixSettings)
 
 
 @dataclass
@@ -230,6 +241,7 @@ def validate_spec(spec: StudySpec) -> None:
         _check_names("llm", [spec.llm], llms)
     if spec.benchmark.data_root is not None and not Path(spec.benchmark.data_root).is_dir():
         raise ConfigError("benchmark.data_root", f"folder {spec.benchmark.data_root} not found")
+    _check_train_mix(spec.benchmark.train_mix)
     for index, resolution in enumerate(spec.resolutions):
         for backbone in spec.backbones:
             check_resolution(backbone, resolution, spec.feature_tap, key=f"resolutions[{index}]")
@@ -255,6 +267,18 @@ def _require_nonempty(spec: StudySpec) -> None:
     for index, resolution in enumerate(spec.resolutions):
         if resolution <= 0:
             raise ConfigError(f"resolutions[{index}]", f"expected a positive image size, got {resolution}")
+
+
+def _check_train_mix(mix: TrainMixSettings) -> None:
+    if mix.size < 0:
+        raise ConfigError("benchmark.train_mix.size", f"expected 0 (no mix) or a number of scenes, got {mix.size}")
+    if mix.size:
+        from ssmvlm.data.shapes.scene import SceneConfig
+
+        try:
+            SceneConfig.from_difficulty(**mix.scene)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("benchmark.train_mix.scene", str(exc)) from None
 
 
 def _check_names(key: str, values: list[str], allowed: list[str]) -> None:

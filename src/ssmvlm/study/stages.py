@@ -89,7 +89,11 @@ def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dic
     values = {
         "model": to_dict(model),
         "recipe": config.recipe,
-        "data": {"train_json": str(root / "train" / "llava.json"), "image_root": str(root)},
+        "data": {
+            "train_json": str(root / "train" / "llava.json"),
+            "image_root": str(root),
+            "extra_json": [str(config.mix.folder(upstream) / "train" / "llava.json")] if config.mix else [],
+        },
         "seed": config.seed,
         "device": device,
     }

@@ -94,6 +94,8 @@ def train_vlm(
     if not config.data.train_json:
         raise ConfigError("data.train_json", "no training data given")
     records = load_llava_records(config.data.train_json, config.data.image_root, skip_bad=config.data.skip_bad)
+    for extra in config.data.extra_json:
+        records += load_llava_records(extra, skip_bad=config.data.skip_bad)
     if info.is_main:
         tokenizer = prepare_tokenizer(config.model, run_dir, (r.turns for r in records))
     barrier(info)

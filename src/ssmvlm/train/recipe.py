@@ -85,6 +85,9 @@ class RecipeOverrides:
 class DataConfig:
     train_json: str = ""  # a LLaVA-format file, e.g. SHAPES_DIR/train/llava.json
     image_root: str | None = None  # default: beside the JSON (ShapeScenes: its dataset folder)
+    # More LLaVA-format files whose records join the training set, each read with its own default image root
+    # (a study's training mix: the train split of easier ShapeScenes beside the benchmark's).
+    extra_json: list[str] = field(default_factory=list)
     skip_bad: bool = False  # count and skip bad records/images instead of stopping
     cache_features: Literal["auto", "on", "off"] = "auto"  # frozen-encoder features cached per image
     # One sample per question–answer pair (the way evaluation asks), instead of one per conversation: a tiny

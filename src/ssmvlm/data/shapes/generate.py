@@ -6,7 +6,8 @@ re-running into the same folder rewrites byte-identical files (``run.json`` asid
 
 A ``namespace`` other than ``benchmark`` appends its code to that seed material: the study's pretraining
 scenes (``pretrain``) come from the same distribution as the benchmark's but from seed streams no benchmark
-split ever draws, so an encoder never pretrains on a scene the VLM is trained or evaluated on.
+split ever draws, so an encoder never pretrains on a scene the VLM is trained or evaluated on; so do the
+easier scenes a study adds to the VLM's training split alone (``mix``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from ssmvlm.utils.io import atomic_write_json
 GENERATOR = "ssmvlm.shapescenes"
 GENERATOR_VERSION = 1
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
-NAMESPACE_CODES = {"benchmark": None, "pretrain": 1}
+NAMESPACE_CODES = {"benchmark": None, "pretrain": 1, "mix": 2}
 DEFAULT_SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
 IMAGE_ID_STRIDE = 10_000_000  # image_id = split code * stride + index: unique across splits
 CHUNK = 32
@@ -192,7 +193,7 @@ def generate_shapescenes(
     ``size`` scenes in all, ``image_size`` the longer side in pixels; difficulty knobs come from ``config`` or
     as keyword arguments: ``difficulty`` (a preset of :data:`DIFFICULTIES`, default "medium") and any field of
     :class:`SceneConfig` (``max_objects=4, clutter="high"``). ``namespace`` picks the seed streams
-    (:data:`NAMESPACE_CODES`): ``pretrain`` draws scenes disjoint from every benchmark split.
+    (:data:`NAMESPACE_CODES`): ``pretrain`` and ``mix`` draw scenes disjoint from every benchmark split.
     """
     from ssmvlm.utils.progress import progress_bar
     from ssmvlm.utils.provenance import write_run_record
