@@ -211,6 +211,7 @@ def train_vlm(
                         vision_features=vision,
                         has_image=batch.has_image.to(info.device),
                         prompt_lengths=batch.prompt_lengths,
+                        loss_reduction=recipe.loss_reduction,
                     )
                     # prismatic: the mean loss of each micro-batch, divided by the accumulation steps.
                     (out.loss / accumulation).backward()

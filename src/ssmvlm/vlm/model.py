@@ -102,10 +102,13 @@ class VLM(nn.Module):
         vision_features: torch.Tensor | None = None,
         has_image: torch.Tensor | None = None,
         prompt_lengths: torch.Tensor | None = None,
+        loss_reduction: str = "token",
     ) -> Any:
         """Loss and logits for a right-padded batch; images as pixels or as cached encoder features.
 
         ``prompt_lengths``: tokens of each row's first user turn, BOS included (needed for ``after-question``).
+        ``loss_reduction``: ``token`` averages the loss over every answer token of the batch (the LLM's own loss);
+        ``sample`` averages each row's answer tokens first, then the rows.
         """
         if vision_features is None and pixel_values is not None:
             vision_features = self.encode_images(pixel_values)
@@ -116,7 +119,11 @@ class VLM(nn.Module):
             patches = self.project(vision_features).to(embeds.dtype)
             offsets = self.image_offsets(prompt_lengths, input_ids.shape[0], input_ids.device)
             embeds, attention_mask, labels = insert_patches(embeds, attention_mask, labels, patches, has_image, offsets)
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
+        if loss_reduction == "token" or labels is None:
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
+        out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+        out.loss = per_sample_loss(out.logits, labels)
+        return out
 
     def image_offsets(self, prompt_lengths: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
         """Per row, how many text tokens come before the patches."""
@@ -234,6 +241,21 @@ class VLM(nn.Module):
         probs = torch.softmax(logits, dim=-1)[:, token_ids]
         probs = probs / probs.sum(dim=-1, keepdim=True)
         return [dict(zip(candidates, row.tolist(), strict=True)) for row in probs]
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy averaged over each row's labelled tokens, then over the rows that have any.
+
+    With one answer per row (``data.split_turns``) every answer weighs the same, whatever its length: under the
+    token mean a 19-token box outweighs a one-word answer 19 to 1 (ShapeScenes' referring expressions then carry
+    most of the gradient)."""
+    targets = labels[:, 1:]
+    per_token = nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    counts = (targets != IGNORE_INDEX).sum(dim=1)
+    per_row = per_token.sum(dim=1) / counts.clamp(min=1)
+    return per_row[counts > 0].mean()
 
 
 def insert_patches(
