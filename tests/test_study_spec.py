@@ -203,9 +203,9 @@ def test_training_mix_joins_the_training_cells_only(fake_zoo: list[str], tmp_pat
     assert {c.id for c in matrix.by_stage("train")}.isdisjoint({c.id for c in base.by_stage("train")})
     with pytest.raises(ConfigError, match=r"benchmark\.train_mix\.size: expected 0 \(no mix\)"):
         validate_spec(_spec(tmp_path, BASE, ["benchmark.train_mix.size=-1"]))
+    misspelt = _spec(tmp_path, BASE, ["benchmark.train_mix.size=9", "benchmark.train_mix.scene={max_object: 1}"])
     with pytest.raises(ConfigError, match=r"benchmark\.train_mix\.scene: .*max_object"):
-        mix = ["benchmark.train_mix.size=9", "benchmark.train_mix.scene={max_object: 1}"]
-        validate_spec(_spec(tmp_path, BASE, mix))
+        validate_spec(misspelt)
 
 
 def test_cell_id_ignores_key_order() -> None:
