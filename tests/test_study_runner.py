@@ -62,9 +62,10 @@ class FakeStages:
         return {"checkpoint": str(run_dir / "backbone.safetensors"), "top1": 40.0 + len(backbone)}
 
     def train(self, cell: Cell, run_dir: Path, upstream: dict, device: str) -> dict[str, Any]:
-        backbone = cell.config.backbone
+        config = cell.config
+        backbone = config.backbone
         self.calls.append(("train", backbone))
-        assert Path(upstream["pretrain"]["checkpoint"]).is_file() and Path(upstream["dataset"]["path"]).is_dir()
+        assert Path(config.checkpoint.path(upstream)).is_file() and config.data.folder(upstream).is_dir()
         if backbone in self.fail:
             raise RuntimeError(f"boom in {backbone}")
         with (run_dir / "metrics.jsonl").open("w") as handle:
@@ -76,7 +77,7 @@ class FakeStages:
             "kind": FAKE_BACKBONES[backbone],
             "params": 1000 * len(backbone),
             "tokens": 16,
-            "top1": upstream["pretrain"]["top1"],
+            "top1": upstream[f"pretrain/{config.checkpoint.pretrain}"]["top1"],
         }
 
     def eval(self, cell: Cell, run_dir: Path, upstream: dict, device: str) -> dict[str, Any]:

@@ -50,16 +50,6 @@ def first_error_line(cell: Cell, out: str | Path) -> dict[str, Any]:
     return {}
 
 
-def upstream_results(cell: Cell, out: str | Path) -> dict[str, dict[str, Any]]:
-    """The results of the cells ``cell`` depends on, by key (``stage/id``) and by stage (the first of each)."""
-    upstream: dict[str, dict[str, Any]] = {}
-    for dep in cell.deps:
-        result = read_result(dep, out)
-        upstream[dep] = result
-        upstream.setdefault(dep.split("/", 1)[0], result)
-    return upstream
-
-
 def execute_cell(cell: Cell, out: str | Path, device: str = "auto", threads: int | None = None) -> dict[str, Any]:
     """Run one cell here unless it is complete; never raises for a failure of the stage itself.
 
@@ -88,7 +78,7 @@ def execute_cell(cell: Cell, out: str | Path, device: str = "auto", threads: int
             torch.set_num_threads(threads)
         from ssmvlm.utils.device import resolve_device
 
-        upstream = upstream_results(cell, out)
+        upstream = {dep: read_result(dep, out) for dep in cell.deps}
         result = STAGE_RUNNERS[cell.stage](cell, run_dir, upstream, str(resolve_device(device)))
         seconds = time.perf_counter() - start
         atomic_write_json(run_dir / RESULT_FILE, result)

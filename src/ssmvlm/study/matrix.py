@@ -51,8 +51,7 @@ class DataRef:
         return {"dataset": self.dataset} if self.dataset is not None else {"root": str(self.root)}
 
     def folder(self, upstream: dict[str, dict[str, Any]]) -> Path:
-        """The dataset folder, given the results of the cells this one depends on (by key: a training cell
-        with a training mix depends on two dataset cells)."""
+        """The dataset folder, given the results of the cells this one depends on."""
         return Path(upstream[f"dataset/{self.dataset}"]["path"]) if self.dataset is not None else Path(str(self.root))
 
 
@@ -68,7 +67,7 @@ class CheckpointRef:
         return {"pretrain": self.pretrain} if self.pretrain is not None else {"file": self.file, "bytes": self.bytes}
 
     def path(self, upstream: dict[str, dict[str, Any]]) -> str:
-        return upstream["pretrain"]["checkpoint"] if self.pretrain is not None else str(self.file)
+        return upstream[f"pretrain/{self.pretrain}"]["checkpoint"] if self.pretrain is not None else str(self.file)
 
 
 class _CellConfig:

@@ -1,8 +1,8 @@
 """The study's adapters to the pipeline stages: one function per stage, from a cell to the stage's API call.
 
-Each adapter takes the cell, its run directory, the results of the cells it depends on (by stage) and the
-device, calls the stage (imported lazily: a study that only plans or reports needs none of them) and returns
-a JSON-serializable result that downstream cells and the results table read. ``STAGE_RUNNERS`` is the
+Each adapter takes the cell, its run directory, the results of the cells it depends on (by key, ``stage/id``)
+and the device, calls the stage (imported lazily: a study that only plans or reports needs none of them) and
+returns a JSON-serializable result that downstream cells and the results table read. ``STAGE_RUNNERS`` is the
 registry :func:`ssmvlm.study.cells.execute_cell` dispatches through.
 """
 
@@ -101,8 +101,8 @@ def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dic
     trained = Path(train_vlm(train_config, run_dir, show_progress=show_progress()))
     facts = backbone_facts(config.backbone, config.image_size, config.feature_tap)
     result = {"run_dir": str(trained.resolve()), "train_log": str((trained / TRAIN_LOG).resolve()), **facts}
-    if "pretrain" in upstream:
-        result["top1"] = upstream["pretrain"].get("top1")
+    if config.checkpoint is not None and config.checkpoint.pretrain is not None:
+        result["top1"] = upstream[f"pretrain/{config.checkpoint.pretrain}"].get("top1")
     return result
 
 
@@ -112,7 +112,7 @@ def run_eval(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict
     config: EvalCellConfig = cell.config
     generation = {"max_new_tokens": config.max_new_tokens} if config.max_new_tokens else {}
     results = evaluate_run(
-        Path(upstream["train"]["run_dir"]),
+        Path(upstream[f"train/{config.train}"]["run_dir"]),
         list(config.tasks),
         config.data.folder(upstream),
         split=config.split,
