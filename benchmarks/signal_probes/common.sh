@@ -1,0 +1,57 @@
+# Sourced by the probe scripts from probe 6 on, run from the repo root on the GPU machine: its set-up (.whl/ holds
+# the wheels that machine lacks, pycocotools) and the helpers every probe uses. Each probe sets SUBSET (an array of
+# `key=value` overrides every one of its studies shares) before it calls `study`.
+set -u
+export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+LIMIT=${LIMIT:-560}
+
+# probe_setup NAME: the wheels installed, W=runs/NAME, the card's name in $W/gpu.txt.
+probe_setup() {
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl || exit 1
+  W=runs/$1; mkdir -p "$W"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$W/gpu.txt"
+}
+
+# study NAME [key=value ...]: `ssmvlm study --preset paper` into $W/NAME with ${SUBSET[@]} and the arguments, in
+# the background, stopped after $LIMIT s (rerunning the probe on the same warm machine resumes it); log $W/NAME.log.
+study() {
+  local name=$1; shift
+  ( /usr/bin/time -f "wall %e s" timeout "$LIMIT" python3 -m ssmvlm.cli study --preset paper --out "$W/$name" \
+      "${SUBSET[@]}" "$@" >> "$W/$name.log" 2>&1
+    echo "$name exit $?" >> "$W/$name.log" ) &
+}
+
+# wait_for_pretraining STUDY COUNT: until COUNT pretraining cells of $W/STUDY are done (at most $LIMIT s).
+wait_for_pretraining() {
+  for _ in $(seq 1 "$LIMIT"); do
+    [ "$(ls "$W/$1"/runs/pretrain/*/DONE 2>/dev/null | wc -l)" -ge "$2" ] && return; sleep 1
+  done
+}
+
+# seed_from STUDY NAME...: copies of STUDY's dataset and pretraining cells in each study NAME, which then reuses
+# them (cells are content-addressed), so every arm of a probe reads the same encoders.
+seed_from() {
+  local source=$1; shift
+  for name in "$@"; do
+    mkdir -p "$W/$name/runs"; cp -rn "$W/$source/runs/dataset" "$W/$source/runs/pretrain" "$W/$name/runs/"
+  done
+}
+
+# pack NAME STUDY...: each study's report (written now if its run was stopped), one summary table over them
+# ($W/NAME_summary.md), and their reports, tables, logs and cell results, without datasets or checkpoints (too
+# large to come back), in $OUT/NAME.tgz.
+pack() {
+  local name=$1; shift
+  local folders=()
+  for study in "$@"; do
+    [ -f "$W/$study/report.md" ] || python3 -m ssmvlm.cli study report "$W/$study" >> "$W/$study.log" 2>&1
+    folders+=("$W/$study")
+  done
+  python3 benchmarks/signal_probes/summarize.py "${folders[@]}" | tee "$W/${name}_summary.md"
+  { find "${folders[@]}" -path '*/runs/dataset' -prune -o -type f \( -name '*.md' -o -name '*.csv' -o -name '*.json' \
+      -o -name DONE -o -name '*.jsonl' -o -name 'spec.yaml' \) -print
+    for study in "$@"; do echo "$W/$study.log"; done
+    echo "$W/gpu.txt" "$W/${name}_summary.md" | tr ' ' '\n'; } | tar czf "$OUT/$name.tgz" -T -
+  for study in "$@"; do grep -h "wall\|exit" "$W/$study.log"; done
+}
