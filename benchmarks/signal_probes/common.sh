@@ -29,6 +29,17 @@ wait_for_pretraining() {
   done
 }
 
+# benchmark_data STUDY: waits (at most $LIMIT s) for STUDY's benchmark dataset cell (the one with a test split)
+# and prints its data folder.
+benchmark_data() {
+  for _ in $(seq 1 "$LIMIT"); do
+    for cell in "$W/$1"/runs/dataset/*/; do
+      [ -f "$cell/DONE" ] && [ -d "$cell/data/test" ] && { echo "${cell}data"; return; }
+    done
+    sleep 1
+  done
+}
+
 # seed_from STUDY NAME...: copies of STUDY's dataset and pretraining cells in each study NAME, which then reuses
 # them (cells are content-addressed), so every arm of a probe reads the same encoders.
 seed_from() {
