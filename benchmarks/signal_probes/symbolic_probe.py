@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import get_cosine_schedule_with_warmup
 
 from ssmvlm.connectors import build_connector
 from ssmvlm.data.images import open_image
@@ -121,7 +122,7 @@ class WordCells(torch.nn.Module):
 
     def forward(self, cells: torch.Tensor) -> torch.Tensor:
         attributes, box, empty = cells[..., :-5], cells[..., -5:-1], cells[..., -1:]
-        words = (self.pooling.to(attributes.dtype) @ self.embedding[0].weight.to(attributes.dtype))
+        words = self.pooling.to(attributes.dtype) @ self.embedding[0].weight.to(attributes.dtype)
         return attributes @ words + self.box(box) + empty * self.empty
 
 
@@ -182,8 +183,6 @@ def main() -> None:
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
     )
-    from transformers import get_cosine_schedule_with_warmup
-
     schedule = get_cosine_schedule_with_warmup(optimizer, int(0.05 * args.steps), args.steps)  # the recipe's
     steps_per_epoch = math.ceil(len(data.samples) / args.batch)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
