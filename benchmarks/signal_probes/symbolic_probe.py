@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -34,6 +35,8 @@ from ssmvlm.data.llava import load_llava_records
 from ssmvlm.data.shapes.scene import COLORS, SHAPES, SIZES
 from ssmvlm.eval.runner import evaluate_model
 from ssmvlm.train.dataset import build_conversation_data, collate, global_batch_indices
+from ssmvlm.train.loop import build_optimizer
+from ssmvlm.train.recipe import RECIPES
 from ssmvlm.utils.seed import seed_everything
 from ssmvlm.vlm.builder import VLMConfig, build_vlm, prepare_tokenizer
 
@@ -177,13 +180,13 @@ def main() -> None:
     train_grid = scene_features(args.data, "train", transform)
     table = torch.stack([torch.from_numpy(train_grid[str(p.relative_to(args.data))]) for p in data.image_paths])
 
-    params = [p for n, p in vlm.named_parameters() if not n.startswith("vision_backbone")]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
+    # The preset's recipe (`shapes`) at this run's batch, rate and steps, with the training loop's own optimizer.
+    recipe = dataclasses.replace(
+        RECIPES["shapes"], learning_rate=args.lr, global_batch_size=args.batch, max_steps=args.steps
     )
-    schedule = get_cosine_schedule_with_warmup(optimizer, int(0.05 * args.steps), args.steps)  # the recipe's
+    optimizer = build_optimizer(vlm, recipe, device)
+    schedule = get_cosine_schedule_with_warmup(optimizer, recipe.warmup_steps(args.steps), args.steps)
+    trainable = [p for p in vlm.parameters() if p.requires_grad]
     steps_per_epoch = math.ceil(len(data.samples) / args.batch)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     vlm.train()
@@ -201,7 +204,7 @@ def main() -> None:
                 prompt_lengths=batch.prompt_lengths,
             )
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, recipe.max_grad_norm)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
