@@ -40,6 +40,14 @@ benchmark_data() {
   done
 }
 
+# symbolic NAME DATA [option ...]: symbolic_probe.py on the card, on the dataset folder DATA, into $W/NAME (stopped
+# after $LIMIT s; a rerun skips an arm that finished); log $W/NAME.log.
+symbolic() {
+  local name=$1 data=$2; shift 2
+  timeout "$LIMIT" python3 benchmarks/signal_probes/symbolic_probe.py --data "$data" --out "$W/$name" --device cuda \
+    "$@" >> "$W/$name.log" 2>&1
+}
+
 # seed_from STUDY NAME...: copies of STUDY's dataset and pretraining cells in each study NAME, which then reuses
 # them (cells are content-addressed), so every arm of a probe reads the same encoders.
 seed_from() {

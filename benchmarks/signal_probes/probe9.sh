@@ -13,20 +13,15 @@ source benchmarks/signal_probes/common.sh
 probe_setup probe9
 SUBSET=("seeds=[0]" stabilization.enabled=false execution.threads=2 "backbones=[vmamba_nano]"
   "initializations=[shapes-cls]" execution.workers_per_gpu=2)
-symbolic() {
-  local name=$1; shift
-  timeout "$LIMIT" python3 benchmarks/signal_probes/symbolic_probe.py --data "$BENCH" --out "$W/$name" --batch 128 \
-    --device cuda --threads 1 "$@" >> "$W/$name.log" 2>&1
-}
 study plain
 BENCH=$(benchmark_data plain)
-( symbolic sym --steps 4640 --lr 2.8e-3 --save-llm
+( symbolic sym "$BENCH" --batch 128 --threads 1 --steps 4640 --lr 2.8e-3 --save-llm
   wait_for_pretraining plain 1
   seed_from plain symllm
   [ -d "$W/sym/llm" ] && study symllm "llm=$PWD/$W/sym/llm"
   wait ) &
-symbolic symtie --steps 4640 --lr 2.8e-3 --tie &
-symbolic sym10m --steps 4640 --lr 1.4e-3 --llm tiny-llama-10m &
+symbolic symtie "$BENCH" --batch 128 --threads 1 --steps 4640 --lr 2.8e-3 --tie &
+symbolic sym10m "$BENCH" --batch 128 --threads 1 --steps 4640 --lr 1.4e-3 --llm tiny-llama-10m &
 wait
 ARMS=(sym symtie sym10m)
 for arm in "${ARMS[@]}"; do echo "== $arm"; tail -1 "$W/$arm.log"; done | tee "$W/symbolic_summary.txt"

@@ -8,8 +8,7 @@ SUBSET=("seeds=[0]" stabilization.enabled=false execution.threads=2 "backbones=[
   "initializations=[shapes-cls]" execution.workers_per_gpu=2)
 study plain
 BENCH=$(benchmark_data plain)
-timeout "$LIMIT" python3 benchmarks/signal_probes/symbolic_probe.py --data "$BENCH" --out "$W/sym" --batch 128 \
-  --device cuda --threads 1 --steps 4640 --lr 2.8e-3 --save-llm >> "$W/sym.log" 2>&1
+symbolic sym "$BENCH" --batch 128 --threads 1 --steps 4640 --lr 2.8e-3 --save-llm
 wait_for_pretraining plain 1
 seed_from plain symllm
 [ -d "$W/sym/llm" ] && study symllm "llm=$PWD/$W/sym/llm"

@@ -8,9 +8,8 @@
 source benchmarks/signal_probes/common.sh
 probe_setup probe9c
 for arm in words wordstie; do
-  timeout "$LIMIT" python3 benchmarks/signal_probes/symbolic_probe.py --data runs/bench --out "$W/$arm" --cells words \
-    --batch 128 --steps 4640 --lr 2.8e-3 --device cuda --threads 2 $([ $arm = wordstie ] && echo --tie) \
-    >> "$W/$arm.log" 2>&1 &
+  symbolic "$arm" runs/bench --cells words --batch 128 --steps 4640 --lr 2.8e-3 --threads 2 \
+    $([ $arm = wordstie ] && echo --tie) &
 done
 wait
 for arm in words wordstie; do echo "== $arm"; tail -1 "$W/$arm.log"; done
