@@ -215,6 +215,8 @@ def test_lowercase_tokenizer_and_tied_embeddings_train_save_resume_and_load(tmp_
     assert words[0] == words[1] == words[2]
     with pytest.raises(ConfigError, match=r"model\.tie_word_embeddings: applies to tiny LLM presets only"):
         train_vlm(make_config(data_json, "model.llm=/no/local/llm", "model.tie_word_embeddings=true"), tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"model\.llm_init_std: applies to tiny LLM presets only"):
+        train_vlm(make_config(data_json, "model.llm=/no/local/llm", "model.llm_init_std=0.05"), tmp_path / "c")
 
 
 def test_train_and_chat_cli(tmp_path: Path, trained, data_json: Path) -> None:
@@ -278,7 +280,7 @@ def test_feature_cache_gives_the_uncached_features(trained, data_json: Path) -> 
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6) and torch.equal(a[1], torch.zeros_like(a[1]))
 
 
-@pytest.mark.parametrize("position", ["after-bos", "after-question"])
+@pytest.mark.parametrize("position", ["after-bos", "after-question", "before-answer"])
 def test_training_and_inference_read_the_same_sequence(tmp_path: Path, data_json: Path, position: str) -> None:
     """Each image position: the answer's log-probability under the training layout (dataset → collate →
     forward) is the one inference computes, so what the model learns is what evaluation asks."""

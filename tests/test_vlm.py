@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
 from ssmvlm.connectors import CONNECTORS, build_connector
+from ssmvlm.data.llava import LlavaRecord
 from ssmvlm.train.dataset import build_conversation_data, tokenize_caption, tokenize_conversation
-from ssmvlm.utils.errors import CheckpointError, DataError
+from ssmvlm.utils.errors import CheckpointError, ConfigError, DataError
 from ssmvlm.vlm.llm import build_tiny_llm, check_vocab_fits, train_tokenizer
 from ssmvlm.vlm.model import IGNORE_INDEX, insert_patches, per_sample_loss
 from ssmvlm.vlm.prompts import VICUNA_SYSTEM_PROMPT, get_prompt_format
@@ -155,6 +157,38 @@ def test_patches_go_after_the_question_at_each_rows_offset() -> None:
     assert all(torch.equal(a, b) for a, b in zip(default, explicit, strict=True))
 
 
+@pytest.mark.parametrize(("format_name", "tag"), [("vicuna-v15", "ASSISTANT:"), ("plain", "Out:")])
+def test_before_answer_puts_the_patches_before_each_rows_answer_tag(tokenizer, format_name: str, tag: str) -> None:
+    from ssmvlm.train.dataset import Sample
+    from ssmvlm.vlm.builder import VLMConfig, build_vlm
+
+    config = VLMConfig(backbone="vit_nano", image_size=32, llm="tiny-llama-1m", prompt_format=format_name)
+    vlm = build_vlm(dataclasses.replace(config, image_position="before-answer"), tokenizer, 0)
+    assert tokenizer.decode(vlm.answer_tag).strip() == tag
+    data = build_conversation_data(
+        [LlavaRecord("r", Path("a.png"), TURNS)],
+        tokenizer,
+        vlm.prompt_format,
+        max_length=2048,
+        stage="no-align",
+        source="test.json",
+        skip_bad=False,
+        split_turns=True,
+    )
+    vlm.check_answer_tags(data.samples, "test.json")
+    lengths = torch.tensor([sample.prompt_length for sample in data.samples])
+    offsets = vlm.image_offsets(lengths, len(lengths), torch.device("cpu"))
+    for sample, offset in zip(data.samples, offsets.tolist(), strict=True):
+        assert sample.input_ids[offset : sample.prompt_length] == vlm.answer_tag
+    assert vlm.image_offset(int(lengths[0])) == offsets[0]
+    after_question = build_vlm(dataclasses.replace(config, image_position="after-question"), tokenizer, 0)
+    assert after_question.image_offsets(lengths, len(lengths), torch.device("cpu")).tolist() == lengths.tolist()
+    after_question.check_answer_tags(data.samples, "test.json")  # nothing to check without a tag
+    unclosed = Sample("bad", [0, 7, 8, 9, 10], [IGNORE_INDEX] * 4 + [10], 0)
+    with pytest.raises(DataError, match=r"test\.json.*does not end with the answer tag"):
+        vlm.check_answer_tags([unclosed], "test.json")
+
+
 def test_per_sample_loss_weighs_every_row_once(tokenizer) -> None:
     """Against a float64 reference on fresh logits, and against the LLM's own token mean where both must agree."""
     generator = torch.Generator().manual_seed(0)
@@ -191,6 +225,20 @@ def test_tiny_llm_is_seeded_and_sized_to_the_tokenizer(tokenizer) -> None:
     assert first.get_input_embeddings().weight.shape[0] % 64 == 0
     assert torch.equal(first.lm_head.weight, second.lm_head.weight)
     assert not torch.equal(first.lm_head.weight, build_tiny_llm("tiny-llama-2m", tokenizer, 4).lm_head.weight)
+
+
+def test_tiny_llm_init_std_sets_the_scale_of_its_weights(tokenizer) -> None:
+    def spread(llm) -> float:
+        return llm.model.layers[0].self_attn.q_proj.weight.std().item()
+
+    default = build_tiny_llm("tiny-llama-2l", tokenizer, 0)
+    wider = build_tiny_llm("tiny-llama-2l", tokenizer, 0, init_std=0.088)
+    assert len(default.model.layers) == 2
+    assert spread(default) == pytest.approx(0.02, rel=0.05)
+    assert spread(wider) == pytest.approx(0.088, rel=0.05)
+    assert wider.get_input_embeddings().weight.std().item() == pytest.approx(0.088, rel=0.05)
+    with pytest.raises(ConfigError, match=r"model\.llm_init_std: expected a positive"):
+        build_tiny_llm("tiny-llama-2l", tokenizer, 0, init_std=0.0)
 
 
 def test_tokenizer_llm_vocab_mismatch_is_a_clear_error(tokenizer, tmp_path: Path) -> None:

@@ -138,6 +138,7 @@ def train_vlm(
         )
     if not data.samples:
         raise DataError(config.data.train_json, "no trainable samples left")
+    vlm.check_answer_tags(data.samples, config.data.train_json)
     features.precompute(show_progress=show_progress and info.is_main)
 
     # -- optimizer, schedule, distribution ------------------------------------------------------------

@@ -59,8 +59,9 @@ class VLMConfig:
     llm: str = "tiny-llama-2m"  # a tiny preset name or a local Hugging Face model directory
     llm_dtype: Literal["float32", "bfloat16"] = "float32"
     prompt_format: Literal["vicuna-v15", "plain"] = "vicuna-v15"
-    # after-bos: prismatic's [BOS, image, text]; after-question: [BOS, first user turn, image, answer] (model.py)
-    image_position: Literal["after-bos", "after-question"] = "after-bos"
+    # after-bos: prismatic's [BOS, image, text]; after-question: [BOS, first user turn, image, answer];
+    # before-answer: [BOS, first user turn without its answer tag, image, tag, answer] (model.py)
+    image_position: Literal["after-bos", "after-question", "before-answer"] = "after-bos"
     tokenizer_vocab_size: int | None = None  # tiny presets: BPE size (default: the preset's)
     # Tiny presets. tokenizer_lowercase: the BPE lowercases ("Red", an answer, and "red", in a question, are one
     # token). tie_word_embeddings: the LM head is the input embedding; with it a from-scratch LLM learns yes/no
@@ -69,6 +70,10 @@ class VLMConfig:
     # changed nothing (benchmarks/RESULTS.md, "Yes/no questions").
     tokenizer_lowercase: bool = False
     tie_word_embeddings: bool = False
+    # Tiny presets: the std of the LLM's weights at initialization (None: Hugging Face Llama's 0.02). At width 128,
+    # 0.02 is a quarter of 1/sqrt(width); from there the attention logits start near zero and a from-scratch LLM
+    # sits for thousands of steps before it reads the image for yes/no answers (benchmarks/RESULTS.md, "Probe 11").
+    llm_init_std: float | None = None
     max_length: int = 2048  # text tokens per sample, before the image patches are inserted
 
 
@@ -84,7 +89,7 @@ def prepare_tokenizer(
 ) -> Any:
     """The run's tokenizer: saved in ``run_dir/tokenizer`` (trained there first for a tiny preset)."""
     if not is_tiny_preset(config.llm):
-        for name in ("tokenizer_lowercase", "tie_word_embeddings"):
+        for name in ("tokenizer_lowercase", "tie_word_embeddings", "llm_init_std"):
             if getattr(config, name):
                 raise ConfigError(f"model.{name}", "applies to tiny LLM presets only (a local LLM keeps its own)")
     saved = Path(run_dir) / TOKENIZER_DIR
@@ -124,7 +129,8 @@ def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
         resize_strategy=config.resize_strategy,
     )
     if is_tiny_preset(config.llm):
-        llm = build_tiny_llm(config.llm, tokenizer, seed, config.tie_word_embeddings).to(DTYPES[config.llm_dtype])
+        llm = build_tiny_llm(config.llm, tokenizer, seed, config.tie_word_embeddings, config.llm_init_std)
+        llm = llm.to(DTYPES[config.llm_dtype])
     else:
         llm = load_local_llm(Path(config.llm), tokenizer, DTYPES[config.llm_dtype])
     check_vocab_fits(tokenizer, llm, f"model.llm={config.llm}")

@@ -43,6 +43,9 @@ TINY_LLAMA_PRESETS: dict[str, TinyLlamaPreset] = {
     # Half the depth of tiny-llama-2m: twice the optimizer steps per CPU second, which a from-scratch LM on
     # ShapeScenes needs more than depth (the `quick` study's LLM).
     "tiny-llama-1m": TinyLlamaPreset(128, 4, 4, 4, 344, 1024),
+    # Two layers of tiny-llama-2m's width: on ShapeScenes' grounding, a from-scratch LLM this shallow learns to find
+    # the object a question names sooner than eight layers do (benchmarks/RESULTS.md, "Probe 10").
+    "tiny-llama-2l": TinyLlamaPreset(128, 2, 4, 4, 344, 1024),
     "tiny-llama-10m": TinyLlamaPreset(256, 8, 8, 8, 688, 4096),
     # The TinyLlama-1.1B shape, randomly initialized (throughput benchmarks, scale-out tests).
     "tinyllama-1b-shape": TinyLlamaPreset(2048, 22, 32, 4, 5632, 32000),
@@ -53,9 +56,13 @@ def is_tiny_preset(name: str) -> bool:
     return name in TINY_LLAMA_PRESETS
 
 
-def llama_config(preset: TinyLlamaPreset, vocab_size: int, tie_word_embeddings: bool = False) -> Any:
+def llama_config(
+    preset: TinyLlamaPreset, vocab_size: int, tie_word_embeddings: bool = False, init_std: float | None = None
+) -> Any:
+    """``init_std``: the std of every weight matrix at initialization (None: Hugging Face Llama's 0.02)."""
     from transformers import LlamaConfig
 
+    extra = {} if init_std is None else {"initializer_range": init_std}
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=preset.hidden_size,
@@ -69,6 +76,7 @@ def llama_config(preset: TinyLlamaPreset, vocab_size: int, tie_word_embeddings: 
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=2,
+        **extra,
     )
 
 
@@ -123,15 +131,19 @@ def load_tokenizer(path: Path) -> Any:
     return tokenizer
 
 
-def build_tiny_llm(name: str, tokenizer: Any, seed: int, tie_word_embeddings: bool = False) -> nn.Module:
+def build_tiny_llm(
+    name: str, tokenizer: Any, seed: int, tie_word_embeddings: bool = False, init_std: float | None = None
+) -> nn.Module:
     """A randomly initialized Llama of preset ``name``, embeddings sized to the tokenizer (multiple of 64);
-    ``tie_word_embeddings``: the LM head is the input embedding."""
+    ``tie_word_embeddings``: the LM head is the input embedding; ``init_std``: see :func:`llama_config`."""
     from transformers import LlamaForCausalLM
 
     if name not in TINY_LLAMA_PRESETS:
         raise ConfigError("model.llm", f"unknown LLM preset {name!r}", allowed=sorted(TINY_LLAMA_PRESETS))
+    if init_std is not None and not init_std > 0:
+        raise ConfigError("model.llm_init_std", f"expected a positive standard deviation, got {init_std}")
     vocab = _round_up(len(tokenizer), EMBEDDING_MULTIPLE)
-    config = llama_config(TINY_LLAMA_PRESETS[name], vocab, tie_word_embeddings)
+    config = llama_config(TINY_LLAMA_PRESETS[name], vocab, tie_word_embeddings, init_std)
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
     with torch.random.fork_rng(devices=[]):

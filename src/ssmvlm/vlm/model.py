@@ -8,6 +8,10 @@ Sequence layout (``image_position``):
   on the question), instead of the answer position having to find the right patch by content alone; an LLM
   trained from scratch learns to bind a question to one of several objects far sooner this way (measured:
   benchmarks/RESULTS.md, "The signal probes").
+- ``before-answer``: as ``after-question``, but the patches go before the first turn's answer tag (``
+  ASSISTANT:``), so the first answer token is read from a text position after the image rather than from the last
+  patch; a small from-scratch transformer learns yes/no answers about the image sooner that way (RESULTS.md,
+  "Probe 10").
 
 The K patch positions are masked out of the loss. A text-only sample in a mixed batch gets K zero embeddings
 appended at its end instead, with attention mask False and label -100, so its text keeps the positions it
@@ -17,6 +21,7 @@ would have alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,11 +30,11 @@ from torch import nn
 
 from ssmvlm.connectors import Connector
 from ssmvlm.ops.graphed import GraphedInference
-from ssmvlm.utils.errors import ConfigError
+from ssmvlm.utils.errors import ConfigError, DataError
 from ssmvlm.vlm.prompts import PromptFormat
 
 IGNORE_INDEX = -100
-IMAGE_POSITIONS = ("after-bos", "after-question")
+IMAGE_POSITIONS = ("after-bos", "after-question", "before-answer")
 
 
 class VLM(nn.Module):
@@ -51,6 +56,8 @@ class VLM(nn.Module):
                 "model.image_position", f"unknown image position {image_position!r}", allowed=list(IMAGE_POSITIONS)
             )
         self.image_position = image_position
+        # The tokens every first user turn ends with, which ``before-answer`` puts after the patches.
+        self.answer_tag = answer_tag_ids(tokenizer, prompt_format) if image_position == "before-answer" else []
         self.vision_backbone = vision_backbone
         self.connector = connector
         self.llm = llm
@@ -130,12 +137,27 @@ class VLM(nn.Module):
         if self.image_position == "after-bos":
             return torch.ones(batch, dtype=torch.long, device=device)
         if prompt_lengths is None:
-            raise ValueError("image_position 'after-question' needs each row's prompt length")
-        return prompt_lengths.to(device=device, dtype=torch.long)
+            raise ValueError(f"image_position {self.image_position!r} needs each row's prompt length")
+        return prompt_lengths.to(device=device, dtype=torch.long) - len(self.answer_tag)
 
     def image_offset(self, prompt_length: int) -> int:
         """Where one sequence's patches go, given its first user turn's token count (BOS included)."""
-        return 1 if self.image_position == "after-bos" else prompt_length
+        return 1 if self.image_position == "after-bos" else prompt_length - len(self.answer_tag)
+
+    def check_answer_tags(self, samples: Sequence[Any], source: str | Path) -> None:
+        """For ``before-answer``: every sample's first user turn must end with the answer tag the patches go before
+        (a tokenizer that merges the tag with the question's last characters would put them elsewhere)."""
+        tag = self.answer_tag
+        for sample in samples:
+            end = sample.prompt_length
+            if tag and sample.input_ids[end - len(tag) : end] != tag:
+                raise DataError(
+                    source,
+                    f"image_position 'before-answer': the first user turn does not end with the answer tag "
+                    f"{self.tokenizer.convert_ids_to_tokens(tag)}",
+                    record=sample.record_id,
+                    field="conversations",
+                )
 
     # -- inference -------------------------------------------------------------------------------------
     def _prompt_inputs(
@@ -289,6 +311,22 @@ def insert_patches(
     if labels is not None:
         labels = torch.where(is_text, labels.gather(1, text_index), IGNORE_INDEX)
     return embeds, attention_mask, labels
+
+
+def answer_tag_ids(tokenizer: Any, prompt_format: PromptFormat) -> list[int]:
+    """The tokens that close a first user turn (`` ASSISTANT:``, ``\nOut:``): the inference prompt's tokens after
+    those of the same prompt cut before its tag."""
+    prompt = prompt_format.inference_prompt("x")
+    message_end = prompt.rindex("x") + 1
+    full = tokenizer(prompt).input_ids
+    head = tokenizer(prompt[:message_end]).input_ids
+    if full[: len(head)] != head or len(full) == len(head):
+        raise ConfigError(
+            "model.image_position",
+            f"'before-answer' needs the prompt format's answer tag as tokens of their own; the tokenizer merges "
+            f"{prompt[message_end - 1 :]!r}",
+        )
+    return full[len(head) :]
 
 
 def _left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
