@@ -72,7 +72,7 @@ class VLMConfig:
     tie_word_embeddings: bool = False
     # Tiny presets: the std of the LLM's weights at initialization (None: Hugging Face Llama's 0.02). At width 128,
     # 0.02 is a quarter of 1/sqrt(width); from there the attention logits start near zero and a from-scratch LLM
-    # sits for thousands of steps before it reads the image for yes/no answers (benchmarks/RESULTS.md, "Probe 11").
+    # reads no image for yes/no answers (benchmarks/RESULTS.md, "What opens the image path").
     llm_init_std: float | None = None
     max_length: int = 2048  # text tokens per sample, before the image patches are inserted
 

@@ -43,8 +43,8 @@ TINY_LLAMA_PRESETS: dict[str, TinyLlamaPreset] = {
     # Half the depth of tiny-llama-2m: twice the optimizer steps per CPU second, which a from-scratch LM on
     # ShapeScenes needs more than depth (the `quick` study's LLM).
     "tiny-llama-1m": TinyLlamaPreset(128, 4, 4, 4, 344, 1024),
-    # Two layers of tiny-llama-2m's width: on ShapeScenes' grounding, a from-scratch LLM this shallow learns to find
-    # the object a question names sooner than eight layers do (benchmarks/RESULTS.md, "Probe 10").
+    # Two layers of tiny-llama-2m's width: given the scenes' ground truth as the image, it localized far better than
+    # eight layers at the same steps (benchmarks/RESULTS.md, "Probe 10").
     "tiny-llama-2l": TinyLlamaPreset(128, 2, 4, 4, 344, 1024),
     "tiny-llama-10m": TinyLlamaPreset(256, 8, 8, 8, 688, 4096),
     # The TinyLlama-1.1B shape, randomly initialized (throughput benchmarks, scale-out tests).

@@ -11,7 +11,7 @@ Sequence layout (``image_position``):
 - ``before-answer``: as ``after-question``, but the patches go before the first turn's answer tag (``
   ASSISTANT:``), so the first answer token is read from a text position after the image rather than from the last
   patch; a small from-scratch transformer learns yes/no answers about the image sooner that way (RESULTS.md,
-  "Probe 10").
+  "What opens the image path").
 
 The K patch positions are masked out of the loss. A text-only sample in a mixed batch gets K zero embeddings
 appended at its end instead, with attention mask False and label -100, so its text keeps the positions it
