@@ -8,8 +8,8 @@ Sequence layout (``image_position``):
   on the question), instead of the answer position having to find the right patch by content alone; an LLM
   trained from scratch learns to bind a question to one of several objects far sooner this way (measured:
   benchmarks/RESULTS.md, "The signal probes").
-- ``before-answer``: as ``after-question``, but the patches go before the first turn's answer tag (``
-  ASSISTANT:``), so the first answer token is read from a text position after the image rather than from the last
+- ``before-answer``: as ``after-question``, but the patches go before the first turn's answer tag (Vicuna's
+  ``ASSISTANT:``), so the first answer token is read from a text position after the image, not from the last
   patch; a small from-scratch transformer learns yes/no answers about the image sooner that way (RESULTS.md,
   "What opens the image path").
 
