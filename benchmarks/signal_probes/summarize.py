@@ -1,7 +1,8 @@
 """One table for several study folders: each model and control row's VQA / POPE / Loc with intervals and top-1,
-then the VQA score per question family (model against its blind control).
+then the VQA score per question family (model against its blind control). Folders of symbolic_probe.py arms (an
+``eval/results.json``, no ``results.csv``) get one table over all of them, one row per arm.
 
-    python benchmarks/signal_probes/summarize.py STUDY_DIR [STUDY_DIR ...]
+    python benchmarks/signal_probes/summarize.py STUDY_OR_ARM_DIR [STUDY_OR_ARM_DIR ...]
 """
 
 from __future__ import annotations
@@ -50,14 +51,48 @@ def summarize(folder: Path) -> list[str]:
     return [*lines, ""]
 
 
+FAMILIES = ("color", "compare", "count", "exist", "nearest", "shape", "spatial")
+POPE_LOC = ("shapes-pope", "shapes-refexp")
+
+
+def summarize_arms(folders: list[Path]) -> list[str]:
+    """One row per symbolic arm: weighted VQA, ShapeScenes-VQA, POPE, Loc [CI], its blind control, and the VQA
+    families (colour, compare, count, exist, nearest, shape, spatial)."""
+    lines = [
+        "| arm | VQA | ShapeScenes-VQA | POPE | Loc | blind VQA / POPE / Loc | " + " / ".join(FAMILIES) + " |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for folder in folders:
+        results = json.loads((folder / "eval" / "results.json").read_text())
+        tasks, blind = results["tasks"], results["controls"]["blind"]
+        loc = results["aggregates"]["loc"]
+        families = tasks["shapes-vqa"]["breakdown"]
+        controls = (blind["aggregates"]["vqa"]["weighted"], *(blind["tasks"][t]["score"] for t in POPE_LOC))
+        cells = [
+            f"`{folder.name}`",
+            f"{results['aggregates']['vqa']['weighted']:.1f}",
+            f"{tasks['shapes-vqa']['score']:.1f}",
+            f"{tasks['shapes-pope']['score']:.1f}",
+            f"{loc['weighted']:.1f} [{loc['ci95'][0]:.1f}, {loc['ci95'][1]:.1f}]",
+            " / ".join(f"{score:.1f}" for score in controls),
+            " / ".join(f"{families[name]['score']:.0f}" if name in families else "–" for name in FAMILIES),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path)
-    for folder in parser.parse_args().folders:
+    folders = parser.parse_args().folders
+    arms = [folder for folder in folders if (folder / "eval" / "results.json").is_file()]
+    for folder in folders:
         if (folder / "results.csv").is_file():
             print("\n".join(summarize(folder)))
-        else:
+        elif folder not in arms:
             print(f"## {folder.name}\n\n(no results.csv)\n")
+    if arms:
+        print("\n".join(summarize_arms(arms)))
 
 
 if __name__ == "__main__":

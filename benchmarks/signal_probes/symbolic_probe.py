@@ -8,7 +8,9 @@ the study's recipe and evaluated by the study's evaluation (ShapeScenes-VQA, -PO
 prior controls). What it separates: whether the from-scratch LLM or the encoder limits the VLM's scores.
 
     python benchmarks/signal_probes/symbolic_probe.py --data DATASET_DIR --out DIR --steps 4640 --batch 128 \
-        --lr 2.8e-3 [--cells words] [--tie] [--llm tiny-llama-10m] [--device cuda] [--save-llm]
+        --lr 2.8e-3 [--cells words] [--tie] [--llm tiny-llama-10m | --llm-shape 128,2,4] [--init-std 0.088] \
+        [--image-position before-answer] [--loss-reduction sample] [--questions '^Is there'] [--device cuda] \
+        [--save-llm]
 
 ``--save-llm`` leaves ``DIR/llm``: the trained LLM and its tokenizer as a local Hugging Face directory, which
 ``model.llm`` accepts (a VLM starting from an LLM that learned the question families on symbolic scenes).
@@ -22,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -34,11 +37,12 @@ from ssmvlm.data.images import open_image
 from ssmvlm.data.llava import load_llava_records
 from ssmvlm.data.shapes.scene import COLORS, SHAPES, SIZES
 from ssmvlm.eval.runner import evaluate_model
-from ssmvlm.train.dataset import build_conversation_data, collate, global_batch_indices
+from ssmvlm.train.dataset import build_conversation_data, collate, global_batch_indices, split_into_turns
 from ssmvlm.train.loop import build_optimizer
 from ssmvlm.train.recipe import RECIPES
 from ssmvlm.utils.seed import seed_everything
 from ssmvlm.vlm.builder import VLMConfig, build_vlm, prepare_tokenizer
+from ssmvlm.vlm.llm import TINY_LLAMA_PRESETS, TinyLlamaPreset
 
 GRID = 6
 FEATURES = len(COLORS) + len(SHAPES) + len(SIZES) + 4 + 1
@@ -129,6 +133,11 @@ class WordCells(torch.nn.Module):
         return attributes @ words + self.box(box) + empty * self.empty
 
 
+def keep_turns(records: list, pattern: re.Pattern) -> list:
+    """The one-turn records whose question matches ``pattern``."""
+    return [r for r in records if pattern.search(r.turns[0][1])]
+
+
 def _key(image) -> str:
     return hashlib.sha1(image.tobytes()).hexdigest()
 
@@ -147,12 +156,27 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tie", action="store_true", help="the LM head tied to the input embedding")
     parser.add_argument(
+        "--image-position",
+        choices=("after-question", "after-bos", "before-answer"),
+        default="after-question",
+    )
+    parser.add_argument("--init-std", type=float, default=None, help="the LLM's weight std at initialization")
+    parser.add_argument("--loss-reduction", choices=("token", "sample"), default="token")
+    parser.add_argument(
+        "--llm-shape",
+        default=None,
+        help="HIDDEN,LAYERS,HEADS: a tiny Llama of this shape (MLP 2.7x, the presets' vocabulary) instead of --llm",
+    )
+    parser.add_argument(
         "--cells",
         choices=("onehot", "words"),
         default="onehot",
         help="onehot: the grid through a fresh MLP connector; words: each cell as the LLM's own word embeddings",
     )
     parser.add_argument("--save-llm", action="store_true")
+    parser.add_argument(
+        "--questions", default=None, help="train only on the turns whose question matches this regular expression"
+    )
     args = parser.parse_args()
     if (args.out / "eval" / "results.json").is_file():
         return  # finished before (a rerun of the probe on the same machine)
@@ -161,9 +185,20 @@ def main() -> None:
     device = torch.device(args.device)
     seed_everything(args.seed)
 
+    if args.llm_shape:
+        hidden, layers, heads = (int(v) for v in args.llm_shape.split(","))
+        args.llm = f"tiny-llama-{hidden}x{layers}"
+        TINY_LLAMA_PRESETS[args.llm] = TinyLlamaPreset(hidden, layers, heads, heads, 344 * hidden // 128, 1024)
     records = load_llava_records(args.data / "train" / "llava.json", args.data)
+    if args.questions:
+        records = keep_turns(split_into_turns(records), re.compile(args.questions))
     config = VLMConfig(
-        backbone="vit_nano", image_size=96, llm=args.llm, image_position="after-question", tie_word_embeddings=args.tie
+        backbone="vit_nano",
+        image_size=96,
+        llm=args.llm,
+        image_position=args.image_position,
+        tie_word_embeddings=args.tie,
+        llm_init_std=args.init_std,
     )
     tokenizer = prepare_tokenizer(config, args.out, (r.turns for r in records))
     vlm = build_vlm(config, tokenizer, args.seed)
@@ -177,6 +212,7 @@ def main() -> None:
         records, tokenizer, vlm.prompt_format, max_length=2048, stage="no-align", source="train", skip_bad=False,
         split_turns=True,
     )
+    vlm.check_answer_tags(data.samples, args.data / "train" / "llava.json")
     train_grid = scene_features(args.data, "train", transform)
     table = torch.stack([torch.from_numpy(train_grid[str(p.relative_to(args.data))]) for p in data.image_paths])
 
@@ -202,6 +238,7 @@ def main() -> None:
                 batch.labels.to(device),
                 vision_features=table[batch.image_indices].to(device),
                 prompt_lengths=batch.prompt_lengths,
+                loss_reduction=args.loss_reduction,
             )
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, recipe.max_grad_norm)
