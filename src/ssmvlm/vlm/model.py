@@ -154,7 +154,8 @@ class VLM(nn.Module):
                 raise DataError(
                     source,
                     f"image_position 'before-answer': the first user turn does not end with the answer tag "
-                    f"{self.tokenizer.convert_ids_to_tokens(tag)}",
+                    f"{self.tokenizer.convert_ids_to_tokens(tag)} (an align-stage caption has no user turn: use "
+                    "after-bos there)",
                     record=sample.record_id,
                     field="conversations",
                 )
@@ -314,19 +315,19 @@ def insert_patches(
 
 
 def answer_tag_ids(tokenizer: Any, prompt_format: PromptFormat) -> list[int]:
-    """The tokens that close a first user turn (`` ASSISTANT:``, ``\nOut:``): the inference prompt's tokens after
-    those of the same prompt cut before its tag."""
-    prompt = prompt_format.inference_prompt("x")
-    message_end = prompt.rindex("x") + 1
-    full = tokenizer(prompt).input_ids
-    head = tokenizer(prompt[:message_end]).input_ids
-    if full[: len(head)] != head or len(full) == len(head):
+    """The tokens that close a first user turn (Vicuna's `` ASSISTANT:``, the plain format's newline and ``Out:``):
+    the inference prompt's tokens after those of the same prompt cut right after its message."""
+    message = "x"
+    prompt = prompt_format.inference_prompt(message)
+    head = prompt_format.system_prompt + prompt_format.human_template.split("{msg}")[0] + message
+    full_ids, head_ids = tokenizer(prompt).input_ids, tokenizer(head).input_ids
+    if full_ids[: len(head_ids)] != head_ids or len(full_ids) == len(head_ids):
         raise ConfigError(
             "model.image_position",
-            f"'before-answer' needs the prompt format's answer tag as tokens of their own; the tokenizer merges "
-            f"{prompt[message_end - 1 :]!r}",
+            f"'before-answer' needs the prompt format's answer tag {prompt[len(head) :]!r} as tokens of its own, "
+            "and this tokenizer merges it with the message",
         )
-    return full[len(head) :]
+    return full_ids[len(head_ids) :]
 
 
 def _left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
