@@ -4,11 +4,11 @@
 A stand-alone check, outside the VLM: the question's words, then the scene's ground truth on the encoders' 6x6 grid
 (symbolic_probe.py's cells, through a linear layer), then one query position (``--read query``; ``last-cell``
 reads the answer from the last grid cell instead, as the VLM with the image after the question does), whose output
-a yes/no head reads. The questions are existence questions that one attribute decides ("Is there a red object in
-the image?", "Is there a star in the image?", an object present or absent with equal odds), from the benchmark's
-training scenes; the accuracy is measured on those of its test scenes. The trunk is 2 causal layers of width 128:
-PyTorch's ``nn.TransformerEncoderLayer`` (``--trunk torch``) or a Hugging Face Llama (``--trunk llama``) initialized
-at ``--init-std`` (Llama's default is 0.02).
+a yes/no head reads. The questions are existence questions that one attribute decides ("is there a red object",
+"is there a star", a value present or absent with equal odds), from the benchmark's training scenes; the accuracy
+is measured on those of its test scenes. The trunk is 2 causal layers of width 128: PyTorch's
+``nn.TransformerEncoderLayer`` with its own initialization (``--trunk torch``) or a Hugging Face Llama initialized at
+``--init-std`` (``--trunk llama``; Llama's default is 0.02). The word embeddings start at ``--init-std`` either way.
 
     python benchmarks/signal_probes/init_probe.py --data DATASET_DIR --trunk llama --init-std 0.088 --out FILE
 """
