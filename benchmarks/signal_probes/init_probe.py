@@ -5,7 +5,8 @@ A stand-alone check, outside the VLM: the question's words, then the scene's gro
 (symbolic_probe.py's cells, through a linear layer), then one query position (``--read query``; ``last-cell``
 reads the answer from the last grid cell instead, as the VLM with the image after the question does), whose output
 a yes/no head reads. The questions are existence questions that one attribute decides ("is there a red object",
-"is there a star", a value present or absent with equal odds), from the benchmark's training scenes; the accuracy
+"is there a star", a value present or absent with equal odds), or two (``--attributes two``: "is there a red
+circle", absent pairs drawn as the benchmark's POPE draws them), from the benchmark's training scenes; the accuracy
 is measured on those of its test scenes. The trunk is 2 causal layers of width 128: PyTorch's
 ``nn.TransformerEncoderLayer`` with its own initialization (``--trunk torch``) or a Hugging Face Llama initialized at
 ``--init-std`` (``--trunk llama``; Llama's default is 0.02). The word embeddings start at ``--init-std`` either way.
@@ -25,24 +26,38 @@ import torch
 from symbolic_probe import FEATURES, cell_features
 from torch import nn
 
-from ssmvlm.data.shapes.scene import COLORS, SHAPES
+from ssmvlm.data.shapes.questions import POPE_VARIANTS, absent_combination
+from ssmvlm.data.shapes.scene import COLORS, SHAPES, Scene
 from ssmvlm.data.transforms import build_image_transform
 
 WIDTH, LAYERS, HEADS = 128, 2, 4
 
 
-def existence_questions(data_dir: Path, split: str, seed: int) -> list[tuple[str, np.ndarray, bool]]:
-    """Per scene, a colour and a shape question, each about a present or an absent value (equal odds)."""
+def existence_questions(data_dir: Path, split: str, seed: int, attributes: str) -> list[tuple[str, np.ndarray, bool]]:
+    """Per scene, present or absent with equal odds: ``one``, a colour and a shape question; ``two``, two
+    colour-shape questions whose absent pairs are drawn as the benchmark's POPE draws them (a colour and a shape
+    that occur on different objects, one of them, or neither)."""
     rng = np.random.default_rng(seed)
     transform = build_image_transform("letterbox", 96)
     out = []
-    for scene in json.loads((data_dir / split / "scenes.json").read_text()):
-        cells = cell_features(scene, transform)
+    for record in json.loads((data_dir / split / "scenes.json").read_text()):
+        cells = cell_features(record, transform)
+        if attributes == "two":
+            scene = Scene.from_json(record, split)
+            for _ in range(2):
+                if rng.random() < 0.5:
+                    target = scene.objects[int(rng.integers(len(scene.objects)))]
+                    color, shape, answer = target.color, target.shape, True
+                else:
+                    variant = POPE_VARIANTS[int(rng.integers(len(POPE_VARIANTS)))]
+                    (color, shape), answer = absent_combination(scene, rng, variant), False
+                out.append((f"is there a {color} {shape}", cells, answer))
+            continue
         for attribute, values, template in (
             ("color", list(COLORS), "is there a {} object"),
             ("shape", list(SHAPES), "is there a {}"),
         ):
-            present = sorted({o[attribute] for o in scene["objects"]})
+            present = sorted({o[attribute] for o in record["objects"]})
             answer = bool(rng.random() < 0.5)
             options = present if answer else [v for v in values if v not in present]
             out.append((template.format(rng.choice(options)), cells, answer))
@@ -104,6 +119,9 @@ def main() -> None:
     parser.add_argument("--trunk", choices=("torch", "llama"), default="llama")
     parser.add_argument("--init-std", type=float, default=0.02)
     parser.add_argument("--read", choices=("query", "last-cell"), default="query")
+    parser.add_argument(
+        "--attributes", choices=("one", "two"), default="one", help="how many attributes decide each question"
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -113,8 +131,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    train = existence_questions(args.data, "train", args.seed)
-    test = existence_questions(args.data, "test", args.seed + 1)
+    train = existence_questions(args.data, "train", args.seed, args.attributes)
+    test = existence_questions(args.data, "test", args.seed + 1, args.attributes)
     words = sorted({w for question, _, _ in train + test for w in question.split()})
     vocabulary = {w: i + 1 for i, w in enumerate(words)}  # 0 pads the shorter questions
     length = max(len(q.split()) for q, _, _ in train + test)
