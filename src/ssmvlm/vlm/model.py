@@ -148,9 +148,11 @@ class VLM(nn.Module):
         """For ``before-answer``: every sample's first user turn must end with the answer tag the patches go before
         (a tokenizer that merges the tag with the question's last characters would put them elsewhere)."""
         tag = self.answer_tag
+        if not tag:
+            return
         for sample in samples:
             end = sample.prompt_length
-            if tag and sample.input_ids[end - len(tag) : end] != tag:
+            if sample.input_ids[end - len(tag) : end] != tag:
                 raise DataError(
                     source,
                     f"image_position 'before-answer': the first user turn does not end with the answer tag "
