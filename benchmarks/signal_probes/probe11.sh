@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run from the repo root on the GPU machine, with the `paper` preset's benchmark cell carried in runs/bench (as for
 # probe10.sh): OUT=DIR LIMIT=540 [STEPS=5000] bash benchmarks/signal_probes/probe11.sh. A rerun on the same warm
-# machine resumes the studies and skips finished symbolic arms.
+# machine resumes the studies and skips finished symbolic arms. The arms that start late stop at LIMIT s from the
+# probe's start, so the packing still fits the call.
 # Probe 11 for issue 21. Probe 10 found the LLM blind to the image on existence questions even when trained on them
 # alone, and a 2-layer LLM localizing far better than the preset's 8 layers. On the CPU (init_probe.py) a 2-layer
 # Llama read a perfect image for one-attribute existence questions once its weights started at std 1/sqrt(width)
@@ -23,12 +24,12 @@ D2I=(llm=tiny-llama-2l recipe.overrides.model.llm_init_std=0.088)
 study plain
 ( wait_for_pretraining plain 1
   seed_from plain d2i d2i_tag d2i_warm
-  study d2i "${D2I[@]}"
-  study d2i_tag "${D2I[@]}" recipe.overrides.model.image_position=before-answer
+  LIMIT=$((LIMIT - SECONDS)) study d2i "${D2I[@]}"
+  LIMIT=$((LIMIT - SECONDS)) study d2i_tag "${D2I[@]}" recipe.overrides.model.image_position=before-answer
   wait ) &
 ( symbolic d2_init runs/bench "${COMMON[@]}" "${D2[@]}" --save-llm
   wait_for_pretraining plain 1
-  [ -d "$W/d2_init/llm" ] && study d2i_warm "llm=$PWD/$W/d2_init/llm"
+  [ -d "$W/d2_init/llm" ] && LIMIT=$((LIMIT - SECONDS)) study d2i_warm "llm=$PWD/$W/d2_init/llm"
   wait ) &
 symbolic init runs/bench "${COMMON[@]}" &
 symbolic d2_init_tag runs/bench "${COMMON[@]}" "${D2[@]}" --image-position before-answer &
