@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from ssmvlm.cli import app
 from ssmvlm.data.llava import GROUNDING_PROMPT, VQA_PROMPT, load_llava_records
 from ssmvlm.data.shapes import COLORS, SHAPES, SIZES, SceneConfig, generate_shapescenes
+from ssmvlm.data.shapes.scene import LANGUAGE_KNOBS
 from ssmvlm.data.transforms import RESIZE_STRATEGIES, build_image_transform
 from ssmvlm.utils.errors import ConfigError
 
@@ -105,6 +106,18 @@ def test_existence_turns_add_each_scene_pope_pair_to_the_conversations_only(root
             assert added == 4  # a yes and a no turn, each a question and its answer
             asked = [(t["value"].split("\n")[0], a["value"]) for t, a in zip(turns[::2], turns[1::2], strict=True)]
             assert set(pairs[record["image"]]) <= set(asked)
+
+
+def test_language_knobs_leave_every_image_mask_and_label_unchanged(root: Path, tmp_path: Path) -> None:
+    # Why pretraining scenes may ignore LANGUAGE_KNOBS (study/matrix.py): only the text files may differ.
+    generate_shapescenes(tmp_path, vqa_per_image=5, refs_per_image=1, existence_turns=True, **ARGS)
+    reworded, plain = _digest(tmp_path), _digest(root)
+    assert set(reworded) == set(plain) and set(LANGUAGE_KNOBS) <= set(SceneConfig.__dataclass_fields__)
+    labels = ("classification.json", "instances.json")
+    pixels_and_labels = [name for name in plain if name.endswith(".png") or Path(name).name in labels]
+    assert len(pixels_and_labels) > 2 * ARGS["size"]
+    assert all(reworded[name] == plain[name] for name in pixels_and_labels)
+    assert reworded["train/llava.json"] != plain["train/llava.json"]
 
 
 def test_smaller_rerun_removes_stale_images(tmp_path: Path) -> None:

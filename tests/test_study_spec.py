@@ -162,17 +162,19 @@ def test_matrix_expansion_dedup_and_stable_ids(fake_zoo: list[str], tmp_path: Pa
 
 
 def test_pretraining_scenes_get_their_own_dataset_cell(fake_zoo: list[str], tmp_path: Path) -> None:
-    spec = _spec(
-        tmp_path,
-        BASE,
-        ["initializations=[shapes-cls, shapes-det]", "pretrain.scenes=500", "pretrain.dense_images_seen=77"],
-    )
+    settings = [
+        "initializations=[shapes-cls, shapes-det]",
+        "pretrain.scenes=500",
+        "pretrain.dense_images_seen=77",
+        "benchmark.shapes.scene={max_objects: 2, vqa_per_image: 4}",
+    ]
+    spec = _spec(tmp_path, BASE, settings)
     matrix = expand_matrix(spec)
     datasets = {c.config.namespace: c for c in matrix.by_stage("dataset")}
     assert set(datasets) == {"benchmark", "pretrain"}
     pretraining = datasets["pretrain"]
     assert pretraining.config.shapes.size == 500 and set(pretraining.config.shapes.splits) == {"train", "val"}
-    assert pretraining.config.shapes.scene == datasets["benchmark"].config.shapes.scene  # the benchmark's scenes
+    assert pretraining.config.shapes.scene == {"max_objects": 2}  # the benchmark's scenes, less their questions
     assert "namespace" not in datasets["benchmark"].record and pretraining.record["namespace"] == "pretrain"
     for cell in matrix.by_stage("pretrain"):
         assert cell.config.data == DataRef(dataset=pretraining.id) and pretraining.key in cell.deps
@@ -181,6 +183,12 @@ def test_pretraining_scenes_get_their_own_dataset_cell(fake_zoo: list[str], tmp_
         assert cell.record["data"] == {"dataset": pretraining.id}  # what the id hashes
     for cell in matrix.by_stage("train"):  # the VLM still trains and evaluates on the benchmark
         assert cell.config.data == DataRef(dataset=datasets["benchmark"].id)
+    more_questions = "benchmark.shapes.scene={max_objects: 2, vqa_per_image: 9, existence_turns: true}"
+    reworded = expand_matrix(_spec(tmp_path, BASE, [*settings[:-1], more_questions]))
+    assert reworded.by_stage("pretrain") and [c.id for c in reworded.by_stage("pretrain")] == [
+        c.id for c in matrix.by_stage("pretrain")
+    ]  # new questions, same encoders
+    assert {c.id for c in reworded.by_stage("train")}.isdisjoint({c.id for c in matrix.by_stage("train")})
 
 
 def test_training_mix_joins_the_training_cells_only(fake_zoo: list[str], tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ssmvlm.config import to_dict
+from ssmvlm.data.shapes.scene import LANGUAGE_KNOBS
 from ssmvlm.study.analysis import AblationRequest
 from ssmvlm.study.spec import PRODUCED_INITS, ShapesSettings, StudySpec, checkpoint_path
 from ssmvlm.utils.io import read_json
@@ -336,7 +337,11 @@ def _add_pretrain_dataset(matrix: StudyMatrix, spec: StudySpec) -> tuple[str, Da
     """The cell generating the pretraining-only scenes (None when the spec pretrains on the benchmark's)."""
     if spec.pretrain.scenes is None or spec.benchmark.data_root is not None:
         return None
-    shapes = dataclasses.replace(spec.benchmark.shapes, size=spec.pretrain.scenes, splits=dict(PRETRAIN_SPLITS))
+    # Without the benchmark's language knobs, a study that changes only its questions reuses its encoders.
+    scene = {k: v for k, v in spec.benchmark.shapes.scene.items() if k not in LANGUAGE_KNOBS}
+    shapes = dataclasses.replace(
+        spec.benchmark.shapes, size=spec.pretrain.scenes, splits=dict(PRETRAIN_SPLITS), scene=scene
+    )
     label = f"ShapeScenes pretraining {shapes.size} scenes, {shapes.image_size} px, seed {shapes.seed}"
     cell = matrix.add(Cell(DatasetCellConfig(shapes, namespace="pretrain"), labels={"benchmark": label}))
     return cell.key, DataRef(dataset=cell.id)

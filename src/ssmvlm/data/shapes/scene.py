@@ -45,6 +45,9 @@ ATTRIBUTE_SUBSETS = tuple(subset for k in (1, 2, 3) for subset in combinations(A
 MAX_ROTATION_DEGREES = 25  # beyond this a square starts to read as a diamond and a cross as an "x"
 
 Clutter = Literal["none", "low", "medium", "high"]
+# The knobs of a scene's questions and expressions. A scene draws them after its layout and pixels
+# (generate.make_scene), so they never change an image: scenes used only as images (pretraining) ignore them.
+LANGUAGE_KNOBS = ("vqa_per_image", "refs_per_image", "existence_turns")
 
 
 @dataclass(frozen=True)
