@@ -66,8 +66,8 @@ class PretrainSpec:
     image_size: int = 96  # classification side
     dense_image_size: int | None = None  # detection/segmentation side (None: the pretraining default, 2x)
     # Scenes generated for pretraining alone: the benchmark's scene settings less its question counts (which
-    # never change an image), seed streams disjoint from every benchmark split, 90% train / 10% held out. None: pretrain on the benchmark's own train/val images (a few
-    # thousand at most, which a budget of many passes overfits).
+    # never change an image), seed streams disjoint from every benchmark split, 90% train / 10% held out. None:
+    # pretrain on the benchmark's own train/val images (a few thousand at most, which many passes overfit).
     scenes: int | None = None
     images_seen: int = 20_000
     dense_images_seen: int | None = None  # detection/segmentation budget (None: images_seen)
