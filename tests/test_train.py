@@ -85,21 +85,24 @@ def test_extra_json_records_join_the_training_set(tmp_path: Path, data_json: Pat
         train_vlm(make_config(data_json, f"data.extra_json=[{tmp_path}/missing.json]"), tmp_path / "bad")
 
 
-def test_per_sample_loss_reduction_learns(
-    tmp_path: Path, data_json: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("reduction", "power"), [("sample", 1.0), ("sqrt", 0.5)])
+def test_length_weighted_loss_reductions_learn(
+    tmp_path: Path, data_json: Path, monkeypatch: pytest.MonkeyPatch, reduction: str, power: float
 ) -> None:
     import ssmvlm.vlm.model as model_module
 
-    calls = []
-    reference = model_module.per_sample_loss
-    monkeypatch.setattr(model_module, "per_sample_loss", lambda *args: calls.append(1) or reference(*args))
-    overrides = ["optim.loss_reduction=sample", "optim.max_steps=24", "logging.checkpoint_every=1000"]
+    powers = []
+    reference = model_module.length_weighted_loss
+    monkeypatch.setattr(
+        model_module, "length_weighted_loss", lambda *args: powers.append(args[2]) or reference(*args)
+    )
+    overrides = [f"optim.loss_reduction={reduction}", "optim.max_steps=24", "logging.checkpoint_every=1000"]
     run = train_vlm(make_config(data_json, *overrides), tmp_path / "run", show_progress=False)
-    assert len(calls) == 24 * 2  # every micro-batch of every step (batch 8 in micro-batches of 4)
+    assert powers == [power] * 24 * 2  # every micro-batch of every step (batch 8 in micro-batches of 4)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
     assert last < 0.5 * first, (first, last)
-    assert json.loads((run / "run.json").read_text())["recipe"]["loss_reduction"] == "sample"
+    assert json.loads((run / "run.json").read_text())["recipe"]["loss_reduction"] == reduction
 
 
 def test_encoder_is_frozen(trained) -> None:

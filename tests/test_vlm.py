@@ -13,7 +13,7 @@ from ssmvlm.data.llava import LlavaRecord
 from ssmvlm.train.dataset import build_conversation_data, tokenize_caption, tokenize_conversation
 from ssmvlm.utils.errors import CheckpointError, ConfigError, DataError
 from ssmvlm.vlm.llm import build_tiny_llm, check_vocab_fits, train_tokenizer
-from ssmvlm.vlm.model import IGNORE_INDEX, insert_patches, per_sample_loss
+from ssmvlm.vlm.model import IGNORE_INDEX, insert_patches, length_weighted_loss
 from ssmvlm.vlm.prompts import VICUNA_SYSTEM_PROMPT, get_prompt_format
 
 TURNS = [
@@ -189,32 +189,41 @@ def test_before_answer_puts_the_patches_before_each_rows_answer_tag(tokenizer, f
         vlm.check_answer_tags([unclosed], "test.json")
 
 
-def test_per_sample_loss_weighs_every_row_once(tokenizer) -> None:
-    """Against a float64 reference on fresh logits, and against the LLM's own token mean where both must agree."""
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_length_weighted_loss_against_a_float64_reference(tokenizer, power: float) -> None:
+    """Each token of a row with n labelled tokens weighs n**-power; power 0 is the LLM's own token mean, and with
+    the same number of answer tokens in every row all powers agree."""
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 6, 11, generator=generator, dtype=torch.float64)
     labels = torch.full((3, 6), IGNORE_INDEX)
     labels[0, 2:6] = torch.tensor([1, 2, 3, 4])  # a long answer
     labels[1, 5] = 5  # a one-token answer
     # row 2 has no labelled token: it must not count as a row
-    per_row = []
+    row_sums, row_counts = [], []
     for row in (0, 1):
         picked = [(t - 1, int(labels[row, t])) for t in range(1, 6) if labels[row, t] != IGNORE_INDEX]
         log_probs = torch.log_softmax(logits[row], dim=-1)
-        per_row.append(-sum(log_probs[position, target] for position, target in picked) / len(picked))
-    expected = (per_row[0] + per_row[1]) / 2
-    assert torch.allclose(per_sample_loss(logits.float(), labels).double(), expected, atol=1e-5)
+        row_sums.append(-sum(log_probs[position, target] for position, target in picked))
+        row_counts.append(len(picked))
+    weights = [count**-power for count in row_counts]
+    expected = sum(w * total for w, total in zip(weights, row_sums, strict=True)) / sum(
+        w * count for w, count in zip(weights, row_counts, strict=True)
+    )
+    loss = length_weighted_loss(logits.float(), labels, power).double()
+    assert torch.allclose(loss, expected, atol=1e-5)
     token_mean = torch.nn.functional.cross_entropy(
         logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX
     )
-    assert not torch.allclose(token_mean, expected, atol=1e-3)  # the long answer dominates the token mean
+    assert torch.allclose(token_mean, expected, atol=1e-5) == (power == 0.0)  # else the long answer weighs less
+    if power == 1.0:
+        assert torch.allclose(loss, (row_sums[0] / 4 + row_sums[1]) / 2, atol=1e-5)  # every answer weighs the same
 
     llm = build_tiny_llm("tiny-llama-1m", tokenizer, 0)
     ids = torch.randint(3, 200, (2, 7), generator=generator)
     even = torch.full((2, 7), IGNORE_INDEX)
-    even[:, 4:7] = ids[:, 4:7]  # the same number of answer tokens in each row: the two means coincide
+    even[:, 4:7] = ids[:, 4:7]
     out = llm(input_ids=ids, labels=even)
-    assert torch.allclose(per_sample_loss(out.logits, even), out.loss, atol=1e-5)
+    assert torch.allclose(length_weighted_loss(out.logits, even, power), out.loss, atol=1e-5)
 
 
 def test_tiny_llm_is_seeded_and_sized_to_the_tokenizer(tokenizer) -> None:

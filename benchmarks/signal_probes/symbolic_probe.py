@@ -161,7 +161,7 @@ def main() -> None:
         default="after-question",
     )
     parser.add_argument("--init-std", type=float, default=None, help="the LLM's weight std at initialization")
-    parser.add_argument("--loss-reduction", choices=("token", "sample"), default="token")
+    parser.add_argument("--loss-reduction", choices=("token", "sample", "sqrt"), default="token")
     parser.add_argument(
         "--llm-shape",
         default=None,

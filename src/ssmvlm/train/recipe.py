@@ -32,9 +32,10 @@ class Recipe:
     max_grad_norm: float = 1.0
     warmup_ratio: float = 0.03
     schedule: Literal["linear-warmup+cosine-decay"] = "linear-warmup+cosine-decay"
-    # How the loss averages answer tokens: over the batch (prismatic, the LLM's own loss) or per sample first
-    # (every answer weighs the same, whatever its length; ssmvlm.vlm.model.per_sample_loss).
-    loss_reduction: Literal["token", "sample"] = "token"
+    # How the loss averages answer tokens: over the batch (prismatic, the LLM's own loss), per sample first (every
+    # answer weighs the same, whatever its length), or each token by 1/sqrt(its answer's length), between the two
+    # (ssmvlm.vlm.model.length_weighted_loss).
+    loss_reduction: Literal["token", "sample", "sqrt"] = "token"
 
     def total_steps(self, num_samples: int) -> int:
         """prismatic: ceil(N / global batch) steps per epoch, times epochs, unless ``max_steps`` is given."""
@@ -82,7 +83,7 @@ class RecipeOverrides:
     weight_decay: float | None = None
     max_grad_norm: float | None = None
     warmup_ratio: float | None = None
-    loss_reduction: Literal["token", "sample"] | None = None
+    loss_reduction: Literal["token", "sample", "sqrt"] | None = None
 
 
 @dataclass

@@ -115,7 +115,8 @@ class VLM(nn.Module):
 
         ``prompt_lengths``: tokens of each row's first user turn, BOS included (needed for ``after-question``).
         ``loss_reduction``: ``token`` averages the loss over every answer token of the batch (the LLM's own loss);
-        ``sample`` averages each row's answer tokens first, then the rows.
+        ``sample`` averages each row's answer tokens first, then the rows; ``sqrt`` weighs each token of a row with n
+        answer tokens by 1/sqrt(n) (``length_weighted_loss``).
         """
         if vision_features is None and pixel_values is not None:
             vision_features = self.encode_images(pixel_values)
@@ -129,7 +130,7 @@ class VLM(nn.Module):
         if loss_reduction == "token" or labels is None:
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
-        out.loss = per_sample_loss(out.logits, labels)
+        out.loss = length_weighted_loss(out.logits, labels, LENGTH_POWERS[loss_reduction])
         return out
 
     def image_offsets(self, prompt_lengths: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
@@ -268,19 +269,26 @@ class VLM(nn.Module):
         return [dict(zip(candidates, row.tolist(), strict=True)) for row in probs]
 
 
-def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy averaged over each row's labelled tokens, then over the rows that have any.
+# How much an answer's length discounts each of its tokens, per ``loss_reduction`` other than ``token`` (the LLM's
+# own mean over the batch's answer tokens, power 0): ``sample`` weighs every answer the same; ``sqrt`` lies between.
+LENGTH_POWERS = {"sample": 1.0, "sqrt": 0.5}
 
-    With one answer per row (``data.split_turns``) every answer weighs the same, whatever its length: under the
-    token mean a 19-token box outweighs a one-word answer 19 to 1 (ShapeScenes' referring expressions then carry
-    most of the gradient)."""
+
+def length_weighted_loss(logits: torch.Tensor, labels: torch.Tensor, power: float) -> torch.Tensor:
+    """Next-token cross-entropy over the labelled tokens, each token of a row with n of them weighted n**-power.
+
+    Power 0 is the token mean; power 1 averages each row's tokens, then the rows that have any. With one answer
+    per row (``data.split_turns``) power 1 weighs every answer the same, whatever its length: under the token mean
+    a 19-token box outweighs a one-word answer 19 to 1 (ShapeScenes' referring expressions then carry most of the
+    gradient, and the yes/no answers almost none)."""
     targets = labels[:, 1:]
     per_token = nn.functional.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
     )
     counts = (targets != IGNORE_INDEX).sum(dim=1)
-    per_row = per_token.sum(dim=1) / counts.clamp(min=1)
-    return per_row[counts > 0].mean()
+    labelled = counts > 0
+    weights = counts[labelled].float().pow(-power)
+    return (per_token.sum(dim=1)[labelled] * weights).sum() / (counts[labelled] * weights).sum()
 
 
 def insert_patches(
