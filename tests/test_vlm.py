@@ -115,6 +115,18 @@ def test_connector_init_depends_on_vision_width_only() -> None:
     assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
 
 
+def test_connector_input_norm_makes_the_projection_scale_free() -> None:
+    """With the LayerNorm on, an encoder whose tokens are 50x larger projects to the same embeddings; without it,
+    the state dict keeps exactly the keys of a connector that never had one."""
+    tokens = torch.randn(2, 36, 48)
+    normed = build_connector("gelu-mlp", 48, 64, input_norm=True)
+    torch.testing.assert_close(normed(50 * tokens + 3), normed(tokens), rtol=1e-4, atol=1e-4)
+    plain = build_connector("gelu-mlp", 48, 64)
+    assert not torch.allclose(plain(50 * tokens), plain(tokens))
+    assert set(normed.state_dict()) - set(plain.state_dict()) == {"input_norm.weight", "input_norm.bias"}
+    assert all(key.startswith("projector.") for key in plain.state_dict())
+
+
 def test_token_pooling_averages_grid_neighbourhoods() -> None:
     pooled = build_connector("linear", 4, 8, pool=2, grid_hw=(7, 7))
     assert pooled.num_output_tokens(49) == 16

@@ -11,11 +11,12 @@
 # 50.7 to 73.3 at that std, Loc from 22.0 to 9.7; `sqrt` (each token of an n-token answer weighs 1/sqrt(n)) gave
 # POPE 71.0 with Loc 18.0.
 # Symbolic arms (symbolic_probe.py: one-hot scene grid, fresh connector; 5,000 steps at the preset's batch 128 and
-# lr 2.8e-3; baselines: probe 10's `base` and `deep2`), all at std 0.088: `init` (the preset's LLM), `d2_init`
-# (2 layers), `d2_sample` and `d2_sqrt` (2 layers, the loss per answer or `sqrt`).
+# lr 2.8e-3; baselines: probe 10's `base` and `deep2`), 2-layer LLM at std 0.088: `d2_sample` and `d2_sqrt` (the
+# loss per answer, or `sqrt`).
 # Study arms on VMamba nano (classification init, seed 0, no ablation), from one pretraining cell: `plain` (the
 # preset, this card's baseline), `d2i` (llm=tiny-llama-2l at std 0.088), `d2i_sample` and `d2i_sqrt` (+ the loss
-# per answer, or `sqrt`).
+# per answer, or `sqrt`), and `ln_sample`, `ln_sqrt` (the same with `model.connector_norm`: the encoder's tokens,
+# at norms 14-91 against word embeddings near 1, layer-normed before the connector).
 source benchmarks/signal_probes/common.sh
 probe_setup probe11
 COMMON=(--batch 128 --steps "${STEPS:-5000}" --lr 2.8e-3 --threads 1 --init-std 0.088)
@@ -25,19 +26,20 @@ SUBSET=("seeds=[0]" stabilization.enabled=false execution.threads=2 "backbones=[
 D2I=(llm=tiny-llama-2l recipe.overrides.model.llm_init_std=0.088)
 study plain
 ( wait_for_pretraining plain 1
-  seed_from plain d2i d2i_sample d2i_sqrt
-  LIMIT=$((LIMIT - SECONDS)) study d2i "${D2I[@]}"
-  LIMIT=$((LIMIT - SECONDS)) study d2i_sample "${D2I[@]}" recipe.overrides.optim.loss_reduction=sample
-  LIMIT=$((LIMIT - SECONDS)) study d2i_sqrt "${D2I[@]}" recipe.overrides.optim.loss_reduction=sqrt
+  seed_from plain d2i d2i_sample d2i_sqrt ln_sample ln_sqrt
+  LIMIT=$((LIMIT - SECONDS))
+  study d2i "${D2I[@]}"
+  study d2i_sample "${D2I[@]}" recipe.overrides.optim.loss_reduction=sample
+  study d2i_sqrt "${D2I[@]}" recipe.overrides.optim.loss_reduction=sqrt
+  study ln_sample "${D2I[@]}" recipe.overrides.optim.loss_reduction=sample recipe.overrides.model.connector_norm=true
+  study ln_sqrt "${D2I[@]}" recipe.overrides.optim.loss_reduction=sqrt recipe.overrides.model.connector_norm=true
   wait ) &
-symbolic init runs/bench "${COMMON[@]}" &
-symbolic d2_init runs/bench "${COMMON[@]}" "${D2[@]}" &
 symbolic d2_sample runs/bench "${COMMON[@]}" "${D2[@]}" --loss-reduction sample &
 symbolic d2_sqrt runs/bench "${COMMON[@]}" "${D2[@]}" --loss-reduction sqrt &
 wait
-ARMS=(init d2_init d2_sample d2_sqrt)
+ARMS=(d2_sample d2_sqrt)
 python3 benchmarks/signal_probes/summarize.py $(for arm in "${ARMS[@]}"; do echo "$W/$arm"; done) | tee "$W/summary.md"
 tar czf "$OUT/symbolic.tgz" "$W/summary.md" "$W/gpu.txt" $(for arm in "${ARMS[@]}"; do echo "$W/$arm.log"
   find "$W/$arm" -path "$W/$arm/tokenizer" -prune -o -name predictions.jsonl -prune \
     -o -type f -print; done)
-pack probe11 plain d2i d2i_sample d2i_sqrt
+pack probe11 plain d2i d2i_sample d2i_sqrt ln_sample ln_sqrt

@@ -8,7 +8,10 @@ The three projectors of prismatic-vlms, by their ``arch_specifier`` names:
   the 3-layer MLP the paper uses to stabilize collapsed localization.
 
 An optional token pooling (``pool > 1``) averages ``pool × pool`` neighbourhoods of the token grid before the
-projection, for high-resolution encoders whose token count would not fit the LLM's context.
+projection, for high-resolution encoders whose token count would not fit the LLM's context. An optional LayerNorm
+(``input_norm``, as in Qwen2-VL's patch merger) puts every encoder's tokens on one scale before the projector:
+frozen encoders' token norms differ by an order of magnitude between families and all sit far above a
+from-scratch LLM's word embeddings.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class Connector(nn.Module):
         *,
         pool: int = 1,
         grid_hw: tuple[int, int] | None = None,
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
         if name not in CONNECTORS:
@@ -96,11 +100,15 @@ class Connector(nn.Module):
             raise ConfigError("model.token_pool", "pooling needs the encoder's token grid (H, W)")
         self.name = name
         self.pool = TokenPool(pool, grid_hw) if pool > 1 and grid_hw is not None else None
+        # Absent rather than an identity when off, so checkpoints without it keep their keys.
+        self.input_norm = nn.LayerNorm(vision_dim) if input_norm else None
         self.projector = CONNECTORS[name](vision_dim, llm_dim)
 
     def forward(self, vision_tokens: torch.Tensor) -> torch.Tensor:
         if self.pool is not None:
             vision_tokens = self.pool(vision_tokens)
+        if self.input_norm is not None:
+            vision_tokens = self.input_norm(vision_tokens)
         return self.projector(vision_tokens)
 
     def num_output_tokens(self, num_input_tokens: int) -> int:
@@ -108,7 +116,13 @@ class Connector(nn.Module):
 
 
 def build_connector(
-    name: str, vision_dim: int, llm_dim: int, *, pool: int = 1, grid_hw: tuple[int, int] | None = None
+    name: str,
+    vision_dim: int,
+    llm_dim: int,
+    *,
+    pool: int = 1,
+    grid_hw: tuple[int, int] | None = None,
+    input_norm: bool = False,
 ) -> Connector:
     """A connector initialized as prismatic-vlms does: seeded with the vision width, not the run seed.
 
@@ -117,7 +131,7 @@ def build_connector(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(vision_dim)
-        return Connector(name, vision_dim, llm_dim, pool=pool, grid_hw=grid_hw)
+        return Connector(name, vision_dim, llm_dim, pool=pool, grid_hw=grid_hw, input_norm=input_norm)
 
 
 __all__ = ["CONNECTORS", "Connector", "TokenPool", "build_connector"]

@@ -56,6 +56,7 @@ class VLMConfig:
     vision_dtype: Literal["float32", "bfloat16"] = "float32"
     connector: Literal["linear", "gelu-mlp", "fused-gelu-mlp"] = "gelu-mlp"
     token_pool: int = 1
+    connector_norm: bool = False  # a LayerNorm on the encoder's tokens before the projector (connectors/)
     llm: str = "tiny-llama-2m"  # a tiny preset name or a local Hugging Face model directory
     llm_dtype: Literal["float32", "bfloat16"] = "float32"
     prompt_format: Literal["vicuna-v15", "plain"] = "vicuna-v15"
@@ -136,7 +137,12 @@ def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
     check_vocab_fits(tokenizer, llm, f"model.llm={config.llm}")
     grid = _token_grid(backbone, config.image_size) if config.token_pool > 1 else None
     connector = build_connector(
-        config.connector, backbone.embed_dim, llm.config.hidden_size, pool=config.token_pool, grid_hw=grid
+        config.connector,
+        backbone.embed_dim,
+        llm.config.hidden_size,
+        pool=config.token_pool,
+        grid_hw=grid,
+        input_norm=config.connector_norm,
     ).to(DTYPES[config.llm_dtype])
     return VLM(
         backbone,
