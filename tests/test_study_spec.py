@@ -238,7 +238,13 @@ def test_recipe_overrides_from_the_spec_and_the_command_line_combine() -> None:
     # command line's value wins (it comes later), whatever nesting each side used.
     spec = load_spec(preset="paper", overrides=["recipe.overrides.optim.epochs=7"])
     nested = nest_keys(spec.recipe.overrides.items())
-    expected = {"epochs": 7, "global_batch_size": 128, "per_device_batch_size": 128, "learning_rate": 2.8e-3}
+    expected = {
+        "epochs": 7,
+        "global_batch_size": 128,
+        "per_device_batch_size": 128,
+        "learning_rate": 2.8e-3,
+        "loss_reduction": "sqrt",
+    }
     assert nested["optim"] == expected
     assert nested["data"] == {"split_turns": True}
-    assert nested["model"] == {"image_position": "after-question"}
+    assert nested["model"] == {"image_position": "after-question", "llm_init_std": 0.088}
