@@ -127,6 +127,16 @@ def test_connector_input_norm_makes_the_projection_scale_free() -> None:
     assert all(key.startswith("projector.") for key in plain.state_dict())
 
 
+def test_connector_norm_reaches_the_vlm_from_its_config(tokenizer) -> None:
+    from ssmvlm.vlm.builder import VLMConfig, build_vlm
+
+    config = VLMConfig(backbone="vit_nano", image_size=32, llm="tiny-llama-1m", connector_norm=True)
+    vlm = build_vlm(config, tokenizer, 0)
+    assert isinstance(vlm.connector.input_norm, torch.nn.LayerNorm)
+    assert vlm.connector.input_norm.normalized_shape == (vlm.vision_backbone.embed_dim,)
+    assert build_vlm(dataclasses.replace(config, connector_norm=False), tokenizer, 0).connector.input_norm is None
+
+
 def test_token_pooling_averages_grid_neighbourhoods() -> None:
     pooled = build_connector("linear", 4, 8, pool=2, grid_hw=(7, 7))
     assert pooled.num_output_tokens(49) == 16
