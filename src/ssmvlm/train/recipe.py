@@ -17,6 +17,7 @@ from ssmvlm.utils.errors import ConfigError
 from ssmvlm.vlm.builder import VLMConfig
 
 Stage = Literal["no-align", "align", "finetune"]
+LossReduction = Literal["token", "sample", "sqrt"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Recipe:
     # How the loss averages answer tokens: over the batch (prismatic, the LLM's own loss), per sample first (every
     # answer weighs the same, whatever its length), or each token by 1/sqrt(its answer's length), between the two
     # (ssmvlm.vlm.model.length_weighted_loss).
-    loss_reduction: Literal["token", "sample", "sqrt"] = "token"
+    loss_reduction: LossReduction = "token"
 
     def total_steps(self, num_samples: int) -> int:
         """prismatic: ceil(N / global batch) steps per epoch, times epochs, unless ``max_steps`` is given."""
@@ -83,7 +84,7 @@ class RecipeOverrides:
     weight_decay: float | None = None
     max_grad_norm: float | None = None
     warmup_ratio: float | None = None
-    loss_reduction: Literal["token", "sample", "sqrt"] | None = None
+    loss_reduction: LossReduction | None = None
 
 
 @dataclass
