@@ -176,6 +176,31 @@ def test_nan_loss_stops_naming_step_batch_and_checkpoint(tmp_path: Path, data_js
         train_vlm(make_config(data_json, "optim.max_steps=2"), tmp_path, show_progress=False)
 
 
+def test_divergence_between_log_steps_is_caught_before_the_next_checkpoint(
+    tmp_path: Path, data_json: Path, monkeypatch
+) -> None:
+    """The watch reads the loss on log and checkpoint steps only: a NaN from step 4 on (not a log step) is named
+    at step 4's checkpoint, and that checkpoint is not written."""
+    build = loop.build_vlm
+
+    def poisoned_from_step_4(*args, **kwargs):
+        vlm = build(*args, **kwargs)
+        calls = []  # two micro-batches a step: the 7th call is step 4's first
+
+        def hook(module, inputs, output):
+            calls.append(1)
+            return output * float("nan") if len(calls) >= 7 else output
+
+        vlm.connector.register_forward_hook(hook)
+        return vlm
+
+    monkeypatch.setattr(loop, "build_vlm", poisoned_from_step_4)
+    config = make_config(data_json, "optim.max_steps=8", "logging.log_every=5", "logging.checkpoint_every=2")
+    with pytest.raises(TrainingDivergedError, match=r"step 4: non-finite loss .*mini-\d+.*step-00000002"):
+        train_vlm(config, tmp_path, show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000002"]
+
+
 def test_undecodable_image_is_an_error_or_a_counted_skip(tmp_path: Path) -> None:
     data = make_mini_llava(tmp_path / "data", 8, size=48)
     (tmp_path / "data" / "images" / "0003.png").write_bytes(b"not a png")

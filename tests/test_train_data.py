@@ -67,3 +67,51 @@ def test_split_turns_gives_one_sample_per_question(tmp_path: Path) -> None:
         ("r1#0", tmp_path / "a.png", [("human", "q1"), ("gpt", "a1")]),
         ("r1#1", tmp_path / "a.png", [("human", "q2"), ("gpt", "a2")]),
     ]
+
+
+def test_packed_batches_are_the_samples_right_padded() -> None:
+    import random
+
+    import torch
+
+    from ssmvlm.train.dataset import PackedSamples, Sample, collate
+    from ssmvlm.vlm.model import IGNORE_INDEX
+
+    rng = random.Random(0)
+    samples = []
+    for index in range(40):
+        length = rng.randint(3, 30)
+        ids = [rng.randint(3, 500) for _ in range(length)]
+        prompt = rng.randint(1, length - 1)
+        labels = [IGNORE_INDEX] * prompt + ids[prompt:]
+        samples.append(Sample(f"s{index}", ids, labels, index % 7 if index % 5 else None))
+    packed = PackedSamples(samples, pad_token_id=0)
+    rows = rng.sample(range(40), 9)
+    batch = packed.batch(rows)
+    longest = max(len(samples[i].input_ids) for i in rows)
+    assert batch.input_ids.shape == batch.labels.shape == batch.attention_mask.shape == (9, longest)
+    for row, index in enumerate(rows):
+        sample, length = samples[index], len(samples[index].input_ids)
+        assert batch.input_ids[row].tolist() == sample.input_ids + [0] * (longest - length)
+        assert batch.labels[row].tolist() == sample.labels + [IGNORE_INDEX] * (longest - length)
+        assert batch.attention_mask[row].tolist() == [1] * length + [0] * (longest - length)
+    assert batch.prompt_lengths.tolist() == [samples[i].prompt_length for i in rows]
+    assert batch.image_indices == [samples[i].image_index for i in rows]
+    assert batch.record_ids == [samples[i].record_id for i in rows]
+    assert batch.input_ids.dtype == batch.labels.dtype == torch.long
+    whole = collate([samples[i] for i in rows], pad_token_id=0)
+    assert torch.equal(whole.input_ids, batch.input_ids) and torch.equal(whole.labels, batch.labels)
+
+
+def test_each_epoch_is_a_seeded_permutation_in_full_batches() -> None:
+    from ssmvlm.train.dataset import global_batch_indices
+
+    samples, batch, per_epoch = 10, 4, 3
+    steps = [global_batch_indices(samples, batch, step, per_epoch, seed=1) for step in range(3 * per_epoch)]
+    epochs = [[i for batch_rows in steps[e * per_epoch : (e + 1) * per_epoch] for i in batch_rows] for e in range(3)]
+    for seen in epochs:
+        assert len(seen) == 12 and sorted(set(seen)) == list(range(samples)) and seen[10:] == seen[:2]
+    assert epochs[0][:10] != epochs[1][:10]
+    # the same step gives the same batch whatever was asked before (the epoch order is cached, not stateful)
+    assert global_batch_indices(samples, batch, 4, per_epoch, seed=1) == epochs[1][4:8]
+    assert global_batch_indices(samples, batch, 4, per_epoch, seed=2) != epochs[1][4:8]

@@ -8,6 +8,7 @@ image sample ``labels[0]`` (BOS) is -100 too. The align stage trains on ``BOS ca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,10 +146,15 @@ def global_batch_indices(num_samples: int, global_batch: int, step: int, steps_p
     """The sample indices of optimizer step ``step``: a seeded permutation per epoch, the last batch of an
     epoch filled up from the epoch's start (as ``DistributedSampler`` pads), so every step is a full batch."""
     epoch, position = divmod(step, steps_per_epoch)
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(num_samples, generator=generator).tolist()
+    order = _epoch_order(num_samples, epoch, seed)
     start = position * global_batch
     return [order[(start + offset) % num_samples] for offset in range(global_batch)]
+
+
+@functools.lru_cache(maxsize=1)  # every step of an epoch reads the same permutation
+def _epoch_order(num_samples: int, epoch: int, seed: int) -> tuple[int, ...]:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return tuple(torch.randperm(num_samples, generator=generator).tolist())
 
 
 def rank_micro_batches(indices: list[int], rank: int, world_size: int, micro_batch: int) -> list[list[int]]:
@@ -173,18 +179,51 @@ class Batch:
         return torch.tensor([i is not None for i in self.image_indices], dtype=torch.bool)
 
 
+# Token tables up to this size live on the training device, so a batch is gathered there from one small index copy.
+DEVICE_TABLE_LIMIT_BYTES = 512 * 1024**2
+
+
+class PackedSamples:
+    """Every sample's tokens end to end in two flat tensors, so a batch is a few vectorized gathers.
+
+    Building each batch row by row (a tensor per row and field) costs more host time per step than the study's
+    tiny LLM takes for the whole step on a GPU. Batches are right-padded to their longest row (prismatic).
+    """
+
+    def __init__(self, samples: Sequence[Sample], pad_token_id: int, device: torch.device | None = None) -> None:
+        self.samples = samples
+        self.pad_token_id = pad_token_id
+        self.lengths = torch.tensor([len(s.input_ids) for s in samples], dtype=torch.long)
+        starts = torch.cumsum(self.lengths, 0) - self.lengths
+        input_ids = torch.tensor([t for s in samples for t in s.input_ids], dtype=torch.int32)
+        labels = torch.tensor([t for s in samples for t in s.labels], dtype=torch.int32)
+        prompt_lengths = torch.tensor([s.prompt_length for s in samples], dtype=torch.long)
+        table_bytes = 4 * 2 * len(input_ids)
+        self.device = device if device is not None and table_bytes <= DEVICE_TABLE_LIMIT_BYTES else torch.device("cpu")
+        self.input_ids, self.labels = input_ids.to(self.device), labels.to(self.device)
+        self.starts, self.prompt_lengths = starts.to(self.device), prompt_lengths.to(self.device)
+        self.device_lengths = self.lengths.to(self.device)
+
+    def batch(self, indices: Sequence[int]) -> Batch:
+        rows_host = torch.tensor(indices, dtype=torch.long)
+        longest = int(self.lengths[rows_host].max())  # from the host's copy: no wait on the device
+        rows = rows_host.to(self.device)
+        offsets = torch.arange(longest, device=self.device)
+        present = offsets[None] < self.device_lengths[rows, None]
+        positions = torch.where(present, self.starts[rows, None] + offsets[None], 0)
+        input_ids = torch.where(present, self.input_ids[positions], self.pad_token_id).long()
+        labels = torch.where(present, self.labels[positions], IGNORE_INDEX).long()
+        picked = [self.samples[i] for i in indices]
+        return Batch(
+            input_ids,
+            present.long(),
+            labels,
+            [s.image_index for s in picked],
+            [s.record_id for s in picked],
+            self.prompt_lengths[rows],
+        )
+
+
 def collate(samples: Sequence[Sample], pad_token_id: int) -> Batch:
-    """Right padding (prismatic): pad id / -100 / mask 0 after each sequence."""
-    longest = max(len(s.input_ids) for s in samples)
-    input_ids = torch.full((len(samples), longest), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(samples), longest), dtype=torch.long)
-    for row, sample in enumerate(samples):
-        length = len(sample.input_ids)
-        input_ids[row, :length] = torch.tensor(sample.input_ids)
-        labels[row, :length] = torch.tensor(sample.labels)
-        mask[row, :length] = 1
-    prompt_lengths = torch.tensor([s.prompt_length for s in samples], dtype=torch.long)
-    return Batch(
-        input_ids, mask, labels, [s.image_index for s in samples], [s.record_id for s in samples], prompt_lengths
-    )
+    """One right-padded batch of ``samples`` on the host (pad id / -100 / mask 0 after each sequence)."""
+    return PackedSamples(samples, pad_token_id).batch(range(len(samples)))

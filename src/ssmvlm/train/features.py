@@ -2,8 +2,9 @@
 
 The encoder is frozen and training applies no augmentation, so an image's features are the same every epoch.
 With the cache on, every image is encoded once before training, in a fixed order and fixed chunks, so a
-resumed run sees exactly the features an uninterrupted one saw. Without it, features are computed per
-micro-batch. Both paths call the same ``VLM.encode_images``.
+resumed run sees exactly the features an uninterrupted one saw. A cache within ``AUTO_CACHE_LIMIT_BYTES`` stays
+on the training device, where a batch's rows are one gather instead of a host gather and a copy per step.
+Without the cache, features are computed per micro-batch. Both paths call the same ``VLM.encode_images``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class ImageFeatureSource:
         self.device = device
         backbone = vlm.vision_backbone
         per_image = backbone.num_tokens() * backbone.embed_dim * 4
-        self.caching = cache == "on" or (cache == "auto" and per_image * len(image_paths) <= AUTO_CACHE_LIMIT_BYTES)
+        fits = per_image * len(image_paths) <= AUTO_CACHE_LIMIT_BYTES
+        self.caching = cache == "on" or (cache == "auto" and fits)
+        self.cache_device = device if fits else torch.device("cpu")
         self.cache: torch.Tensor | None = None
         self.excluded: set[int] = set()  # undecodable images skipped with --skip-bad; no sample uses them
 
@@ -49,7 +52,7 @@ class ImageFeatureSource:
             for start in range(0, len(self.image_paths), ENCODE_CHUNK):
                 indices = range(start, min(start + ENCODE_CHUNK, len(self.image_paths)))
                 pixels = torch.stack([self._pixels_or_blank(i) for i in indices]).to(self.device)
-                chunks.append(self.vlm.encode_images(pixels).cpu())
+                chunks.append(self.vlm.encode_images(pixels).to(self.cache_device))
                 progress.advance(task, len(indices))
         self.cache = torch.cat(chunks)
 
@@ -65,7 +68,7 @@ class ImageFeatureSource:
         if not present:
             return None
         if self.cache is not None:
-            found = self.cache[present].to(self.device)
+            found = self.cache[torch.tensor(present, device=self.cache.device)].to(self.device)
         else:
             pixels = torch.stack([self.pixels(i) for i in present]).to(self.device)
             found = self.vlm.encode_images(pixels)

@@ -26,8 +26,8 @@ from ssmvlm.data.llava import load_llava_records
 from ssmvlm.train.checkpoint import check_fits, latest_checkpoint_path, load_checkpoint, save_checkpoint
 from ssmvlm.train.checkpoint import restore_rng_state as _restore_rng
 from ssmvlm.train.dataset import (
+    PackedSamples,
     build_conversation_data,
-    collate,
     drop_samples_with_images,
     global_batch_indices,
     rank_micro_batches,
@@ -186,67 +186,81 @@ def train_vlm(
     metrics.truncate_after(start_step)
 
     # -- the loop ---------------------------------------------------------------------------------------
-    pad_id = tokenizer.pad_token_id
+    # Nothing in a step waits for the device: the loss and gradient norm are read on log steps, and the watch
+    # checks them for divergence there and before each checkpoint (a host check every step would leave a small
+    # model's GPU idle while the host launches the next step).
+    packed = PackedSamples(data.samples, tokenizer.pad_token_id, info.device)
     num_patches = vlm.connector.num_output_tokens(vlm.vision_backbone.num_tokens())
     trainable_params = [p for p in vlm.parameters() if p.requires_grad]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    watch = DivergenceWatch(info.device)
     model.train()
     with progress_bar(disable=not (show_progress and info.is_main)) as progress:
         task = progress.add_task("training", total=total_steps, completed=start_step, status="")
+        interval_start, interval_steps = time.perf_counter(), 0
+        tokens = torch.zeros((), device=info.device)
         for step in range(start_step, total_steps):
-            started = time.perf_counter()
             indices = global_batch_indices(
                 len(data.samples), recipe.global_batch_size, step, steps_per_epoch, config.seed
             )
             chunks = rank_micro_batches(indices, info.rank, info.world_size, micro_batch)
             loss_sum = torch.zeros((), device=info.device)
-            tokens = torch.zeros((), device=info.device)
             for k, chunk in enumerate(chunks):
-                batch = collate([data.samples[i] for i in chunk], pad_id)
+                batch = packed.batch(chunk)
                 vision = features.features(batch.image_indices)
+                has_image = batch.has_image
                 with _gradient_sync(model, vlm, strategy, k == len(chunks) - 1), autocast:
                     out = model(
-                        batch.input_ids.to(info.device),
-                        batch.attention_mask.to(info.device),
-                        batch.labels.to(info.device),
+                        batch.input_ids,
+                        batch.attention_mask,
+                        batch.labels,
                         vision_features=vision,
-                        has_image=batch.has_image.to(info.device),
+                        has_image=has_image.to(info.device),
                         prompt_lengths=batch.prompt_lengths,
                         loss_reduction=recipe.loss_reduction,
                     )
                     # prismatic: the mean loss of each micro-batch, divided by the accumulation steps.
                     (out.loss / accumulation).backward()
                 loss_sum += out.loss.detach().float()
-                tokens += batch.attention_mask.sum() + num_patches * int(batch.has_image.sum())
+                tokens += batch.attention_mask.sum() + num_patches * int(has_image.sum())
             loss = all_reduce_mean(loss_sum / accumulation, info)
             grad_norm = _as_local(torch.nn.utils.clip_grad_norm_(trainable_params, recipe.max_grad_norm))
-            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                raise TrainingDivergedError(
-                    f"step {step + 1}: non-finite {'loss' if not torch.isfinite(loss) else 'gradient norm'} "
-                    f"(loss {loss.item()}) on batch records "
-                    f"{[data.samples[i].record_id for i in indices[:8]]}"
-                    f"{'…' if len(indices) > 8 else ''}; last good checkpoint: {last_checkpoint or 'none'}"
-                )
+            watch.observe(step, loss, grad_norm)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            done = step + 1
-            elapsed = time.perf_counter() - started
-            total_tokens = float(all_reduce_mean(tokens, info)) * info.world_size
-            record = {
-                "step": done,
-                "epoch": step // steps_per_epoch,
-                "loss": loss.item(),
-                "lr": lr,
-                "grad_norm": grad_norm.item(),
-                "tokens_per_s": total_tokens / elapsed,
-                "step_s": elapsed,
-            }
-            if done % config.logging.log_every == 0 or done == total_steps or done == 1:
+            done, interval_steps = step + 1, interval_steps + 1
+            log_due = done % config.logging.log_every == 0 or done == total_steps or done == 1
+            checkpoint_due = _checkpoint_due(
+                done, total_steps, steps_per_epoch, config.logging.checkpoint_every, stop_after
+            )
+            if log_due or checkpoint_due:
+                watch.check(
+                    last_checkpoint,
+                    lambda bad: global_batch_indices(
+                        len(data.samples), recipe.global_batch_size, bad, steps_per_epoch, config.seed
+                    ),
+                    data.samples,
+                )
+            if log_due:
+                elapsed = time.perf_counter() - interval_start
+                total_tokens = float(all_reduce_mean(tokens, info)) * info.world_size
+                record = {
+                    "step": done,
+                    "epoch": step // steps_per_epoch,
+                    "loss": loss.item(),
+                    "lr": lr,
+                    "grad_norm": grad_norm.item(),
+                    "tokens_per_s": total_tokens / elapsed,  # over the steps since the last record
+                    "step_s": elapsed / interval_steps,
+                }
                 metrics.log(record, echo=not show_progress or done % (config.logging.log_every * 10) == 0)
-            progress.update(task, advance=1, status=f"loss {record['loss']:.3f}")
-            if _checkpoint_due(done, total_steps, steps_per_epoch, config.logging.checkpoint_every, stop_after):
+                progress.update(task, status=f"loss {record['loss']:.3f}")
+                interval_start, interval_steps = time.perf_counter(), 0
+                tokens.zero_()
+            progress.update(task, advance=1)
+            if checkpoint_due:
                 last_checkpoint = _save(
                     run_dir, done, model, optimizer, scheduler, info, config.logging.keep_checkpoints
                 )
@@ -266,6 +280,32 @@ def train_vlm(
 
 
 # -- pieces of the loop ----------------------------------------------------------------------------------
+class DivergenceWatch:
+    """The first step whose loss or gradient norm is not finite, noted on the device (no wait per step);
+    :meth:`check` raises for it, naming the step, its batch and the last checkpoint written before it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+
+    def observe(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm)) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, step, self.first_bad)
+        self.bad_loss = torch.where(bad, loss.float(), self.bad_loss)
+
+    def check(self, last_checkpoint: Path | None, batch_of: Any, samples: list[Any]) -> None:
+        step = int(self.first_bad)
+        if step < 0:
+            return
+        loss = float(self.bad_loss)
+        records = [samples[i].record_id for i in batch_of(step)]
+        raise TrainingDivergedError(
+            f"step {step + 1}: non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} "
+            f"(loss {loss}) on batch records {records[:8]}{'…' if len(records) > 8 else ''}; "
+            f"last good checkpoint: {last_checkpoint or 'none'}"
+        )
+
+
 def set_trainable(vlm: VLM, stage: str) -> list[str]:
     """Freeze everything but the stage's modules; returns the trainable tensors' state-dict names (a tied
     weight under each of its names, as checkpoints hold it)."""

@@ -286,9 +286,9 @@ def length_weighted_loss(logits: torch.Tensor, labels: torch.Tensor, power: floa
         logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
     )
     counts = (targets != IGNORE_INDEX).sum(dim=1)
-    labelled = counts > 0
-    weights = counts[labelled].float().pow(-power)
-    return (per_token.sum(dim=1)[labelled] * weights).sum() / (counts[labelled] * weights).sum()
+    # Rows without a labelled token get weight 0 (not a boolean selection: its size would make the host wait).
+    weights = torch.where(counts > 0, counts.clamp(min=1).float().pow(-power), 0.0)
+    return (per_token.sum(dim=1) * weights).sum() / (counts * weights).sum()
 
 
 def insert_patches(

@@ -1,0 +1,134 @@
+"""Wall time per optimizer step of a study preset's VLM stage, with several stages sharing one card as a study's
+workers do (issue 21: the `paper` preset's wall time is its VLM cells' steps).
+
+Generates the preset's benchmark scenes into ``--data`` unless they are there, then starts ``--procs`` processes, each
+training the preset's VLM stage (its recipe, LLM and model settings; encoder ``--backbone`` at random weights, whose
+features are cached like any encoder's) for ``--steps`` steps at its own seed. Prints and writes per process the
+mean step time after ``--skip`` warm-up steps (from ``metrics.jsonl``) and the wall time of the whole call.
+
+    python benchmarks/vlm_stage_speed.py --out runs/stage_speed --procs 4 --steps 600
+    python benchmarks/vlm_stage_speed.py --out DIR --data DIR/data --set distributed.llm_kernels=compile
+
+Run it under another tree's ``src`` (``PYTHONPATH=OTHER/src``) for a before/after on the same card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def generate(spec, out: Path) -> Path:
+    from ssmvlm.data.shapes import generate_shapescenes
+
+    shapes = spec.benchmark.shapes
+    generate_shapescenes(
+        out,
+        size=shapes.size,
+        image_size=shapes.image_size,
+        seed=shapes.seed,
+        splits=shapes.splits,
+        workers=min(16, os.cpu_count() or 1),
+        show_progress=False,
+        **shapes.scene,
+    )
+    return out
+
+
+def train_one(args: argparse.Namespace) -> None:
+    from ssmvlm.config import from_dict, to_dict
+    from ssmvlm.study.spec import load_spec
+    from ssmvlm.train.loop import train_vlm
+    from ssmvlm.train.recipe import TrainConfig
+    from ssmvlm.utils.dotted_keys import deep_merge, nest_keys
+    from ssmvlm.vlm import VLMConfig
+
+    spec = load_spec(preset=args.preset)
+    model = VLMConfig(
+        backbone=args.backbone,
+        image_size=spec.resolutions[0],
+        resize_strategy=spec.resize_strategies[0],
+        feature_tap=spec.feature_tap,
+        connector=spec.connectors[0],
+        llm=spec.llm,
+    )
+    values = {
+        "model": to_dict(model),
+        "recipe": spec.recipe.preset,
+        "data": {"train_json": str(args.data / "train" / "llava.json"), "image_root": str(args.data)},
+        "seed": args.seed,
+        "device": args.device,
+    }
+    overrides = {**spec.recipe.overrides, "optim.max_steps": args.steps}
+    overrides.update(dict(item.split("=", 1) for item in args.set))
+    config = from_dict(TrainConfig, deep_merge(values, nest_keys(overrides.items())))
+    train_vlm(config, args.out / f"seed{args.seed}", show_progress=False)
+
+
+def summarize(run: Path, skip: int) -> dict[str, float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    later = [r for r in records if r["step"] > skip and r["step"] % 10 == 0]
+    return {
+        "steps": records[-1]["step"],
+        "step_ms": 1e3 * sum(r["step_s"] for r in later) / len(later),
+        "tokens_per_s": sum(r["tokens_per_s"] for r in later) / len(later),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--data", type=Path, default=None, help="the preset's benchmark (generated if missing)")
+    parser.add_argument("--backbone", default="vmamba_nano")
+    parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--skip", type=int, default=100, help="warm-up steps left out of the mean")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--label", default="", help="a name for this tree/setting in the JSON")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE TrainConfig overrides")
+    parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # one worker's run
+    args = parser.parse_args()
+    if args.seed is not None:
+        train_one(args)
+        return
+    from ssmvlm.study.spec import load_spec
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.data = args.data or args.out / "data"
+    if not (args.data / "manifest.json").is_file():
+        generate(load_spec(preset=args.preset), args.data)
+    started = time.perf_counter()
+    workers = [
+        subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--data", str(args.data), "--seed", str(seed)])
+        for seed in range(args.procs)
+    ]
+    if any(worker.wait() for worker in workers):
+        sys.exit("a worker failed")
+    wall = time.perf_counter() - started
+    runs = [summarize(args.out / f"seed{seed}", args.skip) for seed in range(args.procs)]
+    step_ms = sum(r["step_ms"] for r in runs) / len(runs)
+    result = {
+        "label": args.label,
+        "preset": args.preset,
+        "backbone": args.backbone,
+        "procs": args.procs,
+        "steps": args.steps,
+        "set": args.set,
+        "wall_s": wall,
+        "step_ms_per_process": step_ms,
+        "steps_per_s_all_processes": args.procs * 1e3 / step_ms,
+        "runs": runs,
+    }
+    print(f"| {args.label or '-'} | {args.procs} | {step_ms:.1f} | {result['steps_per_s_all_processes']:.0f} | "
+          f"{wall:.0f} |")
+    (args.out / "speed.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
