@@ -169,6 +169,44 @@ def test_training_mix_reaches_the_training_config(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.usefixtures("fake_zoo")
+def test_one_llm_warmup_starts_every_vlm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``llm_warmup`` on, one warm-up cell runs and every VLM cell loads its LLM; the tiny-LLM settings of the
+    recipe shaped the warm-up and are not passed on to a run that loads a ready LLM."""
+    fake = FakeStages().install(monkeypatch)
+    monkeypatch.setitem(stages.STAGE_RUNNERS, "train", stages.run_train)
+    warmups = []
+
+    def warm_up_llm(config: Any, run_dir: Path, *, grid: int, show_progress: bool) -> Path:
+        warmups.append((config, grid))
+        (run_dir / "llm").mkdir()
+        return run_dir / "llm"
+
+    configs = []
+    monkeypatch.setattr("ssmvlm.train.warmup.warm_up_llm", warm_up_llm)
+    monkeypatch.setattr(
+        "ssmvlm.train.loop.train_vlm", lambda config, run_dir, show_progress: configs.append(config) or run_dir
+    )
+    overrides = [
+        "llm_warmup.enabled=true",
+        "llm_warmup.grid=4",
+        "seeds=[0,1]",
+        "llm=tiny-llama-1m",
+        "recipe.overrides={model.llm_init_std: 0.088, optim.max_steps: 5}",
+        "stabilization.enabled=false",
+    ]
+    outcome = run_study(_spec(tmp_path, overrides), tmp_path / "study", show_progress=False)
+    assert set(outcome.status.values()) == {"done"} and outcome.matrix.counts()["warmup"] == 1
+    ((warm_config, grid),) = warmups
+    assert grid == 4 and warm_config.model.llm == "tiny-llama-1m" and warm_config.model.llm_init_std == 0.088
+    assert warm_config.data.train_json.endswith("train/llava.json") and warm_config.optim.max_steps == 5
+    (warm_cell,) = outcome.matrix.by_stage("warmup")
+    assert len(configs) == 4 and fake.count("pretrain") == 2
+    for config in configs:
+        assert config.model.llm == str((warm_cell.run_dir(tmp_path / "study") / "llm").resolve())
+        assert config.model.llm_init_std is None and config.optim.max_steps == 5
+
+
+@pytest.mark.usefixtures("fake_zoo")
 def test_crashed_run_is_recorded_and_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeStages(fail={"fake_vit"}).install(monkeypatch)
     out = tmp_path / "study"

@@ -132,7 +132,7 @@ def test_matrix_expansion_dedup_and_stable_ids(fake_zoo: list[str], tmp_path: Pa
     counts = matrix.counts()
     # 2 backbones × 3 inits × 2 seeds × 2 connectors VLM cells; one dataset; one pretraining per
     # backbone × produced init (the det one chained from the cls one), shared by both seeds and connectors.
-    assert counts == {"dataset": 1, "pretrain": 2 * 2, "train": 24, "eval": 24}
+    assert counts == {"dataset": 1, "pretrain": 2 * 2, "warmup": 0, "train": 24, "eval": 24}
     assert {c.config.seed for c in matrix.by_stage("pretrain")} == {0}
     per_seed = expand_matrix(
         _spec(tmp_path, BASE, ["initializations=[shapes-cls, shapes-det, none]", "seeds=[0, 1]", "pretrain.seed=null"])

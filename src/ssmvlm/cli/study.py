@@ -52,6 +52,7 @@ def study(
     from rich.markup import escape
     from rich.table import Table
 
+    from ssmvlm.study.matrix import STAGES
     from ssmvlm.study.runner import dry_run_listing, run_study
     from ssmvlm.study.spec import load_spec
     from ssmvlm.utils.errors import ConfigError
@@ -77,7 +78,7 @@ def study(
         for row in rows:
             table.add_row(row["stage"], row["id"], escape(row["describe"]), "yes" if row["complete"] else "")
         console.print(table)
-        counts = {stage: sum(r["stage"] == stage for r in rows) for stage in ("dataset", "pretrain", "train", "eval")}
+        counts = {stage: sum(r["stage"] == stage for r in rows) for stage in STAGES}
         console.print(
             "cells per stage: "
             + ", ".join(f"{k} {v}" for k, v in counts.items())

@@ -1,12 +1,13 @@
 """Planning a study: its spec expanded into cells, each content-addressed by a short hash of its resolved config.
 
-Stages form a chain ``dataset → pretrain → train → eval``. A cell carries its stage's typed config
-(:class:`DatasetCellConfig`, :class:`PretrainCellConfig`, :class:`TrainCellConfig`, :class:`EvalCellConfig`),
-serialised once into the plain dict its id hashes and its run folder records. A config names the cells it depends
-on by id, so a change upstream changes every id below it, and identical work gets one id: one dataset per
-benchmark setting, one pretraining per backbone × initialization (× seed when ``pretrain.seed`` is None), shared
-by all its VLM cells. A cell's run directory is ``OUT/runs/<stage>/<id>/``. After the main cells run, the
-instability diagnosis asks for ablation variants of some of them (:func:`add_ablation_cells`).
+Stages form a chain ``dataset → pretrain → warmup → train → eval``. A cell carries its stage's typed config
+(:class:`DatasetCellConfig`, :class:`PretrainCellConfig`, :class:`WarmupCellConfig`, :class:`TrainCellConfig`,
+:class:`EvalCellConfig`), serialised once into the plain dict its id hashes and its run folder records. A config
+names the cells it depends on by id, so a change upstream changes every id below it, and identical work gets one
+id: one dataset per benchmark setting, one pretraining per backbone × initialization (× seed when
+``pretrain.seed`` is None), shared by all its VLM cells, and at most one LLM warm-up, shared by every VLM cell. A
+cell's run directory is ``OUT/runs/<stage>/<id>/``. After the main cells run, the instability diagnosis asks for
+ablation variants of some of them (:func:`add_ablation_cells`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ssmvlm.study.analysis import AblationRequest
 from ssmvlm.study.spec import PRODUCED_INITS, ShapesSettings, StudySpec, checkpoint_path
 from ssmvlm.utils.io import read_json
 
-STAGES: tuple[str, ...] = ("dataset", "pretrain", "train", "eval")
+STAGES: tuple[str, ...] = ("dataset", "pretrain", "warmup", "train", "eval")
 MAIN_VARIANT = "main"
 ID_LENGTH = 12
 ABLATIONS_FILE = "ablations.json"
@@ -119,6 +120,22 @@ class PretrainCellConfig(_CellConfig):
 
 
 @dataclass(frozen=True)
+class WarmupCellConfig(_CellConfig):
+    """The LLM warm-up on symbolic scenes (``llm_warmup``): the study's LLM and recipe, on the benchmark's training
+    split at the first resolution and resize strategy (the frame the ground-truth boxes are given in)."""
+
+    stage: ClassVar[str] = "warmup"
+    llm: str
+    recipe: str
+    recipe_overrides: dict[str, Any]
+    image_size: int
+    resize_strategy: str
+    grid: int
+    seed: int
+    data: DataRef
+
+
+@dataclass(frozen=True)
 class TrainCellConfig(_CellConfig):
     """One VLM training run: the ``VLMConfig`` fields a study varies, the recipe preset and its overrides."""
 
@@ -135,11 +152,13 @@ class TrainCellConfig(_CellConfig):
     seed: int
     data: DataRef
     mix: DataRef | None = None  # scenes that join the training split (``benchmark.train_mix``)
+    llm_warmup: str | None = None  # the warm-up cell whose LLM this one starts from
 
     def to_dict(self) -> dict[str, Any]:
         record = super().to_dict()
-        if self.mix is None:
-            del record["mix"]  # cells without a mix hash as they did before the option existed
+        for optional in ("mix", "llm_warmup"):  # cells without them hash as before the options existed
+            if record[optional] is None:
+                del record[optional]
         return record
 
 
@@ -158,7 +177,7 @@ class EvalCellConfig(_CellConfig):
     data: DataRef
 
 
-CellConfig = DatasetCellConfig | PretrainCellConfig | TrainCellConfig | EvalCellConfig
+CellConfig = DatasetCellConfig | PretrainCellConfig | WarmupCellConfig | TrainCellConfig | EvalCellConfig
 
 
 @dataclass
@@ -193,6 +212,8 @@ class Cell:
             return f"dataset {labels.get('benchmark', '')}"
         if self.stage == "pretrain":
             return f"pretrain {labels['backbone']} {labels['init']} seed {labels['seed']}"
+        if self.stage == "warmup":
+            return f"LLM warm-up {labels['llm']} seed {labels['seed']}"
         text = (
             f"{self.stage} {labels['backbone']} {labels['init']} {labels['resolution']}px "
             f"{labels['resize_strategy']} {labels['connector']} seed {labels['seed']}"
@@ -280,6 +301,7 @@ def add_vlm_cells(matrix: StudyMatrix, spec: StudySpec, choice: VlmChoice) -> Ce
             size = path.stat().st_size if path.is_file() else None
             checkpoint = CheckpointRef(file=str(path.resolve()), bytes=size)
     mix_dep, mix = _add_train_mix(matrix, spec) or (None, None)
+    warmup = _add_llm_warmup(matrix, spec, data_dep, data)
     labels = {
         "backbone": choice.backbone,
         "init": choice.init,
@@ -303,8 +325,10 @@ def add_vlm_cells(matrix: StudyMatrix, spec: StudySpec, choice: VlmChoice) -> Ce
         seed=choice.seed,
         data=data,
         mix=mix,
+        llm_warmup=warmup.id if warmup else None,
     )
-    train = matrix.add(Cell(train_config, deps=[*deps, *([mix_dep] if mix_dep else [])], labels=labels))
+    extra_deps = [*([mix_dep] if mix_dep else []), *([warmup.key] if warmup else [])]
+    train = matrix.add(Cell(train_config, deps=[*deps, *extra_deps], labels=labels))
     eval_config = EvalCellConfig(
         train=train.id,
         tasks=list(spec.eval.tasks),
@@ -357,6 +381,25 @@ def _add_train_mix(matrix: StudyMatrix, spec: StudySpec) -> tuple[str, DataRef] 
     label = f"ShapeScenes training mix {shapes.size} scenes, {shapes.image_size} px, seed {shapes.seed}"
     cell = matrix.add(Cell(DatasetCellConfig(shapes, namespace="mix"), labels={"benchmark": label}))
     return cell.key, DataRef(dataset=cell.id)
+
+
+def _add_llm_warmup(matrix: StudyMatrix, spec: StudySpec, data_dep: str | None, data: DataRef) -> Cell | None:
+    """The study's one LLM warm-up cell (None when ``llm_warmup`` is off)."""
+    warmup = spec.llm_warmup
+    if not warmup.enabled:
+        return None
+    config = WarmupCellConfig(
+        llm=spec.llm,
+        recipe=spec.recipe.preset,
+        recipe_overrides=dict(spec.recipe.overrides),
+        image_size=spec.resolutions[0],
+        resize_strategy=spec.resize_strategies[0],
+        grid=warmup.grid,
+        seed=warmup.seed,
+        data=data,
+    )
+    labels = {"llm": spec.llm, "seed": warmup.seed}
+    return matrix.add(Cell(config, deps=[data_dep] if data_dep else [], labels=labels))
 
 
 def _add_pretrain(

@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ssmvlm.study import analysis, findings
+from ssmvlm.study.matrix import STAGES
 from ssmvlm.study.spec import StudySpec
 from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
@@ -339,7 +340,7 @@ def _compute_markdown(out: Path) -> str:
         return "No run time recorded (every cell was already complete)."
     frame = pd.DataFrame.from_records(records)
     pivot = frame.pivot_table(index="backbone", columns="stage", values="seconds", aggfunc="sum", fill_value=0.0)
-    stages = [s for s in ("dataset", "pretrain", "train", "eval") if s in pivot.columns]
+    stages = [s for s in STAGES if s in pivot.columns]
     rows = [[backbone, *[f"{pivot.loc[backbone, s]:.0f}" for s in stages]] for backbone in pivot.index]
     rows.append(["total", *[f"{pivot[s].sum():.0f}" for s in stages]])
     return _pipe_table(["backbone", *[f"{s} (s)" for s in stages]], rows) + (

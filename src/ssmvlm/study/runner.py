@@ -24,6 +24,7 @@ from ssmvlm.study.cells import ERROR_FILE, is_done
 from ssmvlm.study.launchers import CellFunction, Launcher, make_launcher
 from ssmvlm.study.matrix import (
     ABLATIONS_FILE,
+    STAGES,
     Cell,
     StudyMatrix,
     add_ablation_cells,
@@ -65,7 +66,7 @@ def schedule(
     status: dict[str, str] = {cell.key: "cached" for cell in matrix if is_done(cell, out)}
     pending = [cell for cell in matrix if cell.key not in status]
     running: dict[str, tuple[Cell, Any]] = {}
-    stages = [stage for stage in ("dataset", "pretrain", "train", "eval") if matrix.by_stage(stage)]
+    stages = [stage for stage in STAGES if matrix.by_stage(stage)]
     with progress_bar(disable=not show_progress) as bar:
         overall = bar.add_task("study", total=len(matrix), completed=len(status), status="")
         per_stage = {

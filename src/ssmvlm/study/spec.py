@@ -88,6 +88,16 @@ class RecipeSpec:
 
 
 @dataclass
+class LlmWarmupSpec:
+    """An LLM warm-up before the VLM stage (ssmvlm.train.warmup): the study's LLM trained once with the recipe on the
+    benchmark's training split, each image replaced by its scene's ground truth; every VLM cell starts from it."""
+
+    enabled: bool = False
+    grid: int = 6  # cells per side of the symbolic image
+    seed: int = 0
+
+
+@dataclass
 class EvalSpec:
     tasks: list[str] = field(default_factory=lambda: ["shapes-vqa", "shapes-pope", "shapes-refexp"])
     split: str = "test"
@@ -157,6 +167,7 @@ class StudySpec:
     connectors: list[str] = field(default_factory=lambda: ["gelu-mlp"])
     llm: str = "tiny-llama-2m"  # a tiny LLM preset, or a folder with a local model
     recipe: RecipeSpec = field(default_factory=RecipeSpec)
+    llm_warmup: LlmWarmupSpec = field(default_factory=LlmWarmupSpec)
     seeds: list[int] = field(default_factory=lambda: [0])
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
@@ -242,6 +253,7 @@ def validate_spec(spec: StudySpec) -> None:
     if spec.benchmark.data_root is not None and not Path(spec.benchmark.data_root).is_dir():
         raise ConfigError("benchmark.data_root", f"folder {spec.benchmark.data_root} not found")
     _check_train_mix(spec.benchmark.train_mix)
+    _check_llm_warmup(spec)
     for index, resolution in enumerate(spec.resolutions):
         for backbone in spec.backbones:
             check_resolution(backbone, resolution, spec.feature_tap, key=f"resolutions[{index}]")
@@ -279,6 +291,20 @@ def _check_train_mix(mix: TrainMixSettings) -> None:
             SceneConfig.from_difficulty(**mix.scene)
         except (TypeError, ValueError) as exc:
             raise ConfigError("benchmark.train_mix.scene", str(exc)) from None
+
+
+def _check_llm_warmup(spec: StudySpec) -> None:
+    warmup = spec.llm_warmup
+    if not warmup.enabled:
+        return
+    if warmup.grid < 1:
+        raise ConfigError("llm_warmup.grid", f"expected at least 1 cell per side, got {warmup.grid}")
+    root = spec.benchmark.data_root
+    if root is not None and not (Path(root) / "train" / "scenes.json").is_file():
+        raise ConfigError(
+            "llm_warmup.enabled",
+            f"the warm-up reads each image's ground truth from a ShapeScenes split; {root}/train/scenes.json not found",
+        )
 
 
 def _check_names(key: str, values: list[str], allowed: list[str]) -> None:

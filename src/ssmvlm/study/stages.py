@@ -12,7 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ssmvlm.study.matrix import Cell, DatasetCellConfig, EvalCellConfig, PretrainCellConfig, TrainCellConfig
+from ssmvlm.study.matrix import (
+    Cell,
+    DatasetCellConfig,
+    EvalCellConfig,
+    PretrainCellConfig,
+    TrainCellConfig,
+    WarmupCellConfig,
+)
 from ssmvlm.utils.dotted_keys import deep_merge, nest_keys
 
 Upstream = dict[str, dict[str, Any]]
@@ -69,14 +76,43 @@ def run_pretrain(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> 
     }
 
 
+def run_warmup(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
+    from ssmvlm.config import from_dict, to_dict
+    from ssmvlm.train.recipe import TrainConfig
+    from ssmvlm.train.warmup import warm_up_llm
+    from ssmvlm.vlm import VLMConfig
+
+    config: WarmupCellConfig = cell.config
+    root = config.data.folder(upstream)
+    # The backbone is a placeholder the warm-up never builds: its images are the scenes' ground truth.
+    model = VLMConfig(image_size=config.image_size, resize_strategy=config.resize_strategy, llm=config.llm)
+    values = {
+        "model": to_dict(model),
+        "recipe": config.recipe,
+        "data": {"train_json": str(root / "train" / "llava.json"), "image_root": str(root)},
+        "seed": config.seed,
+        "device": device,
+    }
+    train_config = from_dict(TrainConfig, deep_merge(values, nest_keys(config.recipe_overrides.items())))
+    llm = warm_up_llm(train_config, run_dir, grid=config.grid, show_progress=show_progress())
+    return {"llm": str(llm.resolve())}
+
+
 def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
     from ssmvlm.config import from_dict, to_dict
     from ssmvlm.train.loop import train_vlm
     from ssmvlm.train.recipe import TrainConfig
     from ssmvlm.vlm import VLMConfig
+    from ssmvlm.vlm.builder import TINY_LLM_KEYS
 
     config: TrainCellConfig = cell.config
     root = config.data.folder(upstream)
+    overrides = nest_keys(config.recipe_overrides.items())
+    llm = config.llm
+    if config.llm_warmup is not None:
+        llm = upstream[f"warmup/{config.llm_warmup}"]["llm"]
+        for key in TINY_LLM_KEYS:  # they shaped the warm-up's LLM, which this run loads
+            overrides.get("model", {}).pop(key, None)
     model = VLMConfig(
         backbone=config.backbone,
         checkpoint=config.checkpoint.path(upstream) if config.checkpoint else None,
@@ -84,7 +120,7 @@ def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dic
         resize_strategy=config.resize_strategy,
         feature_tap=config.feature_tap,
         connector=config.connector,
-        llm=config.llm,
+        llm=llm,
     )
     values = {
         "model": to_dict(model),
@@ -97,7 +133,7 @@ def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dic
         "seed": config.seed,
         "device": device,
     }
-    train_config = from_dict(TrainConfig, deep_merge(values, nest_keys(config.recipe_overrides.items())))
+    train_config = from_dict(TrainConfig, deep_merge(values, overrides))
     trained = Path(train_vlm(train_config, run_dir, show_progress=show_progress()))
     facts = backbone_facts(config.backbone, config.image_size, config.feature_tap)
     result = {"run_dir": str(trained.resolve()), "train_log": str((trained / TRAIN_LOG).resolve()), **facts}
@@ -131,6 +167,7 @@ def run_eval(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict
 STAGE_RUNNERS: dict[str, StageRunner] = {
     "dataset": run_dataset,
     "pretrain": run_pretrain,
+    "warmup": run_warmup,
     "train": run_train,
     "eval": run_eval,
 }

@@ -146,7 +146,7 @@ def train_vlm(
     steps_per_epoch = math.ceil(len(data.samples) / recipe.global_batch_size)
     total_steps = recipe.total_steps(len(data.samples))
     strategy = resolve_strategy(config.distributed.strategy, info)
-    bf16 = _use_bf16(config.distributed.precision, info.device)
+    bf16 = use_bf16(config.distributed.precision, info.device)
     apply_llm_kernels(vlm.llm, config.distributed.llm_kernels, info.device)
     checkpointing = config.distributed.activation_checkpointing
     if checkpointing if checkpointing is not None else strategy == "fsdp":
@@ -329,7 +329,7 @@ def build_optimizer(vlm: nn.Module, recipe: Recipe, device: torch.device) -> tor
     return torch.optim.AdamW(groups, lr=recipe.learning_rate, fused=device.type == "cuda")
 
 
-def _use_bf16(precision: str, device: torch.device) -> bool:
+def use_bf16(precision: str, device: torch.device) -> bool:
     if precision == "auto":
         return device.type == "cuda"
     if precision == "bf16" and device.type != "cuda":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from ssmvlm.config import from_dict
 from ssmvlm.connectors import build_connector
@@ -36,6 +37,8 @@ from ssmvlm.vlm.model import VLM
 from ssmvlm.vlm.prompts import get_prompt_format
 
 TOKENIZER_DIR = "tokenizer"
+# The model fields that shape a tiny LLM built from scratch; a local LLM keeps its own.
+TINY_LLM_KEYS = ("tokenizer_lowercase", "tie_word_embeddings", "llm_init_std")
 WEIGHTS_FILE = "model.safetensors"
 ENCODER_FILE = "encoder.json"  # the frozen encoder's weight hash: a run is only loaded with the same encoder
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -90,7 +93,7 @@ def prepare_tokenizer(
 ) -> Any:
     """The run's tokenizer: saved in ``run_dir/tokenizer`` (trained there first for a tiny preset)."""
     if not is_tiny_preset(config.llm):
-        for name in ("tokenizer_lowercase", "tie_word_embeddings", "llm_init_std"):
+        for name in TINY_LLM_KEYS:
             if getattr(config, name):
                 raise ConfigError(f"model.{name}", "applies to tiny LLM presets only (a local LLM keeps its own)")
     saved = Path(run_dir) / TOKENIZER_DIR
@@ -129,12 +132,7 @@ def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
         feature_tap=config.feature_tap,
         resize_strategy=config.resize_strategy,
     )
-    if is_tiny_preset(config.llm):
-        llm = build_tiny_llm(config.llm, tokenizer, seed, config.tie_word_embeddings, config.llm_init_std)
-        llm = llm.to(DTYPES[config.llm_dtype])
-    else:
-        llm = load_local_llm(Path(config.llm), tokenizer, DTYPES[config.llm_dtype])
-    check_vocab_fits(tokenizer, llm, f"model.llm={config.llm}")
+    llm = build_llm(config, tokenizer, seed)
     grid = _token_grid(backbone, config.image_size) if config.token_pool > 1 else None
     connector = build_connector(
         config.connector,
@@ -153,6 +151,17 @@ def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
         vision_dtype=DTYPES[config.vision_dtype],
         image_position=config.image_position,
     )
+
+
+def build_llm(config: VLMConfig, tokenizer: Any, seed: int) -> nn.Module:
+    """The VLM's language model: a tiny preset at random weights (drawn from ``seed``) or a local model."""
+    if is_tiny_preset(config.llm):
+        llm = build_tiny_llm(config.llm, tokenizer, seed, config.tie_word_embeddings, config.llm_init_std)
+        llm = llm.to(DTYPES[config.llm_dtype])
+    else:
+        llm = load_local_llm(Path(config.llm), tokenizer, DTYPES[config.llm_dtype])
+    check_vocab_fits(tokenizer, llm, f"model.llm={config.llm}")
+    return llm
 
 
 def _token_grid(backbone: Any, image_size: int | tuple[int, int]) -> tuple[int, int]:
