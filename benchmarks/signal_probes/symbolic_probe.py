@@ -40,38 +40,19 @@ from ssmvlm.eval.runner import evaluate_model
 from ssmvlm.train.dataset import build_conversation_data, collate, global_batch_indices, split_into_turns
 from ssmvlm.train.loop import build_optimizer
 from ssmvlm.train.recipe import RECIPES
+from ssmvlm.train.warmup import CELL_FEATURES, scene_grid
 from ssmvlm.utils.seed import seed_everything
 from ssmvlm.vlm.builder import VLMConfig, build_vlm, prepare_tokenizer
 from ssmvlm.vlm.llm import TINY_LLAMA_PRESETS, TinyLlamaPreset
 
 GRID = 6
-FEATURES = len(COLORS) + len(SHAPES) + len(SIZES) + 4 + 1
+FEATURES = CELL_FEATURES
 
 
 def cell_features(scene: dict, transform, grid: int = GRID) -> np.ndarray:
-    """(grid*grid, FEATURES): per cell of the model frame, the object covering most of it."""
-    out = np.zeros((grid * grid, FEATURES), dtype=np.float32)
-    out[:, -1] = 1.0
-    height, width = transform.size
-    cell_h, cell_w = height / grid, width / grid
-    best = np.zeros(grid * grid)
-    for obj in scene["objects"]:
-        x0, y0, x1, y1 = transform.box_to_model(obj["box"], scene["width"], scene["height"])
-        for row in range(grid):
-            for col in range(grid):
-                overlap_w = min(x1, (col + 1) * cell_w) - max(x0, col * cell_w)
-                overlap_h = min(y1, (row + 1) * cell_h) - max(y0, row * cell_h)
-                area = max(overlap_w, 0) * max(overlap_h, 0) / (cell_w * cell_h)
-                index = row * grid + col
-                if area > 0.15 and area > best[index]:
-                    best[index] = area
-                    vector = np.zeros(FEATURES, dtype=np.float32)
-                    vector[list(COLORS).index(obj["color"])] = 1
-                    vector[len(COLORS) + SHAPES.index(obj["shape"])] = 1
-                    vector[len(COLORS) + len(SHAPES) + list(SIZES).index(obj["size"])] = 1
-                    vector[-5:-1] = [x0 / width, y0 / height, x1 / width, y1 / height]
-                    out[index] = vector
-    return out
+    """(grid*grid, FEATURES): per cell of the model frame, the object covering most of it (the study's warm-up
+    grid, ``ssmvlm.train.warmup.scene_grid``)."""
+    return scene_grid(scene, transform, grid).numpy()
 
 
 def scene_features(data_dir: Path, split: str, transform) -> dict[str, np.ndarray]:
