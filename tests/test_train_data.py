@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import torch
 from PIL import Image, ImageDraw
 
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220), "yellow": (230, 210, 20)}
@@ -72,8 +74,6 @@ def test_split_turns_gives_one_sample_per_question(tmp_path: Path) -> None:
 def test_packed_batches_are_the_samples_right_padded() -> None:
     import random
 
-    import torch
-
     from ssmvlm.train.dataset import PackedSamples, Sample, collate
     from ssmvlm.vlm.model import IGNORE_INDEX
 
@@ -115,3 +115,24 @@ def test_each_epoch_is_a_seeded_permutation_in_full_batches() -> None:
     # the same step gives the same batch whatever was asked before (the epoch order is cached, not stateful)
     assert global_batch_indices(samples, batch, 4, per_epoch, seed=1) == epochs[1][4:8]
     assert global_batch_indices(samples, batch, 4, per_epoch, seed=2) != epochs[1][4:8]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_packed_batches_on_the_gpu_are_the_host_batches() -> None:
+    """Rows copied without a host wait (pinned, non-blocking) give the host's batch, however many are queued."""
+    from ssmvlm.train.dataset import PackedSamples, Sample
+
+    samples = []
+    for i in range(64):
+        ids = list(range(3, 8 + i % 9))
+        samples.append(Sample(f"s{i}", ids, [-100] * 2 + ids[2:], i))
+    host = PackedSamples(samples, pad_token_id=0)
+    device = PackedSamples(samples, pad_token_id=0, device=torch.device("cuda"))
+    batches = [list(range(k, 64, 7)) for k in range(7)]
+    on_gpu = [device.batch(rows) for rows in batches]  # queued back to back before any is read
+    for rows, batch in zip(batches, on_gpu, strict=True):
+        expected = host.batch(rows)
+        assert torch.equal(batch.input_ids.cpu(), expected.input_ids)
+        assert torch.equal(batch.labels.cpu(), expected.labels)
+        assert torch.equal(batch.prompt_lengths.cpu(), expected.prompt_lengths)

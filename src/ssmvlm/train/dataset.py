@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ssmvlm.data.llava import LlavaRecord
+from ssmvlm.utils.device import to_device_async
 from ssmvlm.utils.errors import DataError
 from ssmvlm.vlm.model import IGNORE_INDEX
 from ssmvlm.vlm.prompts import PromptFormat
@@ -207,7 +208,7 @@ class PackedSamples:
     def batch(self, indices: Sequence[int]) -> Batch:
         rows_host = torch.tensor(indices, dtype=torch.long)
         longest = int(self.lengths[rows_host].max())  # from the host's copy: no wait on the device
-        rows = rows_host.to(self.device)
+        rows = to_device_async(rows_host, self.device)
         offsets = torch.arange(longest, device=self.device)
         present = offsets[None] < self.device_lengths[rows, None]
         positions = torch.where(present, self.starts[rows, None] + offsets[None], 0)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ssmvlm.data.images import open_image, undecodable_images
+from ssmvlm.utils.device import to_device_async
 from ssmvlm.utils.progress import progress_bar
 
 AUTO_CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -68,13 +69,13 @@ class ImageFeatureSource:
         if not present:
             return None
         if self.cache is not None:
-            found = self.cache[torch.tensor(present, device=self.cache.device)].to(self.device)
+            found = self.cache[to_device_async(torch.tensor(present), self.cache.device)].to(self.device)
         else:
             pixels = torch.stack([self.pixels(i) for i in present]).to(self.device)
             found = self.vlm.encode_images(pixels)
         if len(present) == len(image_indices):
             return found
         out = found.new_zeros(len(image_indices), *found.shape[1:])
-        rows = torch.tensor([k for k, i in enumerate(image_indices) if i is not None], device=found.device)
+        rows = to_device_async(torch.tensor([k for k, i in enumerate(image_indices) if i is not None]), found.device)
         out[rows] = found
         return out

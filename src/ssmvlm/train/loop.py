@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from ssmvlm.train.features import ImageFeatureSource
 from ssmvlm.train.llm_kernels import apply_llm_kernels
 from ssmvlm.train.metrics import MetricsLog
 from ssmvlm.train.recipe import Recipe, TrainConfig, micro_batches_per_step, resolve_recipe
+from ssmvlm.utils.device import to_device_async
 from ssmvlm.utils.errors import ConfigError, DataError, TrainingDivergedError
 from ssmvlm.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ssmvlm.utils.progress import console, progress_bar
@@ -186,14 +187,19 @@ def train_vlm(
     metrics.truncate_after(start_step)
 
     # -- the loop ---------------------------------------------------------------------------------------
-    # Nothing in a step waits for the device: the loss and gradient norm are read on log steps, and the watch
-    # checks them for divergence there and before each checkpoint (a host check every step would leave a small
-    # model's GPU idle while the host launches the next step).
+    # The host does not wait for the device within a step: the loss and gradient norm are read on log steps, where
+    # the watch also checks them for divergence (and before each checkpoint), and index copies are queued from
+    # pinned memory. A host that waits every step leaves a small model's GPU idle while it launches the next one.
     packed = PackedSamples(data.samples, tokenizer.pad_token_id, info.device)
     num_patches = vlm.connector.num_output_tokens(vlm.vision_backbone.num_tokens())
     trainable_params = [p for p in vlm.parameters() if p.requires_grad]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     watch = DivergenceWatch(info.device)
+
+    def batch_records(at_step: int) -> list[str]:
+        rows = global_batch_indices(len(data.samples), recipe.global_batch_size, at_step, steps_per_epoch, config.seed)
+        return [data.samples[i].record_id for i in rows]
+
     model.train()
     with progress_bar(disable=not (show_progress and info.is_main)) as progress:
         task = progress.add_task("training", total=total_steps, completed=start_step, status="")
@@ -215,7 +221,7 @@ def train_vlm(
                         batch.attention_mask,
                         batch.labels,
                         vision_features=vision,
-                        has_image=has_image.to(info.device),
+                        has_image=to_device_async(has_image, info.device),
                         prompt_lengths=batch.prompt_lengths,
                         loss_reduction=recipe.loss_reduction,
                     )
@@ -236,13 +242,7 @@ def train_vlm(
                 done, total_steps, steps_per_epoch, config.logging.checkpoint_every, stop_after
             )
             if log_due or checkpoint_due:
-                watch.check(
-                    last_checkpoint,
-                    lambda bad: global_batch_indices(
-                        len(data.samples), recipe.global_batch_size, bad, steps_per_epoch, config.seed
-                    ),
-                    data.samples,
-                )
+                watch.check(last_checkpoint, batch_records)
             if log_due:
                 elapsed = time.perf_counter() - interval_start
                 total_tokens = float(all_reduce_mean(tokens, info)) * info.world_size
@@ -293,12 +293,12 @@ class DivergenceWatch:
         self.first_bad = torch.where(bad, step, self.first_bad)
         self.bad_loss = torch.where(bad, loss.float(), self.bad_loss)
 
-    def check(self, last_checkpoint: Path | None, batch_of: Any, samples: list[Any]) -> None:
+    def check(self, last_checkpoint: Path | None, batch_records: Callable[[int], list[str]]) -> None:
         step = int(self.first_bad)
         if step < 0:
             return
         loss = float(self.bad_loss)
-        records = [samples[i].record_id for i in batch_of(step)]
+        records = batch_records(step)
         raise TrainingDivergedError(
             f"step {step + 1}: non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} "
             f"(loss {loss}) on batch records {records[:8]}{'…' if len(records) > 8 else ''}; "
