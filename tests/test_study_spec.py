@@ -12,6 +12,7 @@ from ssmvlm.backbones import registry, zoo
 from ssmvlm.backbones.base import BackboneSpec, FeatureTap, TapInfo, VisionBackbone
 from ssmvlm.study.matrix import DataRef, cell_id, expand_matrix
 from ssmvlm.study.spec import load_spec, preset_path, validate_spec
+from ssmvlm.utils.dotted_keys import nest_keys
 from ssmvlm.utils.errors import ConfigError
 
 FAKE_BACKBONES = {"fake_ssm": "ssm", "fake_vit": "transformer", "fake_cnn": "cnn"}
@@ -216,6 +217,24 @@ def test_training_mix_joins_the_training_cells_only(fake_zoo: list[str], tmp_pat
         validate_spec(misspelt)
 
 
+def test_llm_warmup_is_one_cell_that_every_training_cell_needs(fake_zoo: list[str], tmp_path: Path) -> None:
+    base = expand_matrix(_spec(tmp_path, BASE))
+    spec = _spec(tmp_path, BASE, ["llm_warmup.enabled=true", "llm_warmup.epochs=2", "recipe.overrides.optim.epochs=5"])
+    validate_spec(spec)
+    matrix = expand_matrix(spec)
+    (warmup,) = matrix.by_stage("warmup")
+    assert warmup.config.grid == 6 and warmup.config.llm == spec.llm
+    assert nest_keys(warmup.config.recipe_overrides.items())["optim"]["epochs"] == 2  # its own epochs win
+    for cell in matrix.by_stage("train"):
+        assert warmup.key in cell.deps and cell.config.llm_warmup == warmup.id
+        assert nest_keys(cell.config.recipe_overrides.items())["optim"]["epochs"] == 5  # the VLM keeps the recipe's
+    assert all("llm_warmup" not in cell.record for cell in base.by_stage("train"))  # ids without it keep
+    with pytest.raises(ConfigError, match=r"llm_warmup\.epochs: expected at least 1 epoch"):
+        validate_spec(_spec(tmp_path, BASE, ["llm_warmup.enabled=true", "llm_warmup.epochs=0"]))
+    with pytest.raises(ConfigError, match=r"llm_warmup\.enabled: .*scenes\.json not found"):
+        validate_spec(_spec(tmp_path, BASE, ["llm_warmup.enabled=true", f"benchmark.data_root={tmp_path}"]))
+
+
 def test_cell_id_ignores_key_order() -> None:
     assert cell_id("train", {"a": 1, "b": {"c": 2, "d": 3}}) == cell_id("train", {"b": {"d": 3, "c": 2}, "a": 1})
     assert cell_id("train", {"a": 1}) != cell_id("eval", {"a": 1})
@@ -232,8 +251,6 @@ def test_quick_preset_validates_against_the_zoo() -> None:
 
 
 def test_recipe_overrides_from_the_spec_and_the_command_line_combine() -> None:
-    from ssmvlm.utils.dotted_keys import nest_keys
-
     # A preset's dotted keys and a command line's nested override of one of them: every key survives, the
     # command line's value wins (it comes later), whatever nesting each side used.
     spec = load_spec(preset="paper", overrides=["recipe.overrides.optim.epochs=7"])

@@ -391,7 +391,7 @@ def _add_llm_warmup(matrix: StudyMatrix, spec: StudySpec, data_dep: str | None, 
     config = WarmupCellConfig(
         llm=spec.llm,
         recipe=spec.recipe.preset,
-        recipe_overrides=dict(spec.recipe.overrides),
+        recipe_overrides=_warmup_overrides(spec),
         image_size=spec.resolutions[0],
         resize_strategy=spec.resize_strategies[0],
         grid=warmup.grid,
@@ -400,6 +400,15 @@ def _add_llm_warmup(matrix: StudyMatrix, spec: StudySpec, data_dep: str | None, 
     )
     labels = {"llm": spec.llm, "seed": warmup.seed}
     return matrix.add(Cell(config, deps=[data_dep] if data_dep else [], labels=labels))
+
+
+def _warmup_overrides(spec: StudySpec) -> dict[str, Any]:
+    """The recipe's overrides, with the warm-up's own epochs when ``llm_warmup.epochs`` is set."""
+    overrides = dict(spec.recipe.overrides)
+    if spec.llm_warmup.epochs is not None:
+        overrides.pop("optim.epochs", None)  # re-added last, so that it wins over a nested ``optim`` as well
+        overrides["optim.epochs"] = spec.llm_warmup.epochs
+    return overrides
 
 
 def _add_pretrain(

@@ -94,6 +94,7 @@ class LlmWarmupSpec:
 
     enabled: bool = False
     grid: int = 6  # cells per side of the symbolic image
+    epochs: int | None = None  # None: the recipe's (a recipe's max_steps applies to the warm-up as it is)
     seed: int = 0
 
 
@@ -299,6 +300,8 @@ def _check_llm_warmup(spec: StudySpec) -> None:
         return
     if warmup.grid < 1:
         raise ConfigError("llm_warmup.grid", f"expected at least 1 cell per side, got {warmup.grid}")
+    if warmup.epochs is not None and warmup.epochs < 1:
+        raise ConfigError("llm_warmup.epochs", f"expected at least 1 epoch (null: the recipe's), got {warmup.epochs}")
     root = spec.benchmark.data_root
     if root is not None and not (Path(root) / "train" / "scenes.json").is_file():
         raise ConfigError(
