@@ -178,6 +178,7 @@ def test_one_llm_warmup_starts_every_vlm(tmp_path: Path, monkeypatch: pytest.Mon
 
     def warm_up_llm(config: Any, run_dir: Path, *, grid: int, show_progress: bool) -> Path:
         warmups.append((config, grid))
+        fake.calls.append(("warmup", ""))
         (run_dir / "llm").mkdir()
         return run_dir / "llm"
 
@@ -201,6 +202,8 @@ def test_one_llm_warmup_starts_every_vlm(tmp_path: Path, monkeypatch: pytest.Mon
     assert warm_config.data.train_json.endswith("train/llava.json") and warm_config.optim.max_steps == 5
     (warm_cell,) = outcome.matrix.by_stage("warmup")
     assert len(configs) == 4 and fake.count("pretrain") == 2
+    # every VLM cell waits on the warm-up, one encoder's on its pretraining: the warm-up goes first
+    assert [stage for stage, _ in fake.calls][:3] == ["dataset", "warmup", "pretrain"]
     for config in configs:
         assert config.model.llm == str((warm_cell.run_dir(tmp_path / "study") / "llm").resolve())
         assert config.model.llm_init_std is None and config.optim.max_steps == 5

@@ -64,7 +64,10 @@ def schedule(
     # A live bar only on a terminal: in a log file (workers, CI, nohup) the ✓/✗ lines say the same.
     show_progress = show_progress and console.is_terminal
     status: dict[str, str] = {cell.key: "cached" for cell in matrix if is_done(cell, out)}
-    pending = [cell for cell in matrix if cell.key not in status]
+    # Among cells ready at once, those more cells wait on go first (a study's LLM warm-up before any one
+    # encoder's pretraining); ties keep the matrix's order.
+    waiting_on = downstream_counts(matrix)
+    pending = sorted((cell for cell in matrix if cell.key not in status), key=lambda cell: -waiting_on[cell.key])
     running: dict[str, tuple[Cell, Any]] = {}
     stages = [stage for stage in STAGES if matrix.by_stage(stage)]
     with progress_bar(disable=not show_progress) as bar:
@@ -113,6 +116,15 @@ def schedule(
                     message = escape(f"{cell.describe()} ({outcome['seconds']:.1f} s)")
                     console.print(f"[green]✓[/green] {message}", highlight=False)
     return status
+
+
+def downstream_counts(matrix: StudyMatrix) -> dict[str, int]:
+    """How many cells depend on each cell, directly or through others."""
+    dependents: dict[str, set[str]] = {cell.key: set() for cell in matrix}
+    for cell in reversed(list(matrix)):  # a cell comes after everything it depends on
+        for dep in cell.deps:
+            dependents[dep] |= {cell.key} | dependents[cell.key]
+    return {key: len(keys) for key, keys in dependents.items()}
 
 
 def _submit(launcher: Launcher, cell: Cell) -> Any:
