@@ -2,9 +2,10 @@
 workers do (issue 21: the `paper` preset's wall time is its VLM cells' steps).
 
 Generates the preset's benchmark scenes into ``--data`` unless they are there, then starts ``--procs`` processes, each
-training the preset's VLM stage (its recipe, LLM and model settings; encoder ``--backbone`` at random weights, whose
-features are cached like any encoder's) for ``--steps`` steps at its own seed. Prints and writes per process the
-mean step time after ``--skip`` warm-up steps (from ``metrics.jsonl``) and the wall time of the whole call.
+running the preset's training cell (the study's own adapter: its recipe, LLM and model settings, no LLM warm-up;
+encoder ``--backbone`` at random weights, whose features are cached like any encoder's) for ``--steps`` steps at its
+own seed. Prints and writes per process the mean step time after ``--skip`` warm-up steps (from ``metrics.jsonl``)
+and the wall time of the whole call.
 
     python benchmarks/vlm_stage_speed.py --out runs/stage_speed --procs 4 --steps 600
     python benchmarks/vlm_stage_speed.py --out DIR --data DIR/data --set distributed.llm_kernels=compile
@@ -41,33 +42,25 @@ def generate(spec, out: Path) -> Path:
 
 
 def train_one(args: argparse.Namespace) -> None:
-    from ssmvlm.config import from_dict, to_dict
+    """The preset's training cell for this backbone and seed, run by the study's own adapter."""
+    from ssmvlm.study.matrix import expand_matrix
     from ssmvlm.study.spec import load_spec
-    from ssmvlm.train.loop import train_vlm
-    from ssmvlm.train.recipe import TrainConfig
-    from ssmvlm.utils.dotted_keys import deep_merge, nest_keys
-    from ssmvlm.vlm import VLMConfig
+    from ssmvlm.study.stages import run_train
 
-    spec = load_spec(preset=args.preset)
-    model = VLMConfig(
-        backbone=args.backbone,
-        image_size=spec.resolutions[0],
-        resize_strategy=spec.resize_strategies[0],
-        feature_tap=spec.feature_tap,
-        connector=spec.connectors[0],
-        llm=spec.llm,
-    )
-    values = {
-        "model": to_dict(model),
-        "recipe": spec.recipe.preset,
-        "data": {"train_json": str(args.data / "train" / "llava.json"), "image_root": str(args.data)},
-        "seed": args.seed,
-        "device": args.device,
-    }
-    overrides = {**spec.recipe.overrides, "optim.max_steps": args.steps}
-    overrides.update(dict(item.split("=", 1) for item in args.set))
-    config = from_dict(TrainConfig, deep_merge(values, nest_keys(overrides.items())))
-    train_vlm(config, args.out / f"seed{args.seed}", show_progress=False)
+    overrides = [
+        f"backbones=[{args.backbone}]",
+        "initializations=[random]",
+        f"seeds=[{args.seed}]",
+        f"recipe.overrides.optim.max_steps={args.steps}",
+        *(f"recipe.overrides.{item}" for item in args.set),
+    ]
+    if getattr(load_spec(preset=args.preset), "llm_warmup", None):  # trees before the warm-up have no such key
+        overrides.append("llm_warmup.enabled=false")  # a warm LLM takes the same steps; this times the step alone
+    (cell,) = expand_matrix(load_spec(preset=args.preset, overrides=overrides)).by_stage("train")
+    upstream = {f"dataset/{cell.config.data.dataset}": {"path": str(args.data)}}
+    run_dir = args.out / f"seed{args.seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_train(cell, run_dir, upstream, args.device)
 
 
 def summarize(run: Path, skip: int) -> dict[str, float]:

@@ -77,36 +77,24 @@ def run_pretrain(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> 
 
 
 def run_warmup(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
-    from ssmvlm.config import from_dict, to_dict
-    from ssmvlm.train.recipe import TrainConfig
     from ssmvlm.train.warmup import warm_up_llm
     from ssmvlm.vlm import VLMConfig
 
     config: WarmupCellConfig = cell.config
-    root = config.data.folder(upstream)
     # The backbone is a placeholder the warm-up never builds: its images are the scenes' ground truth.
     model = VLMConfig(image_size=config.image_size, resize_strategy=config.resize_strategy, llm=config.llm)
-    values = {
-        "model": to_dict(model),
-        "recipe": config.recipe,
-        "data": {"train_json": str(root / "train" / "llava.json"), "image_root": str(root)},
-        "seed": config.seed,
-        "device": device,
-    }
-    train_config = from_dict(TrainConfig, deep_merge(values, nest_keys(config.recipe_overrides.items())))
+    overrides = nest_keys(config.recipe_overrides.items())
+    train_config = _train_config(model, config.recipe, config.data.folder(upstream), [], config.seed, device, overrides)
     llm = warm_up_llm(train_config, run_dir, grid=config.grid, show_progress=show_progress())
     return {"llm": str(llm.resolve())}
 
 
 def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
-    from ssmvlm.config import from_dict, to_dict
     from ssmvlm.train.loop import train_vlm
-    from ssmvlm.train.recipe import TrainConfig
     from ssmvlm.vlm import VLMConfig
     from ssmvlm.vlm.builder import TINY_LLM_KEYS
 
     config: TrainCellConfig = cell.config
-    root = config.data.folder(upstream)
     overrides = nest_keys(config.recipe_overrides.items())
     llm = config.llm
     if config.llm_warmup is not None:
@@ -122,24 +110,33 @@ def run_train(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dic
         connector=config.connector,
         llm=llm,
     )
-    values = {
-        "model": to_dict(model),
-        "recipe": config.recipe,
-        "data": {
-            "train_json": str(root / "train" / "llava.json"),
-            "image_root": str(root),
-            "extra_json": [str(config.mix.folder(upstream) / "train" / "llava.json")] if config.mix else [],
-        },
-        "seed": config.seed,
-        "device": device,
-    }
-    train_config = from_dict(TrainConfig, deep_merge(values, overrides))
+    root = config.data.folder(upstream)
+    mix = [str(config.mix.folder(upstream) / "train" / "llava.json")] if config.mix else []
+    train_config = _train_config(model, config.recipe, root, mix, config.seed, device, overrides)
     trained = Path(train_vlm(train_config, run_dir, show_progress=show_progress()))
     facts = backbone_facts(config.backbone, config.image_size, config.feature_tap)
     result = {"run_dir": str(trained.resolve()), "train_log": str((trained / TRAIN_LOG).resolve()), **facts}
     if config.checkpoint is not None and config.checkpoint.pretrain is not None:
         result["top1"] = upstream[f"pretrain/{config.checkpoint.pretrain}"].get("top1")
     return result
+
+
+def _train_config(
+    model: Any, recipe: str, root: Path, extra_json: list[str], seed: int, device: str, overrides: dict[str, Any]
+) -> Any:
+    """The ``TrainConfig`` of a study cell: ``model`` (a ``VLMConfig``) trained on ``root``'s training split (and
+    ``extra_json``) with the recipe ``recipe`` and the nested ``overrides`` laid over it."""
+    from ssmvlm.config import from_dict, to_dict
+    from ssmvlm.train.recipe import TrainConfig
+
+    values = {
+        "model": to_dict(model),
+        "recipe": recipe,
+        "data": {"train_json": str(root / "train" / "llava.json"), "image_root": str(root), "extra_json": extra_json},
+        "seed": seed,
+        "device": device,
+    }
+    return from_dict(TrainConfig, deep_merge(values, overrides))
 
 
 def run_eval(cell: Cell, run_dir: Path, upstream: Upstream, device: str) -> dict[str, Any]:
