@@ -229,6 +229,10 @@ def test_llm_warmup_is_one_cell_that_every_training_cell_needs(fake_zoo: list[st
         assert warmup.key in cell.deps and cell.config.llm_warmup == warmup.id
         assert nest_keys(cell.config.recipe_overrides.items())["optim"]["epochs"] == 5  # the VLM keeps the recipe's
     assert all("llm_warmup" not in cell.record for cell in base.by_stage("train"))  # ids without it keep
+    # A spec's dotted epochs and a command line's nested ones: the same warm-up when its own epochs pin it.
+    pinned = _spec(tmp_path, BASE + "recipe: {overrides: {optim.epochs: 2}}\n", ["llm_warmup.enabled=true"])
+    (pinned_warmup,) = expand_matrix(pinned).by_stage("warmup")
+    assert pinned_warmup.id == warmup.id
     with pytest.raises(ConfigError, match=r"llm_warmup\.epochs: expected at least 1 epoch"):
         validate_spec(_spec(tmp_path, BASE, ["llm_warmup.enabled=true", "llm_warmup.epochs=0"]))
     with pytest.raises(ConfigError, match=r"llm_warmup\.enabled: .*scenes\.json not found"):

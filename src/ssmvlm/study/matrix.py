@@ -24,6 +24,7 @@ from ssmvlm.config import to_dict
 from ssmvlm.data.shapes.scene import LANGUAGE_KNOBS
 from ssmvlm.study.analysis import AblationRequest
 from ssmvlm.study.spec import PRODUCED_INITS, ShapesSettings, StudySpec, checkpoint_path
+from ssmvlm.utils.dotted_keys import flatten_keys, nest_keys
 from ssmvlm.utils.io import read_json
 
 STAGES: tuple[str, ...] = ("dataset", "pretrain", "warmup", "train", "eval")
@@ -403,10 +404,13 @@ def _add_llm_warmup(matrix: StudyMatrix, spec: StudySpec, data_dep: str | None, 
 
 
 def _warmup_overrides(spec: StudySpec) -> dict[str, Any]:
-    """The recipe's overrides, with the warm-up's own epochs when ``llm_warmup.epochs`` is set."""
-    overrides = dict(spec.recipe.overrides)
+    """The recipe's overrides as flat dotted keys, with the warm-up's own epochs when ``llm_warmup.epochs`` is set.
+
+    Flat, so that a spec's ``optim.epochs: 30`` and a command line's ``recipe.overrides.optim.epochs=5`` (nested)
+    give one warm-up cell whenever ``llm_warmup.epochs`` makes the warm-up's epochs the same.
+    """
+    overrides = flatten_keys(nest_keys(spec.recipe.overrides.items()))
     if spec.llm_warmup.epochs is not None:
-        overrides.pop("optim.epochs", None)  # re-added last, so that it wins over a nested ``optim`` as well
         overrides["optim.epochs"] = spec.llm_warmup.epochs
     return overrides
 
