@@ -227,6 +227,7 @@ def test_json_is_strict_and_report_places_findings_after_main_table(tmp_path: Pa
     json.dumps(payload, allow_nan=False)  # NaN became null
     assert [f["key"] for f in payload] == [
         "gate",
+        "separation",
         "ssm-vs-transformer",
         "dense-adaptation",
         "predictors",
@@ -234,10 +235,10 @@ def test_json_is_strict_and_report_places_findings_after_main_table(tmp_path: Pa
     ]
     files = write_report(tmp_path, SPEC, results)
     assert tmp_path / "findings.json" in files
-    assert json.loads((tmp_path / "findings.json").read_text())[4]["verdict"] == findings.SUPPORTED
+    assert json.loads((tmp_path / "findings.json").read_text())[5]["verdict"] == findings.SUPPORTED
     markdown = (tmp_path / "report.md").read_text()
     assert markdown.index("## Main table") < markdown.index("## Findings") < markdown.index("## Does classification")
-    assert "**4. Localization collapse and recovery" in markdown
+    assert "**Separation: " in markdown and "**4. Localization collapse and recovery" in markdown  # claims 1-4
     assert "<strong>Gate: " in (tmp_path / "report.html").read_text()
 
 
@@ -249,3 +250,30 @@ def test_an_evaluation_without_localization() -> None:
     assert claim.verdict == findings.INCONCLUSIVE  # the claim is about VQA and Loc: half of it is unmeasured
     assert "Loc: not evaluated in this run" in claim.details
     assert "Loc not evaluated in this run." in claim.summary
+
+
+# -- separation -----------------------------------------------------------------------------------------
+
+
+def test_separation_counts_the_pairs_whose_overall_cis_do_not_overlap() -> None:
+    rows = [
+        *seeds("maxvit_nano", 84, 30),
+        *seeds("vmamba_nano", 83, 30),  # overlaps MaxViT: a ranking between them is not evidence
+        *seeds("vit_nano", 62, 23),
+        run("swin_nano", 64, 25, seed=0),  # one seed: its evaluation CI (± 4) overlaps neither of the top two
+        *seeds("vmamba_nano", 50, 10, init="shapes-det"),  # alone in its setting: no pair
+    ]
+    sep = by_key(table(rows))["separation"]
+    assert sep.verdict == "4 of 6 pairs apart"
+    setting = sep.numbers["shapes-cls, 96 px, letterbox, gelu-mlp"]
+    assert setting["pairs"] == 6 and setting["ci_sources"] == ["examples", "seeds"]
+    assert sorted(map(tuple, setting["apart"])) == [
+        ("maxvit_nano", "swin_nano"),
+        ("maxvit_nano", "vit_nano"),
+        ("vmamba_nano", "swin_nano"),
+        ("vmamba_nano", "vit_nano"),
+    ]
+    assert "one-seed CI holds evaluation noise alone" in sep.summary
+    assert len(sep.numbers) == 1  # the detection row's setting has one backbone
+    lonely = by_key(table(seeds("vmamba_nano", 80, 30)))["separation"]
+    assert lonely.verdict == findings.NOT_MEASURED

@@ -1,7 +1,8 @@
 """The report's findings: what this run shows for each of the paper's four claims, with effect sizes and CIs.
 
 Pure functions from the results table (see :mod:`ssmvlm.study.analysis`) and the study spec to a list of
-:class:`Finding`. First a gate (is the best model clearly above the controls?), then the four claims:
+:class:`Finding`. First a gate (is the best model clearly above the controls?) and the separation (which backbone
+pairs does the run tell apart?), then the four claims:
 
 1. ``ssm-vs-transformer``: SSM encoders ≥ transformer encoders at matched initialization, on VQA and Loc.
 2. ``dense-adaptation``: detection/segmentation initialization improves on classification initialization.
@@ -17,6 +18,7 @@ wholly on one side of 0; otherwise it is ``inconclusive``, in those words.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -69,9 +71,11 @@ class Difference:
 class Finding:
     """One claim's reading: ``verdict``, a one-paragraph ``summary``, ``details`` (bullets) and the numbers."""
 
-    key: str  # "gate" | "ssm-vs-transformer" | "dense-adaptation" | "predictors" | "collapse-recovery"
+    key: str  # "gate" | "separation" | "ssm-vs-transformer" | "dense-adaptation" | "predictors" | "collapse-recovery"
     title: str
-    verdict: str  # supported | contradicted | inconclusive | not measured (gate: passed | failed | not measured)
+    # supported | contradicted | inconclusive | not measured (gate: passed | failed | not measured; separation:
+    # "N of M pairs apart" | not measured)
+    verdict: str
     summary: str
     details: list[str] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
@@ -85,7 +89,8 @@ def build_findings(
     flags: Sequence[analysis.Flag] | None = None,
     correlations: pd.DataFrame | None = None,
 ) -> list[Finding]:
-    """The gate, then the four claims in the paper's order. ``flags``/``correlations`` default to recomputing."""
+    """The gate, the separation, then the four claims in the paper's order. ``flags``/``correlations`` default to
+    recomputing."""
     seed = spec.seeds[0] if spec.seeds else 0
     if flags is None:
         flags = analysis.diagnose(results, spec.diagnosis)
@@ -100,7 +105,7 @@ def build_findings(
     ]
     for claim in claims:
         claim.below_gate = gate.verdict == FAILED and claim.verdict != NOT_MEASURED
-    return [gate, *claims]
+    return [gate, separation(results, seed=seed), *claims]
 
 
 def to_json(findings: Sequence[Finding]) -> list[dict[str, Any]]:
@@ -238,6 +243,47 @@ def control_intervals(results: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
             estimate = float(group[score].mean())
             records.append({"control": name, "score": score, "estimate": estimate, "low": low, "high": high})
     return pd.DataFrame.from_records(records, columns=["control", "score", "estimate", "low", "high"])
+
+
+# -- separation -----------------------------------------------------------------------------------------
+
+
+def separation(results: pd.DataFrame, *, seed: int = 0) -> Finding:
+    """Per setting (initialization, resolution, geometry, connector): the backbone pairs whose Overall 95% CIs in
+    the main table do not overlap. A ranking between two backbones whose intervals overlap is not evidence."""
+    title = "Separation: which backbones does this run tell apart?"
+    main = analysis.main_table(results, seed=seed)  # main variants only
+    if main.empty:
+        return Finding("separation", title, NOT_MEASURED, "No finished model runs: nothing to compare.")
+    details, numbers = [], {}
+    apart_total = pairs_total = 0
+    for setting, group in main.groupby(list(analysis.SETTING), sort=False, dropna=False):
+        if len(group) < 2:
+            continue
+        apart = []
+        rows = [row for _, row in group.iterrows()]  # sorted by Overall, best first
+        for higher, lower in itertools.combinations(rows, 2):
+            if _intervals_apart(higher, lower, "overall"):
+                apart.append([str(higher["backbone"]), str(lower["backbone"])])
+        pairs = len(rows) * (len(rows) - 1) // 2
+        apart_total, pairs_total = apart_total + len(apart), pairs_total + pairs
+        label = _setting_label(setting)
+        sources = sorted(set(group["ci_source"]))
+        details.append(
+            f"{label}: {len(apart)} of {pairs} pairs apart"
+            + (": " + "; ".join(f"{a} > {b}" for a, b in apart) if apart else "")
+            + f" (CIs over {' and '.join(sources)})"
+        )
+        numbers[label] = {"pairs": pairs, "apart": apart, "ci_sources": sources}
+    if not pairs_total:
+        return Finding("separation", title, NOT_MEASURED, "Fewer than two backbones in every setting: no pairs.")
+    summary = (
+        f"{apart_total} of {pairs_total} backbone pairs have Overall 95% CIs that do not overlap (the main table's; "
+        "pairs compared within one setting). Only those rankings are evidence."
+    )
+    if (main["ci_source"] == "examples").any():
+        summary += " A one-seed CI holds evaluation noise alone, not seed-to-seed variation."
+    return Finding("separation", title, f"{apart_total} of {pairs_total} pairs apart", summary, details, numbers)
 
 
 # -- claim 1: SSM vs transformer ------------------------------------------------------------------------
@@ -603,6 +649,18 @@ def _name(unit: pd.DataFrame) -> str:
 
 def _label(row: pd.Series) -> str:
     return f"{row['backbone']} ({row['init']})"
+
+
+def _setting_label(setting: tuple[Any, ...]) -> str:
+    """``analysis.SETTING``'s values as text: "shapes-cls, 96 px, letterbox, gelu-mlp"."""
+    named = zip(analysis.SETTING, setting, strict=True)
+    return ", ".join(f"{value} px" if name == "resolution" else str(value) for name, value in named)
+
+
+def _intervals_apart(a: pd.Series, b: pd.Series, score: str) -> bool:
+    """The two rows' 95% CIs of ``score`` do not overlap (a row without a CI is apart from none: NaN compares
+    False)."""
+    return bool(a[f"{score}_ci_low"] > b[f"{score}_ci_high"] or b[f"{score}_ci_low"] > a[f"{score}_ci_high"])
 
 
 def _interval_text(row: pd.Series, score: str) -> str:

@@ -182,11 +182,18 @@ def _score_cell(row: pd.Series, score: str) -> str:
     return text
 
 
+_UNNUMBERED_FINDINGS = {"gate": "Gate", "separation": "Separation"}
+
+
 def _findings_markdown(found: list[findings.Finding]) -> str:
-    """The gate as one line, then per claim a bold verdict line and its evidence as bullets."""
+    """The gate and the separation, then the numbered claims: each a bold verdict line and its evidence as bullets."""
     parts = []
-    for number, finding in enumerate(found):
-        label = "Gate" if finding.key == "gate" else f"{number}. {finding.title}"
+    claims = 0
+    for finding in found:
+        label = _UNNUMBERED_FINDINGS.get(finding.key)
+        if label is None:
+            claims += 1
+            label = f"{claims}. {finding.title}"
         verdict = f"**{label}: {finding.verdict}.**"
         if finding.below_gate:
             verdict += " *(The gate failed: this reading is drawn from noise.)*"
