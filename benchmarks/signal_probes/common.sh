@@ -48,6 +48,17 @@ symbolic() {
     "$@" >> "$W/$name.log" 2>&1
 }
 
+# pretrain_scenes STUDY: waits (at most $LIMIT s) for STUDY's pretraining scenes (the dataset cell in the
+# `pretrain` namespace) and prints their data folder.
+pretrain_scenes() {
+  for _ in $(seq 1 "$LIMIT"); do
+    for cell in "$W/$1"/runs/dataset/*/; do
+      [ -f "$cell/DONE" ] && grep -q '"namespace": "pretrain"' "$cell/cell.json" && { echo "${cell}data"; return; }
+    done
+    sleep 1
+  done
+}
+
 # seed_from STUDY NAME...: copies of STUDY's dataset and pretraining cells in each study NAME, which then reuses
 # them (cells are content-addressed), so every arm of a probe reads the same encoders.
 seed_from() {
@@ -55,6 +66,14 @@ seed_from() {
   for name in "$@"; do
     mkdir -p "$W/$name/runs"; cp -rn "$W/$source/runs/dataset" "$W/$source/runs/pretrain" "$W/$name/runs/"
   done
+}
+
+# seed_with_warmup_from STUDY NAME...: seed_from, and STUDY's LLM warm-up cell too.
+seed_with_warmup_from() {
+  local source=$1
+  seed_from "$@"
+  shift
+  for name in "$@"; do cp -rn "$W/$source/runs/warmup" "$W/$name/runs/"; done
 }
 
 # pack NAME STUDY...: each study's report (written now if its run was stopped), one summary table over them

@@ -1,0 +1,87 @@
+"""Where a ShapeScenes-RefExp miss comes from (issue 21): the wrong object, or the right one boxed imprecisely.
+
+Each referring-expression prediction of a study's evaluation is sorted, in the frame the study scores (boxes over
+the raw image's width and height, ShapeScenes' answer format), into:
+`right` (IoU >= 0.5 with the target: a hit), `other object` (IoU >= 0.5 with another object of the scene),
+`near` (IoU 0.2-0.5 with the target), `elsewhere` (none of these) and `unparsed` (no box in the answer); also the
+median error of each box coordinate; and the hit rate on square and on non-square images apart (the model sees
+a letterboxed image and answers in the raw image's frame, so on a non-square one it has to read the aspect too).
+
+    python benchmarks/signal_probes/loc_errors.py --data BENCHMARK_DIR STUDY_DIR [STUDY_DIR ...]
+
+BENCHMARK_DIR is the study's benchmark dataset (a dataset cell's data/, or the same settings generated again:
+generation is deterministic); each STUDY_DIR's runs/eval/*/predictions.jsonl is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ssmvlm.eval.metrics import box_iou
+from ssmvlm.utils.io import read_json
+
+KINDS = ("right", "other object", "near", "elsewhere", "unparsed")
+
+
+def classify(predicted, target, others) -> str:
+    if predicted is None:
+        return "unparsed"
+    iou = box_iou(predicted, target)
+    if iou >= 0.5:
+        return "right"
+    if any(box_iou(predicted, box) >= 0.5 for box in others):
+        return "other object"
+    return "near" if iou >= 0.2 else "elsewhere"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("studies", type=Path, nargs="+")
+    args = parser.parse_args()
+    test = args.data / "test"
+    refs = {ref["ref_id"]: ref for ref in read_json(test / "refs.json")}
+    scenes = {scene["image_id"]: scene for scene in read_json(test / "scenes.json")}
+    targets = {ann["id"]: ann for ann in read_json(test / "instances.json")["annotations"]}
+    header = ["eval cell", "backbone", "seed", "n", *KINDS, "median abs. error x1, y1, x2, y2", "right: square / not"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for study in args.studies:
+        for predictions in sorted(study.glob("runs/eval/*/predictions.jsonl")):
+            cell = read_json(predictions.parent / "cell.json")
+            counts, errors, by_shape = collections.Counter(), [], collections.defaultdict(list)
+            for line in predictions.read_text().splitlines():
+                record = json.loads(line)
+                if record["task"] != "shapes-refexp":
+                    continue
+                ref = refs[int(record["id"].split("/")[0])]
+                scene = scenes[ref["image_id"]]
+
+                def frame(box_px, scene=scene):
+                    sides = [scene["width"], scene["height"]] * 2  # the ground truth rounded as the scorer does
+                    return tuple(round(v / side, 2) for v, side in zip(box_px, sides, strict=True))
+
+                x, y, w, h = targets[ref["ann_id"]]["bbox"]
+                target_px = [x, y, x + w, y + h]
+                others = [frame(o["box"]) for o in scene["objects"] if list(o["box"]) != target_px]
+                kind = classify(record["answer"], frame(target_px), others)
+                counts[kind] += 1
+                by_shape[scene["width"] == scene["height"]].append(kind == "right")
+                if record["answer"] is not None:
+                    errors.append(np.abs(np.array(record["answer"]) - np.array(frame(target_px))))
+            n = sum(counts.values())
+            shares = " | ".join(f"{100 * counts[k] / n:.1f}" for k in KINDS)
+            median = ", ".join(f"{v:.3f}" for v in np.median(errors, axis=0)) if errors else "–"
+            labels = cell.get("labels", {})
+            name = f"{labels.get('backbone', '?')} | {labels.get('seed', '?')}"
+            square = " / ".join(f"{100 * np.mean(by_shape[k]):.1f} ({len(by_shape[k])})" for k in (True, False))
+            print(f"| {cell['id']} | {name} | {n} | {shares} | {median} | {square} |")
+
+
+if __name__ == "__main__":
+    main()
