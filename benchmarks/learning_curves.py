@@ -3,8 +3,10 @@
 For each backbone and each budget point, one single-seed study (classification initialization, no ablation)
 runs as its own ``ssmvlm study`` process with the base preset plus ``--set`` overrides and the point's budget:
 ``pretrain.images_seen`` on the pretraining axis (the VLM recipe fixed), ``recipe.overrides.optim.epochs``
-on the VLM axis (the pretraining fixed at its preset budget). Points run ``--jobs`` at a time, each with
-``--threads`` torch threads (its own folder, so nothing is shared between concurrent processes).
+on the VLM axis (the pretraining fixed at its preset budget). A backbone's points run one after another, each in
+its own folder seeded with copies of the earlier points' finished cells: cells are content-addressed, so the
+dataset, and the pretraining wherever the budget is the same, run once per backbone. Backbones run ``--jobs`` at a
+time, each point's study with ``--threads`` torch threads.
 
 The script prints a table, writes ``curves.json``, ``curves.md`` and ``curves.png`` (one panel per score, a
 line per backbone, the blind control dashed) under ``--out``, and marks where each curve saturates: the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -63,6 +66,26 @@ def collect_point(point: Point, args: argparse.Namespace) -> dict[str, Any]:
     if results.is_file():
         row.update(_scores(pd.read_csv(results), out))
     return row
+
+
+def seed_cells(earlier: list[Path], out: Path) -> None:
+    """Copies of the earlier points' finished cells in ``out``, which its study then finds done."""
+    for folder in earlier:
+        for done in folder.glob("runs/*/*/DONE"):
+            target = out / done.parent.relative_to(folder)
+            if not target.exists():
+                shutil.copytree(done.parent, target)
+
+
+def run_backbone(points: list[Point], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One backbone's points in order, each seeded with the cells of those before it."""
+    rows, earlier = [], []
+    for point in points:
+        out = args.out / "points" / point.name
+        seed_cells(earlier, out)
+        rows.append(run_point(point, args))
+        earlier.append(out)
+    return rows
 
 
 def run_point(point: Point, args: argparse.Namespace) -> dict[str, Any]:
@@ -188,7 +211,7 @@ def main() -> None:
     parser.add_argument("--pretrain-images", default="", help="comma-separated budgets (images seen)")
     parser.add_argument("--vlm-epochs", default="", help="comma-separated VLM epoch budgets")
     parser.add_argument("--set", nargs="*", default=[], help="spec overrides applied to every point")
-    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="backbones whose points run at the same time")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tolerance", type=float, default=2.0, help="points below the best that count as saturated")
     parser.add_argument("--collect", action="store_true", help="only tabulate and plot the points already in --out")
@@ -204,8 +227,9 @@ def main() -> None:
     if args.collect:
         rows = [collect_point(p, args) for p in points]
     else:
+        chains = [[p for p in points if p.backbone == backbone] for backbone in args.backbones.split(",")]
         with ThreadPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(lambda p: run_point(p, args), points))
+            rows = [row for chain in pool.map(lambda c: run_backbone(c, args), chains) for row in chain]
     table = pd.DataFrame.from_records(rows)
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "points": rows}
     (args.out / "curves.json").write_text(json.dumps(record, indent=2))
