@@ -11,6 +11,12 @@ and the wall time of the whole call.
     python benchmarks/vlm_stage_speed.py --out DIR --data DIR/data --set distributed.llm_kernels=compile
 
 Run it under another tree's ``src`` (``PYTHONPATH=OTHER/src``) for a before/after on the same card.
+
+``--profile``: instead, one process runs the cell twice under torch.profiler, for ``--steps`` and for twice as many
+steps, and the difference gives the GPU kernels a step launches and their device time (the feature cache and the
+compilation fall out), with the kernels that take most of it.
+
+    python benchmarks/vlm_stage_speed.py --out DIR --steps 100 --profile --set distributed.llm_kernels=compile
 """
 
 from __future__ import annotations
@@ -60,7 +66,45 @@ def train_one(args: argparse.Namespace) -> None:
     upstream = {f"dataset/{cell.config.data.dataset}": {"path": str(args.data)}}
     run_dir = args.out / f"seed{args.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_train(cell, run_dir, upstream, args.device)
+    if not args.profile:
+        run_train(cell, run_dir, upstream, args.device)
+        return
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        run_train(cell, run_dir, upstream, args.device)
+    kernels: dict[str, list[float]] = {}
+    for event in profiler.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            count_time = kernels.setdefault(event.name, [0, 0.0])
+            count_time[0] += 1
+            count_time[1] += event.device_time
+    (run_dir / "kernels.json").write_text(json.dumps(kernels))
+
+
+def profile_step(args: argparse.Namespace) -> None:
+    """Kernels and device time of one step: two runs of ``steps`` and ``2 * steps``, differenced."""
+    runs = []
+    for index, steps in enumerate((args.steps, 2 * args.steps)):
+        out = args.out / f"profile{index}"
+        command = [sys.executable, __file__, *sys.argv[1:], "--data", str(args.data), "--seed", "0"]
+        command += ["--out", str(out), "--steps", str(steps)]
+        if subprocess.call(command):
+            sys.exit("the profiled worker failed")
+        runs.append(json.loads((out / "seed0" / "kernels.json").read_text()))
+    per_step = {
+        name: [(runs[1][name][k] - runs[0].get(name, [0, 0.0])[k]) / args.steps for k in (0, 1)]
+        for name in runs[1]
+    }
+    launches = sum(count for count, _ in per_step.values())
+    device_ms = sum(time for _, time in per_step.values()) / 1e3
+    top = sorted(per_step.items(), key=lambda item: -item[1][1])[:15]
+    lines = [f"kernels a step: {launches:.0f}; device time a step: {device_ms:.2f} ms", "", "| kernel | a step | us |"]
+    lines += ["|---|---:|---:|", *(f"| {name[:90]} | {count:.1f} | {time:.1f} |" for name, (count, time) in top)]
+    print("\n".join(lines))
+    (args.out / "profile.md").write_text("\n".join(lines) + "\n")
+    (args.out / "profile.json").write_text(json.dumps({"set": args.set, "per_step": per_step}, indent=1))
 
 
 def summarize(run: Path, skip: int) -> dict[str, float]:
@@ -85,6 +129,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--label", default="", help="a name for this tree/setting in the JSON")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE TrainConfig overrides")
+    parser.add_argument("--profile", action="store_true", help="kernels a step, from two profiled runs")
     parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # one worker's run
     args = parser.parse_args()
     if args.seed is not None:
@@ -96,6 +141,9 @@ def main() -> None:
     args.data = args.data or args.out / "data"
     if not (args.data / "manifest.json").is_file():
         generate(load_spec(preset=args.preset), args.data)
+    if args.profile:
+        profile_step(args)
+        return
     started = time.perf_counter()
     workers = [
         subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--data", str(args.data), "--seed", str(seed)])
