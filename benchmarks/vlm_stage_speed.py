@@ -79,7 +79,7 @@ def train_one(args: argparse.Namespace) -> None:
         if event.device_type == torch.autograd.DeviceType.CUDA:
             count_time = kernels.setdefault(event.name, [0, 0.0])
             count_time[0] += 1
-            count_time[1] += event.device_time
+            count_time[1] += event.device_time_total
     (run_dir / "kernels.json").write_text(json.dumps(kernels))
 
 
@@ -98,10 +98,10 @@ def profile_step(args: argparse.Namespace) -> None:
         for name in runs[1]
     }
     launches = sum(count for count, _ in per_step.values())
-    device_ms = sum(time for _, time in per_step.values()) / 1e3
+    device_ms = sum(us for _, us in per_step.values()) / 1e3
     top = sorted(per_step.items(), key=lambda item: -item[1][1])[:15]
     lines = [f"kernels a step: {launches:.0f}; device time a step: {device_ms:.2f} ms", "", "| kernel | a step | us |"]
-    lines += ["|---|---:|---:|", *(f"| {name[:90]} | {count:.1f} | {time:.1f} |" for name, (count, time) in top)]
+    lines += ["|---|---:|---:|", *(f"| {name[:90]} | {count:.1f} | {us:.1f} |" for name, (count, us) in top)]
     print("\n".join(lines))
     (args.out / "profile.md").write_text("\n".join(lines) + "\n")
     (args.out / "profile.json").write_text(json.dumps({"set": args.set, "per_step": per_step}, indent=1))
