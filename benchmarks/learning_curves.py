@@ -127,9 +127,10 @@ def _scores(table: pd.DataFrame, out: Path) -> dict[str, Any]:
     model = table[table["row_type"] == "model"]
     if "top1" in model and len(model):
         scores["top1"] = float(model["top1"].iloc[0])
-    train_logs = list((out / "runs" / "train").glob("*/metrics.jsonl"))
-    if train_logs:
-        scores["vlm_steps"] = max(json.loads(line)["step"] for line in train_logs[0].read_text().splitlines())
+    if "train_id" in model and len(model):  # the point's own VLM run: its folder also holds earlier points' cells
+        train_log = out / "runs" / "train" / str(model["train_id"].iloc[0]) / "metrics.jsonl"
+        if train_log.is_file():
+            scores["vlm_steps"] = max(json.loads(line)["step"] for line in train_log.read_text().splitlines())
     return scores
 
 
