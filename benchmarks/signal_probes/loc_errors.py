@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ from ssmvlm.utils.io import read_json
 KINDS = ("right", "other object", "near", "elsewhere", "unparsed")
 
 
-def classify(predicted, target, others) -> str:
+def classify(predicted: Sequence[float] | None, target: Sequence[float], others: list[Sequence[float]]) -> str:
+    """One of :data:`KINDS` for a predicted box against the target's and the scene's other objects' boxes."""
     if predicted is None:
         return "unparsed"
     iou = box_iou(predicted, target)
