@@ -33,7 +33,7 @@ from ssmvlm.train.llm_kernels import apply_llm_kernels
 from ssmvlm.train.loop import build_optimizer, use_bf16
 from ssmvlm.train.metrics import MetricsLog
 from ssmvlm.train.recipe import TrainConfig, micro_batches_per_step, resolve_recipe
-from ssmvlm.utils.device import resolve_device
+from ssmvlm.utils.device import resolve_device, to_device_async
 from ssmvlm.utils.errors import DataError, TrainingDivergedError
 from ssmvlm.utils.io import read_json
 from ssmvlm.utils.progress import progress_bar
@@ -141,7 +141,7 @@ def warm_up_llm(config: TrainConfig, out_dir: str | Path, *, grid: int = 6, show
             )
             for chunk in rank_micro_batches(indices, 0, 1, micro_batch):
                 batch = packed.batch(chunk)
-                rows = torch.tensor(batch.image_indices, device=device)
+                rows = to_device_async(torch.tensor(batch.image_indices), device)
                 with autocast:
                     out = vlm(
                         batch.input_ids,
