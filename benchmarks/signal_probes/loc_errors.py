@@ -70,12 +70,13 @@ def main() -> None:
 
                 x, y, w, h = targets[ref["ann_id"]]["bbox"]
                 target_px = [x, y, x + w, y + h]
+                target = frame(target_px)
                 others = [frame(o["box"]) for o in scene["objects"] if list(o["box"]) != target_px]
-                kind = classify(record["answer"], frame(target_px), others)
+                kind = classify(record["answer"], target, others)
                 counts[kind] += 1
                 by_shape[scene["width"] == scene["height"]].append(kind == "right")
                 if record["answer"] is not None:
-                    errors.append(np.abs(np.array(record["answer"]) - np.array(frame(target_px))))
+                    errors.append(np.abs(np.array(record["answer"]) - np.array(target)))
             n = sum(counts.values())
             shares = " | ".join(f"{100 * counts[k] / n:.1f}" for k in KINDS)
             median = ", ".join(f"{v:.3f}" for v in np.median(errors, axis=0)) if errors else "–"
