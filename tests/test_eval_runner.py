@@ -288,3 +288,14 @@ def test_resume_after_a_half_written_record(tmp_path: Path, evaluated: tuple[dic
     results = evaluate_model(model, TASKS, SHAPES, out_dir=tmp_path, controls=False, show_progress=False)
     assert len(model.asked) == 13 - 5
     assert results["tasks"] == reference["tasks"]
+
+
+def test_boxes_are_scored_in_the_frame_the_model_answers_in(tmp_path: Path, evaluated: tuple[dict, Path]) -> None:
+    model = FakeModel()
+    model.box_frame = "model"  # trained with model.box_frame=model
+    kwargs = {"split": "test", "batch_size": 2, "controls": False, "show_progress": False}
+    results = evaluate_model(model, ["shapes-refexp"], SHAPES, out_dir=tmp_path / "a", **kwargs)
+    assert results["config"]["box_convention"] == "model"
+    assert evaluated[0]["config"]["box_convention"] == "raw"  # a model that does not say answers in raw
+    forced = evaluate_model(model, ["shapes-refexp"], SHAPES, out_dir=tmp_path / "b", box_convention="raw", **kwargs)
+    assert forced["config"]["box_convention"] == "raw"

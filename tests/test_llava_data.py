@@ -187,3 +187,51 @@ def test_validate_cli(root: Path) -> None:
     result = runner.invoke(app, ["data", "validate", str(path), "--skip-bad", "--image-root", str(root)])
     assert result.exit_code == 0, result.output
     assert "records" in result.output
+
+
+def test_answers_in_model_frame_move_only_the_boxes(root: Path) -> None:
+    from ssmvlm.data.box_frames import answers_in_model_frame
+    from ssmvlm.data.transforms import build_image_transform
+
+    text_only = {"id": 7, "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "[0, 0, 1, 1]"}]}
+    records = load_llava_records(_write(root, [_good(), text_only]))
+    # The 12 x 8 image letterboxed into 12 x 12 gains 2 rows above and below: y -> (8 y + 2) / 12.
+    letterboxed = answers_in_model_frame(records, build_image_transform("letterbox", 12))
+    assert letterboxed[0].turns == [
+        ("human", "Where is the red star?"),
+        ("gpt", "[0.10, 0.30, 0.50, 0.57]"),
+        ("human", "What colour is it?"),
+        ("gpt", "red"),
+    ]
+    assert letterboxed[1].turns == records[1].turns  # no image, so no frame to move into
+    # A plain resize keeps normalized coordinates; so does a model frame of the image's own shape.
+    assert answers_in_model_frame(records, build_image_transform("resize-naive", 24))[0].turns == records[0].turns
+    assert answers_in_model_frame(records, build_image_transform("letterbox", (8, 12)))[0].turns == records[0].turns
+
+
+def test_answers_in_model_frame_agree_with_the_scored_ground_truth(tmp_path: Path) -> None:
+    """A training label moved into the model frame is the box the evaluation's "model" convention scores against."""
+    from ssmvlm.data.box_frames import answers_in_model_frame
+    from ssmvlm.data.shapes import generate_shapescenes
+    from ssmvlm.data.transforms import build_image_transform
+    from ssmvlm.eval.metrics import parse_box
+    from ssmvlm.eval.tasks import get_task
+    from ssmvlm.eval.tasks.boxes import ground_truth
+
+    generate_shapescenes(tmp_path, size=30, image_size=40, seed=3, show_progress=False, non_square_share=1.0)
+    transform = build_image_transform("letterbox", 40)
+    examples = get_task("shapes-refexp").load(tmp_path, "test")
+    records = load_llava_records(tmp_path / "test" / "llava.json")
+    moved = {
+        (record.image, question): answer
+        for record in answers_in_model_frame(records, transform)
+        for (_, question), (_, answer) in zip(record.turns[::2], record.turns[1::2], strict=True)
+    }
+    checked = 0
+    for example in examples:
+        answer = moved.get((example.image, example.prompt))
+        if answer is not None:
+            # Two roundings apart: the raw label's and the moved label's, each at most 0.005 (the scale is <= 1).
+            assert parse_box(answer) == pytest.approx(ground_truth(example.target, "model", transform), abs=0.0101)
+            checked += 1
+    assert checked >= 3

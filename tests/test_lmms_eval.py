@@ -14,6 +14,7 @@ from test_predict_chat import TINY
 from test_train_data import make_mini_llava
 
 from ssmvlm.config import load_config
+from ssmvlm.data.transforms import build_image_transform
 from ssmvlm.integrations import requests as harness
 from ssmvlm.train import TrainConfig, train_vlm
 from ssmvlm.utils.errors import ConfigError, DataError
@@ -53,6 +54,23 @@ def test_generation_settings_and_stop_strings_without_lmms_eval() -> None:
     assert vlm.calls[-1] == {"max_new_tokens": 3, "do_sample": True, "temperature": 0.5}
     with pytest.raises(ConfigError, match="unsupported keys repetition_penalty"):
         harness.generate_until(vlm, ["a"], [None], {"repetition_penalty": 1.1})
+
+
+def test_model_frame_boxes_reach_the_harness_in_the_raw_frame() -> None:
+    class BoxVLM:
+        box_frame = "model"
+        image_transform = build_image_transform("letterbox", 12)
+
+        def generate(self, images, prompts, **settings):  # type: ignore[no-untyped-def]
+            return ["It is [0.10, 0.30, 0.50, 0.57]." for _ in prompts]
+
+    # A 12 x 8 image letterboxed into 12 x 12 sits between y = 2 and y = 10: y_raw = (12 y - 2) / 8.
+    texts = harness.generate_until(BoxVLM(), ["where?", "say"], [Image.new("RGB", (12, 8)), None], {})
+    assert texts == ["It is [0.10, 0.20, 0.50, 0.60].", "It is [0.10, 0.30, 0.50, 0.57]."]  # no image: as written
+    BoxVLM.box_frame = "raw"
+    assert harness.generate_until(BoxVLM(), ["where?"], [Image.new("RGB", (12, 8))], {}) == [
+        "It is [0.10, 0.30, 0.50, 0.57]."
+    ]
 
 
 def test_one_image_per_prompt() -> None:

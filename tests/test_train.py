@@ -360,3 +360,29 @@ def test_trains_on_generated_shapescenes(tmp_path: Path) -> None:
     run = train_vlm(config, tmp_path / "run", show_progress=False)
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_model_box_frame_trains_on_boxes_in_the_model_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssmvlm.data.box_frames import answers_in_model_frame
+    from ssmvlm.data.llava import load_llava_records
+    from ssmvlm.data.shapes import generate_shapescenes
+    from ssmvlm.data.transforms import build_image_transform
+
+    generate_shapescenes(tmp_path / "shapes", size=10, image_size=48, seed=0, show_progress=False)
+    train_json = tmp_path / "shapes" / "train" / "llava.json"
+    trained_on = []
+    build = loop.build_conversation_data
+
+    def capture(records, *args, **kwargs):
+        trained_on.extend(records)
+        return build(records, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "build_conversation_data", capture)
+    config = make_config(train_json, "optim.max_steps=1", "model.box_frame=model")
+    run = train_vlm(config, tmp_path / "run", show_progress=False)
+
+    raw = load_llava_records(train_json)
+    expected = answers_in_model_frame(raw, build_image_transform("letterbox", 48))
+    assert [r.turns for r in trained_on] == [r.turns for r in expected]
+    assert [r.turns for r in trained_on] != [r.turns for r in raw]  # the non-square images' boxes moved
+    assert load_vlm(run, device="cpu").box_frame == "model"  # and evaluation scores it in that frame

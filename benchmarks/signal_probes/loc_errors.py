@@ -1,11 +1,12 @@
 """Where a ShapeScenes-RefExp miss comes from (issue 21): the wrong object, or the right one boxed imprecisely.
 
-Each referring-expression prediction of a study's evaluation is sorted, in the frame the study scores (boxes over
-the raw image's width and height, ShapeScenes' answer format), into:
+Each referring-expression prediction of a study's evaluation is sorted, in the frame that evaluation scored (its
+``box_convention``: boxes over the raw image's width and height, ShapeScenes' answer format, or over the model's
+letterboxed frame for a model trained with ``model.box_frame=model``), into:
 `right` (IoU >= 0.5 with the target: a hit), `other object` (IoU >= 0.5 with another object of the scene),
 `near` (IoU 0.2-0.5 with the target), `elsewhere` (none of these) and `unparsed` (no box in the answer); also the
 median error of each box coordinate; and the hit rate on square and on non-square images apart (the model sees
-a letterboxed image and answers in the raw image's frame, so on a non-square one it has to read the aspect too).
+a letterboxed image, so a raw-frame answer on a non-square one has to read the aspect too).
 
     python benchmarks/signal_probes/loc_errors.py --data BENCHMARK_DIR STUDY_DIR [STUDY_DIR ...]
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssmvlm.data.transforms import build_image_transform
 from ssmvlm.eval.metrics import box_iou
 from ssmvlm.utils.io import read_json
 
@@ -50,12 +52,16 @@ def main() -> None:
     refs = {ref["ref_id"]: ref for ref in read_json(test / "refs.json")}
     scenes = {scene["image_id"]: scene for scene in read_json(test / "scenes.json")}
     targets = {ann["id"]: ann for ann in read_json(test / "instances.json")["annotations"]}
-    header = ["eval cell", "backbone", "seed", "n", *KINDS, "median abs. error x1, y1, x2, y2", "right: square / not"]
+    header = ["eval cell", "backbone", "seed", "frame", "n", *KINDS, "median abs. error x1, y1, x2, y2"]
+    header.append("right: square / not")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for study in args.studies:
         for predictions in sorted(study.glob("runs/eval/*/predictions.jsonl")):
             cell = read_json(predictions.parent / "cell.json")
+            labels = cell.get("labels", {})
+            scored = read_json(predictions.parent / "run.json")["config"].get("box_convention", "raw")
+            transform = build_image_transform(labels["resize_strategy"], labels["resolution"])
             counts, errors, by_shape = collections.Counter(), [], collections.defaultdict(list)
             for line in predictions.read_text().splitlines():
                 record = json.loads(line)
@@ -64,7 +70,9 @@ def main() -> None:
                 ref = refs[int(record["id"].split("/")[0])]
                 scene = scenes[ref["image_id"]]
 
-                def frame(box_px, scene=scene):
+                def frame(box_px, scene=scene, scored=scored, transform=transform):
+                    if scored == "model":
+                        return transform.normalize_box_to_model(box_px, scene["width"], scene["height"])
                     sides = [scene["width"], scene["height"]] * 2  # the ground truth rounded as the scorer does
                     return tuple(round(v / side, 2) for v, side in zip(box_px, sides, strict=True))
 
@@ -80,10 +88,9 @@ def main() -> None:
             n = sum(counts.values())
             shares = " | ".join(f"{100 * counts[k] / n:.1f}" for k in KINDS)
             median = ", ".join(f"{v:.3f}" for v in np.median(errors, axis=0)) if errors else "–"
-            labels = cell.get("labels", {})
             name = f"{labels.get('backbone', '?')} | {labels.get('seed', '?')}"
             square = " / ".join(f"{100 * np.mean(by_shape[k]):.1f} ({len(by_shape[k])})" for k in (True, False))
-            print(f"| {cell['id']} | {name} | {n} | {shares} | {median} | {square} |")
+            print(f"| {cell['id']} | {name} | {scored} | {n} | {shares} | {median} | {square} |")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ prior controls). What it separates: whether the from-scratch LLM or the encoder 
     python benchmarks/signal_probes/symbolic_probe.py --data DATASET_DIR --out DIR --steps 4640 --batch 128 \
         --lr 2.8e-3 [--cells words] [--tie] [--llm tiny-llama-10m | --llm-shape 128,2,4] [--init-std 0.088] \
         [--image-position before-answer] [--loss-reduction sample] [--questions '^Is there'] [--device cuda] \
-        [--save-llm]
+        [--save-llm] [--box-frame model]
 
 ``--save-llm`` leaves ``DIR/llm``: the trained LLM and its tokenizer as a local Hugging Face directory, which
 ``model.llm`` accepts (a VLM starting from an LLM that learned the question families on symbolic scenes).
@@ -33,9 +33,11 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from ssmvlm.connectors import build_connector
+from ssmvlm.data.box_frames import answers_in_model_frame
 from ssmvlm.data.images import open_image
 from ssmvlm.data.llava import load_llava_records
 from ssmvlm.data.shapes.scene import COLORS, SHAPES, SIZES
+from ssmvlm.data.transforms import build_image_transform
 from ssmvlm.eval.runner import evaluate_model
 from ssmvlm.train.dataset import build_conversation_data, collate, global_batch_indices, split_into_turns
 from ssmvlm.train.loop import build_optimizer
@@ -72,6 +74,10 @@ class SymbolicModel:
     @property
     def image_transform(self):
         return self.vlm.image_transform
+
+    @property
+    def box_frame(self) -> str:
+        return self.vlm.box_frame
 
     def _stash(self, images) -> None:
         self.pending = torch.stack([self.by_pixels[_key(image)] for image in images if image is not None])
@@ -156,6 +162,9 @@ def main() -> None:
     )
     parser.add_argument("--save-llm", action="store_true")
     parser.add_argument(
+        "--box-frame", choices=("raw", "model"), default="raw", help="the frame of the box answers (model.box_frame)"
+    )
+    parser.add_argument(
         "--questions", default=None, help="train only on the turns whose question matches this regular expression"
     )
     args = parser.parse_args()
@@ -180,7 +189,10 @@ def main() -> None:
         image_position=args.image_position,
         tie_word_embeddings=args.tie,
         llm_init_std=args.init_std,
+        box_frame=args.box_frame,
     )
+    if args.box_frame == "model":
+        records = answers_in_model_frame(records, build_image_transform(config.resize_strategy, config.image_size))
     tokenizer = prepare_tokenizer(config, args.out, (r.turns for r in records))
     vlm = build_vlm(config, tokenizer, args.seed)
     if args.cells == "words":

@@ -33,7 +33,9 @@ def evaluate(
     controls: bool = typer.Option(
         True, "--controls/--no-controls", help="Also run the blind and prior controls."
     ),
-    box_convention: str = typer.Option("raw", "--box-convention", help="Primary box frame: raw or model."),
+    box_convention: str | None = typer.Option(
+        None, "--box-convention", help="Primary box frame: raw or model (default: the one the model answers in)."
+    ),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Greedy decoding length limit."),
     device: str | None = typer.Option(None, "--device"),
     seed: int = typer.Option(0, "--seed"),

@@ -29,8 +29,8 @@ GROUNDING_PROMPT = (
 
 _NUMBER = r"\s*(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*"
 # A box in an answer is a bracketed list of exactly four numbers, e.g. "[0.12, 0.30, 0.55, 0.81]".
-_BOX = re.compile(r"\[" + ",".join([_NUMBER] * 4) + r"\]")
-# Four bracketed items that float() reads but _BOX does not, such as "[nan, 0.24, 0.58, 0.83]" or "inf".
+BOX_PATTERN = re.compile(r"\[" + ",".join([_NUMBER] * 4) + r"\]")
+# Four bracketed items that float() reads but BOX_PATTERN does not, such as "[nan, 0.24, 0.58, 0.83]" or "inf".
 _NON_FINITE_BOX = re.compile(r"\[" + ",".join([r"\s*([-+]?(?:nan|inf(?:inity)?|[\d.eE+-]+))\s*"] * 4) + r"\]", re.I)
 
 
@@ -83,7 +83,7 @@ def is_shapescenes_manifest(path: Path) -> bool:
 
 def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
     """Every ``[x1, y1, x2, y2]`` box written in ``text``."""
-    return [tuple(float(v) for v in match.groups()) for match in _BOX.finditer(text)]  # type: ignore[misc]
+    return [tuple(float(v) for v in match.groups()) for match in BOX_PATTERN.finditer(text)]  # type: ignore[misc]
 
 
 def load_llava_records(

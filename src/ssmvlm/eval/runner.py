@@ -295,16 +295,22 @@ def evaluate_model(
     batch_size: int = 16,
     controls: bool = True,
     seed: int = 0,
-    box_convention: str = "raw",
+    box_convention: str | None = None,
     max_new_tokens: int = 128,
     show_progress: bool = True,
     run_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on ``tasks`` and the blind/prior controls; returns what results.json holds."""
+    """Evaluate ``model`` on ``tasks`` and the blind/prior controls; returns what results.json holds.
+
+    ``box_convention`` picks the frame boxes are scored in; None: the frame the model answers in
+    (``model.box_frame``, raw for a model that does not say).
+    """
     from ssmvlm.eval.controls import PriorPredictor
     from ssmvlm.eval.report import render_markdown
     from ssmvlm.utils.provenance import write_run_record
 
+    if box_convention is None:
+        box_convention = getattr(model, "box_frame", "raw")
     if box_convention not in BOX_CONVENTIONS:
         raise ConfigError(
             "box_convention", f"unknown convention '{box_convention}'", allowed=list(BOX_CONVENTIONS)

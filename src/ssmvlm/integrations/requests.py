@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from ssmvlm.data.box_frames import boxes_to_raw_frame
 from ssmvlm.utils.errors import ConfigError, DataError
 from ssmvlm.vlm.conversation import continuation_logprob
 
@@ -64,10 +65,19 @@ def generate_until(
     *,
     default_max_new_tokens: int = 128,
 ) -> list[str]:
-    """Answers to a batch of requests that share their generation kwargs."""
+    """Answers to a batch of requests that share their generation kwargs.
+
+    A VLM that answers boxes in its own frame (``model.box_frame=model``) has them moved to the raw image's frame,
+    the one harnesses score RefCOCO-style boxes in.
+    """
     until, settings = generation_settings(gen_kwargs, default_max_new_tokens)
-    texts = vlm.generate(list(images), list(contexts), **settings)
-    return [cut_at_stop(text, until) for text in texts]
+    texts = [cut_at_stop(text, until) for text in vlm.generate(list(images), list(contexts), **settings)]
+    if getattr(vlm, "box_frame", "raw") == "model":
+        texts = [
+            boxes_to_raw_frame(text, vlm.image_transform, *image.size) if image is not None else text
+            for text, image in zip(texts, images, strict=True)
+        ]
+    return texts
 
 
 def loglikelihood(vlm: Any, context: str, continuation: str, image: Image.Image | None) -> tuple[float, bool]:

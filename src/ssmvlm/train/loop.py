@@ -21,8 +21,10 @@ from rich.markup import escape
 from torch import nn
 
 from ssmvlm.config import to_dict
+from ssmvlm.data.box_frames import answers_in_model_frame
 from ssmvlm.data.images import SKIPPED_IMAGES_FILE, describe_skipped_images
 from ssmvlm.data.llava import load_llava_records
+from ssmvlm.data.transforms import build_image_transform
 from ssmvlm.train.checkpoint import check_fits, latest_checkpoint_path, load_checkpoint, save_checkpoint
 from ssmvlm.train.checkpoint import restore_rng_state as _restore_rng
 from ssmvlm.train.dataset import (
@@ -97,6 +99,9 @@ def train_vlm(
     records = load_llava_records(config.data.train_json, config.data.image_root, skip_bad=config.data.skip_bad)
     for extra in config.data.extra_json:
         records += load_llava_records(extra, skip_bad=config.data.skip_bad)
+    if config.model.box_frame == "model":
+        transform = build_image_transform(config.model.resize_strategy, config.model.image_size)
+        records = answers_in_model_frame(records, transform)
     if info.is_main:
         tokenizer = prepare_tokenizer(config.model, run_dir, (r.turns for r in records))
     barrier(info)

@@ -25,6 +25,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ssmvlm.config import to_dict
 from ssmvlm.connectors import build_connector
+from ssmvlm.data.box_frames import answers_in_model_frame
 from ssmvlm.data.llava import load_llava_records
 from ssmvlm.data.shapes.scene import COLORS, SHAPES, SIZES
 from ssmvlm.data.transforms import ImageTransform, build_image_transform
@@ -100,6 +101,9 @@ def warm_up_llm(config: TrainConfig, out_dir: str | Path, *, grid: int = 6, show
     recipe = resolve_recipe(config)
     train_json = Path(config.data.train_json)
     records = load_llava_records(train_json, config.data.image_root)
+    transform = build_image_transform(config.model.resize_strategy, config.model.image_size)
+    if config.model.box_frame == "model":
+        records = answers_in_model_frame(records, transform)
     tokenizer = prepare_tokenizer(config.model, out_dir, (r.turns for r in records))
     prompt_format = get_prompt_format(config.model.prompt_format)
     data = build_conversation_data(
@@ -114,7 +118,6 @@ def warm_up_llm(config: TrainConfig, out_dir: str | Path, *, grid: int = 6, show
     )
     if any(sample.image_index is None for sample in data.samples):
         raise DataError(train_json, "the LLM warm-up needs an image in every record (a ShapeScenes split)")
-    transform = build_image_transform(config.model.resize_strategy, config.model.image_size)
     grids = scene_grids(train_json, data.image_paths, transform, grid).to(device)
 
     llm = apply_llm_kernels(build_llm(config.model, tokenizer, config.seed), config.distributed.llm_kernels, device)

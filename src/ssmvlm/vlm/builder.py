@@ -79,6 +79,9 @@ class VLMConfig:
     # reads no image for yes/no answers (benchmarks/RESULTS.md, "What opens the image path").
     llm_init_std: float | None = None
     max_length: int = 2048  # text tokens per sample, before the image patches are inserted
+    # The frame of the box answers it is trained on and scored in: raw (over the original image) or model (over
+    # its input frame, e.g. the letterboxed square; ssmvlm.data.box_frames).
+    box_frame: Literal["raw", "model"] = "raw"
 
 
 def tokenizer_corpus(turn_lists: Iterable[list[tuple[str, str]]], prompt_format: str) -> Iterator[str]:
@@ -150,6 +153,7 @@ def build_vlm(config: VLMConfig, tokenizer: Any, seed: int) -> VLM:
         get_prompt_format(config.prompt_format),
         vision_dtype=DTYPES[config.vision_dtype],
         image_position=config.image_position,
+        box_frame=config.box_frame,
     )
 
 

@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 
 from ssmvlm.connectors import Connector
+from ssmvlm.data.box_frames import BOX_FRAMES
 from ssmvlm.ops.graphed import GraphedInference
 from ssmvlm.utils.errors import ConfigError, DataError
 from ssmvlm.vlm.prompts import PromptFormat
@@ -49,12 +50,16 @@ class VLM(nn.Module):
         vision_dtype: torch.dtype = torch.float32,
         encoder_cuda_graphs: bool | None = None,
         image_position: str = "after-bos",
+        box_frame: str = "raw",
     ) -> None:
         super().__init__()
         if image_position not in IMAGE_POSITIONS:
             raise ConfigError(
                 "model.image_position", f"unknown image position {image_position!r}", allowed=list(IMAGE_POSITIONS)
             )
+        if box_frame not in BOX_FRAMES:
+            raise ConfigError("model.box_frame", f"unknown box frame {box_frame!r}", allowed=list(BOX_FRAMES))
+        self.box_frame = box_frame  # what its box answers are over, and so what evaluation scores by default
         self.image_position = image_position
         # The tokens every first user turn ends with, which ``before-answer`` puts after the patches.
         self.answer_tag = answer_tag_ids(tokenizer, prompt_format) if image_position == "before-answer" else []
