@@ -267,18 +267,18 @@ def train_vlm(
             progress.update(task, advance=1)
             if checkpoint_due:
                 last_checkpoint = _save(
-                    run_dir, done, model, optimizer, scheduler, info, config.logging.keep_checkpoints
+                    run_dir, done, model, optimizer, scheduler, info, config.logging.keep_checkpoints, trainable_names
                 )
             if stop_after is not None and done >= stop_after and done < total_steps:
                 metrics.close()
                 return run_dir
     if info.is_main:
-        weights = _host_state(_full_trainable_state(model, vlm))
+        weights = _host_state(_full_trainable_state(vlm, trainable_names))
         from safetensors.torch import save as save_safetensors
 
         atomic_write_bytes(run_dir / WEIGHTS_FILE, save_safetensors(weights))
     else:
-        _full_trainable_state(model, vlm)  # collective under FSDP
+        _full_trainable_state(vlm, trainable_names)  # collective under FSDP
     metrics.close()
     barrier(info)
     return run_dir
@@ -373,10 +373,14 @@ def _state_options() -> Any:
     return StateDictOptions(full_state_dict=True, ignore_frozen_params=True)
 
 
-def _full_trainable_state(model: nn.Module, vlm: VLM) -> dict[str, torch.Tensor]:
+def _full_trainable_state(vlm: VLM, names: list[str]) -> dict[str, torch.Tensor]:
+    """The trainable tensors by state-dict name. ``ignore_frozen_params`` drops frozen parameters but not buffers,
+    so without the filter a frozen encoder's BatchNorm statistics (MaxViT, MambaVision) would be saved as trained
+    weights, and the resume check would refuse them as another architecture's."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    return get_model_state_dict(vlm, options=_state_options())
+    wanted = set(names)
+    return {k: v for k, v in get_model_state_dict(vlm, options=_state_options()).items() if k in wanted}
 
 
 def _host_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -393,12 +397,19 @@ def _host_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _save(
-    run_dir: Path, step: int, model: nn.Module, optimizer: Any, scheduler: Any, info: DistInfo, keep: int
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    info: DistInfo,
+    keep: int,
+    names: list[str],
 ) -> Path:
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
     vlm = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    trainable = _host_state(_full_trainable_state(model, vlm))
+    trainable = _host_state(_full_trainable_state(vlm, names))
     optimizer_state = get_optimizer_state_dict(vlm, optimizer, options=_state_options())
     path = run_dir / "checkpoints" / f"step-{step:08d}"
     if info.is_main:
@@ -412,8 +423,10 @@ def _restore(path: Path, model: nn.Module, vlm: VLM, optimizer: Any, scheduler: 
 
     checkpoint = load_checkpoint(path)
     own = vlm.state_dict()
-    check_fits(checkpoint.trainable, {k: own[k] for k in names}, path)
-    set_model_state_dict(vlm, checkpoint.trainable, options=_state_options())
+    # Checkpoints written before the trainable filter also hold the frozen encoder's buffers: skipped, not refused.
+    trainable = {k: v for k, v in checkpoint.trainable.items() if k in names or k not in own}
+    check_fits(trainable, {k: own[k] for k in names}, path)
+    set_model_state_dict(vlm, trainable, options=_state_options())
     set_optimizer_state_dict(vlm, optimizer, checkpoint.optimizer, options=_state_options())
     scheduler.load_state_dict(checkpoint.scheduler)
     _restore_rng(checkpoint.rng, checkpoint.rng_tensors)
