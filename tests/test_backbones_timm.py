@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from timm.layers import DropPath
 
 from ssmvlm.backbones import FeatureTap, create_vision_backbone, list_vision_backbones
 from ssmvlm.backbones.timm_models import TIMM_MODEL_NAMES
@@ -337,3 +338,19 @@ def test_own_swin_checkpoint_moves_to_another_resolution(tmp_path: Path) -> None
     torch.testing.assert_close(target.trunk.state_dict()[norm], state[norm])
     table = "layers.0.blocks.0.attn.relative_position_bias_table"
     assert target.trunk.state_dict()[table].shape != state[table].shape
+
+
+def test_the_study_encoders_pretrain_without_stochastic_depth_or_dropout() -> None:
+    """Matched pretraining: no nano family gets a regularizer the others lack (timm's Swin defaults to drop path
+    0.1, which once reached swin_nano alone)."""
+    from ssmvlm.study.spec import load_spec
+
+    for name in load_spec(preset="paper").backbones:
+        backbone = create_vision_backbone(name, image_size=96)
+        active = [
+            (module_name, rate)
+            for module_name, module in backbone.named_modules()
+            if isinstance(module, DropPath | torch.nn.Dropout)
+            and (rate := getattr(module, "drop_prob", getattr(module, "p", 0.0))) > 0
+        ]
+        assert not active, (name, active[:3])

@@ -27,7 +27,7 @@ def register_variant(divisor: int) -> str:
     )
     create = timm_models._timm_factory(
         "swin_tiny_patch4_window7_224",
-        {"embed_dim": 32, "depths": (2, 2, 6, 2), "num_heads": (1, 2, 4, 8), "num_classes": 0},
+        {"embed_dim": 32, "depths": (2, 2, 6, 2), "num_heads": (1, 2, 4, 8), "num_classes": 0, "drop_path_rate": 0.0},
     )
     timm_models._register_hierarchical(
         spec,

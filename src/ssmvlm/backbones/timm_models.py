@@ -385,8 +385,11 @@ _register_hierarchical(
         "no head",
     ),
     TimmSwinBackbone,
+    # drop_path_rate 0: timm's SwinTransformer defaults to stochastic depth 0.1, which no other nano family
+    # pretrains with (the study's pretraining is matched).
     _timm_factory("swin_tiny_patch4_window7_224", {"embed_dim": 32, "depths": (2, 2, 6, 2),
-                                                   "num_heads": (1, 2, 4, 8), "num_classes": 0}),
+                                                   "num_heads": (1, 2, 4, 8), "num_classes": 0,
+                                                   "drop_path_rate": 0.0}),
     _swin_scaled_window_kwargs, "swin_tiny_patch4_window7_224",
 )
 _register_hierarchical(
