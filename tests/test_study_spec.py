@@ -268,4 +268,4 @@ def test_recipe_overrides_from_the_spec_and_the_command_line_combine() -> None:
     }
     assert nested["optim"] == expected
     assert nested["data"] == {"split_turns": True}
-    assert nested["model"] == {"image_position": "after-question", "llm_init_std": 0.088}
+    assert nested["model"] == {"image_position": "after-question", "llm_init_std": 0.088, "box_frame": "model"}

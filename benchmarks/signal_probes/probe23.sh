@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run from the repo root on the GPU machine: OUT=DIR LIMIT=330 bash benchmarks/signal_probes/probe23.sh. Probe 23
+# for issue 21:
+# 1. `sw`: Swin nano without stochastic depth (timm's Swin default of 0.1 had reached swin_nano alone; probes 16-21
+#    gave it 43.9% top-1 at 480,000 images, where every other family reached 74-99%): the `paper` preset's
+#    pretraining, then its VLM stage in the model frame (probe 22), seed 0, classification init.
+# 2. `profile`: with the time left, the kernels a VLM step of the preset launches and their device time
+#    (vlm_stage_speed.py --profile, LLM layers compiled as the preset runs them).
+source benchmarks/signal_probes/common.sh
+probe_setup probe23
+DEADLINE=$(( $(date +%s) + LIMIT ))
+SUBSET=("seeds=[0]" stabilization.enabled=false execution.threads=2 "initializations=[shapes-cls]")
+study sw "backbones=[swin_nano]" recipe.overrides.model.box_frame=model execution.workers_per_gpu=4
+wait
+LEFT=$(( DEADLINE - $(date +%s) ))
+if [ "$LEFT" -gt 60 ]; then
+  timeout "$LEFT" python3 benchmarks/vlm_stage_speed.py --out "$W/profile" --data "$(benchmark_data sw)" --steps 100 \
+    --profile --set distributed.llm_kernels=compile > "$W/profile.log" 2>&1
+  tail -40 "$W/profile.log"
+fi
+pack probe23 sw
+tar czf "$OUT/profile.tgz" "$W/profile.log" $(find "$W/profile" -name '*.json' 2>/dev/null)
+for cell in "$W"/sw/runs/train/*/DONE "$W"/sw/runs/pretrain/*/DONE; do echo "$cell $(cat "$cell")"; done
