@@ -19,6 +19,7 @@ from torch import nn
 
 from ssmvlm.config import from_dict
 from ssmvlm.connectors import build_connector
+from ssmvlm.data.box_frames import BoxFrame
 from ssmvlm.data.transforms import as_height_width
 from ssmvlm.utils.device import resolve_device
 from ssmvlm.utils.errors import CheckpointError, ConfigError
@@ -81,7 +82,7 @@ class VLMConfig:
     max_length: int = 2048  # text tokens per sample, before the image patches are inserted
     # The frame of the box answers it is trained on and scored in: raw (over the original image) or model (over
     # its input frame, e.g. the letterboxed square; ssmvlm.data.box_frames).
-    box_frame: Literal["raw", "model"] = "raw"
+    box_frame: BoxFrame = "raw"
 
 
 def tokenizer_corpus(turn_lists: Iterable[list[tuple[str, str]]], prompt_format: str) -> Iterator[str]:

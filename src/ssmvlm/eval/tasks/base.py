@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ssmvlm.data.box_frames import BOX_FRAMES, BoxFrame
 from ssmvlm.utils.errors import DataError
 
 if TYPE_CHECKING:
@@ -19,8 +20,9 @@ REFER_PROMPT = (
 )
 
 Group = Literal["vqa", "loc"]
-BoxConvention = Literal["raw", "model"]
-BOX_CONVENTIONS: tuple[str, ...] = ("raw", "model")
+# The frames boxes are scored in are the frames a model can answer in (``model.box_frame``).
+BoxConvention = BoxFrame
+BOX_CONVENTIONS = BOX_FRAMES
 
 
 @dataclass(frozen=True)
