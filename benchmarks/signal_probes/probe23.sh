@@ -14,7 +14,14 @@ probe_setup probe23
 DEADLINE=$(( $(date +%s) + LIMIT ))
 SUBSET=("seeds=[0]" stabilization.enabled=false execution.threads=2 "initializations=[shapes-cls]")
 study sw "backbones=[swin_nano]" recipe.overrides.model.box_frame=model execution.workers_per_gpu=4
-wait
+STUDY=$!
+# The pretraining's result reaches $OUT as soon as it is written, in case the call is cut before the end.
+( while sleep 10; do
+    find "$W/sw/runs/pretrain" -name '*.json' 2>/dev/null | tar czf "$OUT/pretrain.tgz" -T - 2>/dev/null
+  done ) &
+SNAPSHOT=$!
+wait "$STUDY"
+kill "$SNAPSHOT"
 LEFT=$(( DEADLINE - $(date +%s) ))
 if [ "$LEFT" -gt 60 ]; then
   BENCH=$(benchmark_data sw)
