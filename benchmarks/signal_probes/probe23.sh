@@ -8,7 +8,8 @@
 #    (vlm_stage_speed.py --profile, LLM layers compiled as the preset runs them), then the step's wall time with one
 #    process and with four on the card. Device time a step well under the ~4.3 ms of card a step that probes 21-22
 #    measured would mean the card idles between launches (graph capture, MPS); near it, that the kernels are too
-#    many (fusion).
+#    many (fusion). Also where the step reads device tensors on the host (vlm_step_syncs.py; on the CPU: twice a
+#    step, in transformers' causal-mask creation, for a right-padded batch's padding mask).
 source benchmarks/signal_probes/common.sh
 probe_setup probe23
 DEADLINE=$(( $(date +%s) + LIMIT ))
@@ -28,6 +29,8 @@ if [ "$LEFT" -gt 60 ]; then
   timeout "$LEFT" python3 benchmarks/vlm_stage_speed.py --out "$W/profile" --data "$BENCH" --steps 100 \
     --profile --set distributed.llm_kernels=compile > "$W/profile.log" 2>&1
   tail -20 "$W/profile.log"
+  timeout 120 python3 benchmarks/vlm_step_syncs.py --data "$BENCH" --device cuda \
+    --set distributed.llm_kernels=compile 2>&1 | grep -A20 "host reads" | tee -a "$W/profile.log"
   for procs in 1 4; do
     LEFT=$(( DEADLINE - $(date +%s) ))
     [ "$LEFT" -gt 60 ] && timeout "$LEFT" python3 benchmarks/vlm_stage_speed.py --out "$W/profile/procs$procs" \
