@@ -33,7 +33,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from ssmvlm.connectors import build_connector
-from ssmvlm.data.box_frames import answers_in_model_frame
+from ssmvlm.data.box_frames import BOX_FRAMES, answers_in_model_frame
 from ssmvlm.data.images import open_image
 from ssmvlm.data.llava import load_llava_records
 from ssmvlm.data.shapes.scene import COLORS, SHAPES, SIZES
@@ -162,7 +162,7 @@ def main() -> None:
     )
     parser.add_argument("--save-llm", action="store_true")
     parser.add_argument(
-        "--box-frame", choices=("raw", "model"), default="raw", help="the frame of the box answers (model.box_frame)"
+        "--box-frame", choices=BOX_FRAMES, default="raw", help="the frame of the box answers (model.box_frame)"
     )
     parser.add_argument(
         "--questions", default=None, help="train only on the turns whose question matches this regular expression"
