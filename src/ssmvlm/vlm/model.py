@@ -115,6 +115,7 @@ class VLM(nn.Module):
         has_image: torch.Tensor | None = None,
         prompt_lengths: torch.Tensor | None = None,
         loss_reduction: str = "token",
+        padding_mask: bool = True,
     ) -> Any:
         """Loss and logits for a right-padded batch; images as pixels or as cached encoder features.
 
@@ -122,6 +123,11 @@ class VLM(nn.Module):
         ``loss_reduction``: ``token`` averages the loss over every answer token of the batch (the LLM's own loss);
         ``sample`` averages each row's answer tokens first, then the rows; ``sqrt`` weighs each token of a row with n
         answer tokens by 1/sqrt(n) (``length_weighted_loss``).
+        ``padding_mask=False`` runs the LLM on causal attention alone, for a caller whose rows are right-padded by
+        construction (training): no real token attends to a later pad, positions count from 0 either way and pads
+        carry no loss, so the real tokens' logits and the loss are the same. Without the mask transformers waits on
+        the device once a step instead of twice (benchmarks/vlm_step_syncs.py) and builds no mask, and SDPA can take
+        its causal kernel. Pads' own logits then differ.
         """
         if vision_features is None and pixel_values is not None:
             vision_features = self.encode_images(pixel_values)
@@ -132,6 +138,8 @@ class VLM(nn.Module):
             patches = self.project(vision_features).to(embeds.dtype)
             offsets = self.image_offsets(prompt_lengths, input_ids.shape[0], input_ids.device)
             embeds, attention_mask, labels = insert_patches(embeds, attention_mask, labels, patches, has_image, offsets)
+        if not padding_mask:
+            attention_mask = None
         if loss_reduction == "token" or labels is None:
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
