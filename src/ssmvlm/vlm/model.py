@@ -132,14 +132,14 @@ class VLM(nn.Module):
         if vision_features is None and pixel_values is not None:
             vision_features = self.encode_images(pixel_values)
         embeds = self.llm.get_input_embeddings()(input_ids)
+        if not padding_mask:
+            attention_mask = None
         if vision_features is not None:
             if has_image is None:
                 has_image = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             patches = self.project(vision_features).to(embeds.dtype)
             offsets = self.image_offsets(prompt_lengths, input_ids.shape[0], input_ids.device)
             embeds, attention_mask, labels = insert_patches(embeds, attention_mask, labels, patches, has_image, offsets)
-        if not padding_mask:
-            attention_mask = None
         if loss_reduction == "token" or labels is None:
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
@@ -306,14 +306,15 @@ def length_weighted_loss(logits: torch.Tensor, labels: torch.Tensor, power: floa
 
 def insert_patches(
     embeds: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     labels: torch.Tensor | None,
     patches: torch.Tensor,
     has_image: torch.Tensor,
     offsets: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Image rows: the patches before text position ``offsets`` (default 1: right after BOS); text-only rows:
-    K masked zero embeddings at the end. One gather per tensor, so rows may put their patches anywhere."""
+    K masked zero embeddings at the end. One gather per tensor, so rows may put their patches anywhere. Without
+    an ``attention_mask`` (training runs the LLM without one) none is built."""
     batch, length, width = embeds.shape
     count = patches.shape[1]
     if offsets is None:
@@ -329,9 +330,10 @@ def insert_patches(
     text = embeds.gather(1, text_index[..., None].expand(-1, -1, width))
     image = patches.gather(1, patch_index[..., None].expand(-1, -1, width))
     embeds = torch.where(in_patch[..., None], image, torch.where(is_text[..., None], text, 0.0))
-    attention_mask = torch.where(in_patch, 1, torch.where(is_text, attention_mask.gather(1, text_index), 0)).to(
-        attention_mask.dtype
-    )
+    if attention_mask is not None:
+        attention_mask = torch.where(in_patch, 1, torch.where(is_text, attention_mask.gather(1, text_index), 0)).to(
+            attention_mask.dtype
+        )
     if labels is not None:
         labels = torch.where(is_text, labels.gather(1, text_index), IGNORE_INDEX)
     return embeds, attention_mask, labels
