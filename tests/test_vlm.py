@@ -179,46 +179,6 @@ def test_patches_go_after_the_question_at_each_rows_offset() -> None:
     assert all(torch.equal(a, b) for a, b in zip(default, explicit, strict=True))
 
 
-@pytest.mark.parametrize("position", ["after-bos", "after-question"])
-@pytest.mark.parametrize("reduction", ["token", "sqrt"])
-def test_a_right_padded_batch_trains_the_same_without_its_padding_mask(
-    tokenizer, position: str, reduction: str
-) -> None:
-    """Training's ``padding_mask=False``: the loss, every real token's logits and the gradients are those of the
-    masked forward (rows of three lengths, one without an image, so patches, text and pads all move)."""
-    from ssmvlm.vlm.builder import VLMConfig, build_vlm
-
-    torch.manual_seed(0)
-    vlm = build_vlm(VLMConfig(backbone="vit_nano", image_size=32, llm="tiny-llama-1m", image_position=position),
-                    tokenizer, 0).double()
-    lengths = [9, 6, 4]
-    input_ids = torch.randint(3, len(tokenizer), (3, 9))
-    mask = (torch.arange(9)[None] < torch.tensor(lengths)[:, None]).long()
-    labels = torch.where((torch.arange(9)[None] >= 3) & (mask == 1), input_ids, IGNORE_INDEX)
-    inputs = {
-        "vision_features": torch.randn(3, vlm.vision_backbone.num_tokens(), vlm.vision_backbone.embed_dim).double(),
-        "has_image": torch.tensor([True, True, False]),
-        "prompt_lengths": torch.tensor([3, 2, 3]),
-        "loss_reduction": reduction,
-    }
-    results = []
-    for padding_mask in (True, False):
-        vlm.zero_grad()
-        out = vlm(input_ids, mask, labels, padding_mask=padding_mask, **inputs)
-        out.loss.backward()
-        results.append((out, [p.grad.clone() for p in vlm.connector.parameters()]))
-    (masked, masked_grads), (causal, causal_grads) = results
-    torch.testing.assert_close(causal.loss, masked.loss)
-    count = vlm.vision_backbone.num_tokens()
-    for row, length in enumerate(lengths):  # real tokens (an image row's patches too) come first in every row
-        real = length + count * int(inputs["has_image"][row])
-        torch.testing.assert_close(causal.logits[row, :real], masked.logits[row, :real])
-        if real < causal.logits.shape[1]:  # its pads now attend to what precedes them: the mask really is gone
-            assert not torch.allclose(causal.logits[row, real:], masked.logits[row, real:])
-    for a, b in zip(causal_grads, masked_grads, strict=True):
-        torch.testing.assert_close(a, b)
-
-
 @pytest.mark.parametrize(("format_name", "tag"), [("vicuna-v15", "ASSISTANT:"), ("plain", "Out:")])
 def test_before_answer_puts_the_patches_before_each_rows_answer_tag(tokenizer, format_name: str, tag: str) -> None:
     from ssmvlm.train.dataset import Sample

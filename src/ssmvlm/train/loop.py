@@ -229,7 +229,6 @@ def train_vlm(
                         has_image=to_device_async(has_image, info.device),
                         prompt_lengths=batch.prompt_lengths,
                         loss_reduction=recipe.loss_reduction,
-                        padding_mask=False,  # PackedSamples right-pads every batch
                     )
                     # prismatic: the mean loss of each micro-batch, divided by the accumulation steps.
                     (out.loss / accumulation).backward()

@@ -115,7 +115,6 @@ class VLM(nn.Module):
         has_image: torch.Tensor | None = None,
         prompt_lengths: torch.Tensor | None = None,
         loss_reduction: str = "token",
-        padding_mask: bool = True,
     ) -> Any:
         """Loss and logits for a right-padded batch; images as pixels or as cached encoder features.
 
@@ -123,17 +122,10 @@ class VLM(nn.Module):
         ``loss_reduction``: ``token`` averages the loss over every answer token of the batch (the LLM's own loss);
         ``sample`` averages each row's answer tokens first, then the rows; ``sqrt`` weighs each token of a row with n
         answer tokens by 1/sqrt(n) (``length_weighted_loss``).
-        ``padding_mask=False`` runs the LLM on causal attention alone, for a caller whose rows are right-padded by
-        construction (training): no real token attends to a later pad, positions count from 0 either way and pads
-        carry no loss, so the real tokens' logits and the loss are the same. Without the mask transformers waits on
-        the device once a step instead of twice (benchmarks/vlm_step_syncs.py) and builds no mask, and SDPA can take
-        its causal kernel. Pads' own logits then differ.
         """
         if vision_features is None and pixel_values is not None:
             vision_features = self.encode_images(pixel_values)
         embeds = self.llm.get_input_embeddings()(input_ids)
-        if not padding_mask:
-            attention_mask = None
         if vision_features is not None:
             if has_image is None:
                 has_image = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
@@ -306,15 +298,14 @@ def length_weighted_loss(logits: torch.Tensor, labels: torch.Tensor, power: floa
 
 def insert_patches(
     embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
+    attention_mask: torch.Tensor,
     labels: torch.Tensor | None,
     patches: torch.Tensor,
     has_image: torch.Tensor,
     offsets: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Image rows: the patches before text position ``offsets`` (default 1: right after BOS); text-only rows:
-    K masked zero embeddings at the end. One gather per tensor, so rows may put their patches anywhere. Without
-    an ``attention_mask`` (training runs the LLM without one) none is built."""
+    K masked zero embeddings at the end. One gather per tensor, so rows may put their patches anywhere."""
     batch, length, width = embeds.shape
     count = patches.shape[1]
     if offsets is None:
@@ -330,10 +321,9 @@ def insert_patches(
     text = embeds.gather(1, text_index[..., None].expand(-1, -1, width))
     image = patches.gather(1, patch_index[..., None].expand(-1, -1, width))
     embeds = torch.where(in_patch[..., None], image, torch.where(is_text[..., None], text, 0.0))
-    if attention_mask is not None:
-        attention_mask = torch.where(in_patch, 1, torch.where(is_text, attention_mask.gather(1, text_index), 0)).to(
-            attention_mask.dtype
-        )
+    attention_mask = torch.where(in_patch, 1, torch.where(is_text, attention_mask.gather(1, text_index), 0)).to(
+        attention_mask.dtype
+    )
     if labels is not None:
         labels = torch.where(is_text, labels.gather(1, text_index), IGNORE_INDEX)
     return embeds, attention_mask, labels
