@@ -286,10 +286,13 @@ def length_weighted_loss(logits: torch.Tensor, labels: torch.Tensor, power: floa
     per row (``data.split_turns``) power 1 weighs every answer the same, whatever its length: under the token mean
     a 19-token box outweighs a one-word answer 19 to 1 (ShapeScenes' referring expressions then carry most of the
     gradient, and the yes/no answers almost none)."""
-    targets = labels[:, 1:]
+    batch, length, vocab = logits.shape
+    # Rows of (token, vocab), as the LLM's own loss takes them: the (batch, vocab, length) layout puts the softmax on
+    # a middle dimension, whose CUDA kernel took 1.2 ms of the `paper` preset's 3.0 ms step (probe 23, one H100).
+    targets = nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # the last position predicts nothing
     per_token = nn.functional.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
-    )
+        logits.float().reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(batch, length)
     counts = (targets != IGNORE_INDEX).sum(dim=1)
     # Rows without a labelled token get weight 0 (not a boolean selection: its size would make the host wait).
     weights = torch.where(counts > 0, counts.clamp(min=1).float().pow(-power), 0.0)
