@@ -239,6 +239,23 @@ def test_llm_warmup_is_one_cell_that_every_training_cell_needs(fake_zoo: list[st
         validate_spec(_spec(tmp_path, BASE, ["llm_warmup.enabled=true", f"benchmark.data_root={tmp_path}"]))
 
 
+def test_cell_ids_do_not_depend_on_how_overrides_are_spelt(fake_zoo: list[str], tmp_path: Path) -> None:
+    """A spec's dotted override, the same key nested, and both at once (a preset's key repeated on the command
+    line, as probe 23 did) are one run: the same training and pretraining cells."""
+    dotted = BASE + "recipe: {overrides: {model.box_frame: model}}\npretrain: {overrides: {optim.lr: 0.002}}\n"
+    nested = BASE + "recipe: {overrides: {model: {box_frame: model}}}\npretrain: {overrides: {optim: {lr: 0.002}}}\n"
+    repeated = ["recipe.overrides.model.box_frame=model", "pretrain.overrides.optim.lr=0.002"]
+    matrices = [expand_matrix(_spec(tmp_path, dotted)), expand_matrix(_spec(tmp_path, nested)),
+                expand_matrix(_spec(tmp_path, dotted, repeated))]
+    for stage in ("pretrain", "train"):
+        ids = [sorted(cell.id for cell in matrix.by_stage(stage)) for matrix in matrices]
+        assert ids[0] and ids[0] == ids[1] == ids[2], stage
+    (train, *_) = matrices[1].by_stage("train")
+    assert train.config.recipe_overrides == {"model.box_frame": "model"}
+    changed = expand_matrix(_spec(tmp_path, dotted, ["recipe.overrides.model.box_frame=raw"]))
+    assert {c.id for c in changed.by_stage("train")}.isdisjoint({c.id for c in matrices[0].by_stage("train")})
+
+
 def test_cell_id_ignores_key_order() -> None:
     assert cell_id("train", {"a": 1, "b": {"c": 2, "d": 3}}) == cell_id("train", {"b": {"d": 3, "c": 2}, "a": 1})
     assert cell_id("train", {"a": 1}) != cell_id("eval", {"a": 1})

@@ -322,7 +322,7 @@ def add_vlm_cells(matrix: StudyMatrix, spec: StudySpec, choice: VlmChoice) -> Ce
         connector=choice.connector,
         llm=spec.llm,
         recipe=spec.recipe.preset,
-        recipe_overrides=dict(spec.recipe.overrides),
+        recipe_overrides=flat_overrides(spec.recipe.overrides),
         seed=choice.seed,
         data=data,
         mix=mix,
@@ -403,13 +403,16 @@ def _add_llm_warmup(matrix: StudyMatrix, spec: StudySpec, data_dep: str | None, 
     return matrix.add(Cell(config, deps=[data_dep] if data_dep else [], labels=labels))
 
 
-def _warmup_overrides(spec: StudySpec) -> dict[str, Any]:
-    """The recipe's overrides as flat dotted keys, with the warm-up's own epochs when ``llm_warmup.epochs`` is set.
+def flat_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides as one flat dotted key per field, later spellings winning, as cell configs hold them: a spec's
+    ``model.box_frame: model`` and a command line's ``recipe.overrides.model.box_frame=model`` (which arrives
+    nested) then make one cell, not two ids for the same run."""
+    return flatten_keys(nest_keys(overrides.items()))
 
-    Flat, so that a spec's ``optim.epochs: 30`` and a command line's ``recipe.overrides.optim.epochs=5`` (nested)
-    give one warm-up cell whenever ``llm_warmup.epochs`` makes the warm-up's epochs the same.
-    """
-    overrides = flatten_keys(nest_keys(spec.recipe.overrides.items()))
+
+def _warmup_overrides(spec: StudySpec) -> dict[str, Any]:
+    """The recipe's overrides with the warm-up's own epochs when ``llm_warmup.epochs`` is set."""
+    overrides = flat_overrides(spec.recipe.overrides)
     if spec.llm_warmup.epochs is not None:
         overrides["optim.epochs"] = spec.llm_warmup.epochs
     return overrides
@@ -441,7 +444,7 @@ def _add_pretrain(
         image_size=budget.dense_image_size if dense else budget.image_size,
         images_seen=(budget.dense_images_seen or budget.images_seen) if dense else budget.images_seen,
         batch_size=budget.batch_size,
-        overrides=dict(budget.overrides),
+        overrides=flat_overrides(budget.overrides),
         seed=seed,
         data=data,
     )
