@@ -148,6 +148,31 @@ def test_study_runs_each_cell_once_and_resumes(tmp_path: Path, monkeypatch: pyte
 
 
 @pytest.mark.usefixtures("fake_zoo")
+def test_a_resumed_study_says_which_cells_other_code_computed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cells are reused by config; a study resumed under another commit names how many came from other code."""
+    from ssmvlm.utils import provenance
+
+    FakeStages().install(monkeypatch)
+    spec, out = _spec(tmp_path, ["stabilization.enabled=false"]), tmp_path / "study"
+    monkeypatch.setattr(provenance, "git_commit", lambda path=None: "1111111111111111-dirty")
+    first = run_study(spec, out, show_progress=False, write_report=False)
+    assert "other code" not in capsys.readouterr().err
+    run_study(spec, out, show_progress=False, write_report=False)  # the same commit, dirty or not: silent
+    assert "other code" not in capsys.readouterr().err
+
+    monkeypatch.setattr(provenance, "git_commit", lambda path=None: "2222222222222222")
+    (dataset,) = first.matrix.by_stage("dataset")
+    (dataset.run_dir(out) / provenance.RUN_RECORD).unlink()  # a cell without its record is left out
+    again = run_study(spec, out, show_progress=False, write_report=False)
+    assert set(again.status.values()) == {"cached"}
+    warning = " ".join(capsys.readouterr().err.split())  # the console writes to stderr
+    assert f"reusing {len(first.matrix) - 1} finished cell(s) that other code computed" in warning
+    assert "111111111111)" in warning and "delete a cell's folder" in warning
+
+
+@pytest.mark.usefixtures("fake_zoo")
 def test_training_mix_reaches_the_training_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real training adapter: the benchmark's train split plus the mix's, evaluation on the benchmark."""
     fake = FakeStages().install(monkeypatch)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ssmvlm.study.matrix import Cell
 from ssmvlm.study.stages import STAGE_RUNNERS
+from ssmvlm.utils.errors import DataError
 from ssmvlm.utils.io import atomic_write_json, atomic_write_text, read_json
 
 DONE_FILE = "DONE"
@@ -33,6 +34,30 @@ def is_done(cell: Cell, out: str | Path) -> bool:
 def is_done_key(key: str, out: str | Path) -> bool:
     """Whether the cell ``stage/id`` is complete (for cells known by key only, such as a row's training)."""
     return (Path(out) / "runs" / key / DONE_FILE).is_file()
+
+
+def cells_from_other_code(cells: list[Cell], out: str | Path) -> dict[str, str]:
+    """Of these finished cells, those whose run record names other code than this run's: ``{key: its version}``.
+
+    A cell's id covers its configuration, not the code that ran it, so a study resumed after an upgrade reuses
+    results the new code would not have produced; the caller says so. Cells without a readable record, or either
+    side without a known version, are left out."""
+    from ssmvlm.utils import provenance
+
+    current = provenance.current_code_version()
+    if current is None:
+        return {}
+    other = {}
+    for cell in cells:
+        path = cell.run_dir(Path(out)) / provenance.RUN_RECORD
+        try:
+            record = read_json(path)
+        except (OSError, DataError):
+            continue
+        version = provenance.code_version(record) if isinstance(record, dict) else None
+        if version is not None and version != current:
+            other[cell.key] = version
+    return other
 
 
 def read_result(cell_or_key: Cell | str, out: str | Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import yaml
 
 from ssmvlm.config import to_dict
 from ssmvlm.study.analysis import AblationRequest, diagnose, load_losses, plan_ablations
-from ssmvlm.study.cells import ERROR_FILE, is_done
+from ssmvlm.study.cells import ERROR_FILE, cells_from_other_code, is_done
 from ssmvlm.study.launchers import CellFunction, Launcher, make_launcher
 from ssmvlm.study.matrix import (
     ABLATIONS_FILE,
@@ -116,6 +116,24 @@ def schedule(
                     message = escape(f"{cell.describe()} ({outcome['seconds']:.1f} s)")
                     console.print(f"[green]✓[/green] {message}", highlight=False)
     return status
+
+
+def _warn_on_other_code(matrix: StudyMatrix, out: Path) -> None:
+    from rich.markup import escape
+
+    from ssmvlm.utils.progress import console
+
+    other = cells_from_other_code([cell for cell in matrix if is_done(cell, out)], out)
+    if not other:
+        return
+    key, version = next(iter(other.items()))
+    console.print(
+        f"[yellow]warning:[/yellow] reusing {len(other)} finished cell(s) that other code computed (e.g. "
+        + escape(f"{out / 'runs' / key}: {version[:12]}")
+        + "); a cell's id covers its config, not the code, so delete a cell's folder to compute it again",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def downstream_counts(matrix: StudyMatrix) -> dict[str, int]:
@@ -225,6 +243,7 @@ def _run_study(
     matrix = expand_matrix(spec)
     add_ablation_cells(matrix, spec, load_ablations(out))  # variants planned by an earlier, interrupted run
     atomic_write_json(out / MATRIX_FILE, matrix_rows(matrix, out))
+    _warn_on_other_code(matrix, out)
     execution = spec.execution
     own_launcher = launcher is None
     if launcher is None:

@@ -56,6 +56,21 @@ def git_commit(path: str | Path | None = None) -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def code_version(record: dict[str, Any]) -> str | None:
+    """Which code wrote a run record: its git commit (a dirty tree counts as its commit: its changes are not
+    recorded), else the installed ssmvlm version, else None."""
+    commit = record.get("git_commit")
+    if commit:
+        return str(commit).removesuffix("-dirty")
+    version = (record.get("versions") or {}).get("ssmvlm")
+    return f"ssmvlm {version}" if version else None
+
+
+def current_code_version() -> str | None:
+    """:func:`code_version` of a run started now."""
+    return code_version({"git_commit": git_commit(), "versions": {"ssmvlm": package_versions()["ssmvlm"]}})
+
+
 def device_description() -> str:
     torch = sys.modules.get("torch")  # a data-only run should not pay for importing torch
     if torch is not None and torch.cuda.is_available():
