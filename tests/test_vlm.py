@@ -179,6 +179,71 @@ def test_patches_go_after_the_question_at_each_rows_offset() -> None:
     assert all(torch.equal(a, b) for a, b in zip(default, explicit, strict=True))
 
 
+@pytest.mark.parametrize("position", ["after-bos", "after-question"])
+def test_training_forward_hands_sdpa_the_mask_transformers_builds_without_reading_the_device(
+    tokenizer, position: str
+) -> None:
+    """``VLM.forward`` gives an SDPA LLM the 4-D causal-and-padding mask itself: every real token's logits, the loss
+    and the gradients are those of the 2-D padding mask's forward (float64; rows of three lengths, one without an
+    image), and the forward no longer reads a device value on the host."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ssmvlm.vlm.builder import VLMConfig, build_vlm
+
+    class HostReads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.count += func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    vlm = build_vlm(VLMConfig(backbone="vit_nano", image_size=32, llm="tiny-llama-1m", image_position=position),
+                    tokenizer, 0).double()
+    assert vlm.llm.config._attn_implementation == "sdpa"
+    lengths = [9, 6, 4]
+    input_ids = torch.randint(3, len(tokenizer), (3, 9))
+    mask = (torch.arange(9)[None] < torch.tensor(lengths)[:, None]).long()
+    labels = torch.where((torch.arange(9)[None] >= 3) & (mask == 1), input_ids, IGNORE_INDEX)
+    inputs = {
+        "vision_features": torch.randn(3, vlm.vision_backbone.num_tokens(), vlm.vision_backbone.embed_dim).double(),
+        "has_image": torch.tensor([True, True, False]),
+        "prompt_lengths": torch.tensor([3, 2, 3]),
+        "loss_reduction": "sqrt",
+    }
+    results, reads = [], []
+    for own_mask in (True, False):
+        if not own_mask:  # the reference: transformers builds the mask from the 2-D padding mask
+            vlm._llm_attention_mask = lambda attention_mask: attention_mask
+        vlm.zero_grad()
+        with HostReads() as counter:
+            out = vlm(input_ids, mask, labels, **inputs)
+        reads.append(counter.count)
+        out.loss.backward()
+        results.append((out, [p.grad.clone() for p in vlm.parameters() if p.grad is not None]))
+    (own, own_grads), (reference, reference_grads) = results
+    count = vlm.vision_backbone.num_tokens()
+    for row, length in enumerate(lengths):  # real tokens (an image row's patches too) come first in every row
+        real = length + count * int(inputs["has_image"][row])
+        torch.testing.assert_close(own.logits[row, :real], reference.logits[row, :real])
+    torch.testing.assert_close(own.loss, reference.loss)
+    assert len(own_grads) == len(reference_grads) > 0
+    for a, b in zip(own_grads, reference_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert reads[0] == 0 and reads[1] > 0  # transformers' own builder reads the device; the 4-D mask does not
+
+
+def test_causal_padding_mask_lets_each_token_see_the_real_tokens_up_to_itself() -> None:
+    from ssmvlm.vlm.model import causal_padding_mask
+
+    mask = causal_padding_mask(torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    assert mask.shape == (2, 1, 3, 3) and mask.dtype == torch.bool
+    assert mask[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    assert mask[1, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]  # a pad: itself
+    left_padded = causal_padding_mask(torch.tensor([[0, 1, 1]]))
+    assert left_padded[0, 0, 0].tolist() == [True, False, False]  # never a query without a key
+
+
 @pytest.mark.parametrize(("format_name", "tag"), [("vicuna-v15", "ASSISTANT:"), ("plain", "Out:")])
 def test_before_answer_puts_the_patches_before_each_rows_answer_tag(tokenizer, format_name: str, tag: str) -> None:
     from ssmvlm.train.dataset import Sample

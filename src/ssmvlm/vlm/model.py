@@ -132,11 +132,20 @@ class VLM(nn.Module):
             patches = self.project(vision_features).to(embeds.dtype)
             offsets = self.image_offsets(prompt_lengths, input_ids.shape[0], input_ids.device)
             embeds, attention_mask, labels = insert_patches(embeds, attention_mask, labels, patches, has_image, offsets)
+        attention_mask = self._llm_attention_mask(attention_mask)
         if loss_reduction == "token" or labels is None:
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
         out.loss = length_weighted_loss(out.logits, labels, LENGTH_POWERS[loss_reduction])
         return out
+
+    def _llm_attention_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """For SDPA, the 4-D mask transformers would build from the padding mask (:func:`causal_padding_mask`), which
+        it takes as it is: its own builder reads the device twice a call (whether the mask is all ones), a wait that
+        leaves a launch-bound training step's GPU idle. Other attention implementations get the padding mask."""
+        if getattr(self.llm.config, "_attn_implementation", None) != "sdpa":
+            return attention_mask
+        return causal_padding_mask(attention_mask)
 
     def image_offsets(self, prompt_lengths: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
         """Per row, how many text tokens come before the patches."""
@@ -297,6 +306,17 @@ def length_weighted_loss(logits: torch.Tensor, labels: torch.Tensor, power: floa
     # Rows without a labelled token get weight 0 (not a boolean selection: its size would make the host wait).
     weights = torch.where(counts > 0, counts.clamp(min=1).float().pow(-power), 0.0)
     return (per_token.sum(dim=1) * weights).sum() / (counts * weights).sum()
+
+
+def causal_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, length, length), True where a query may attend a key: a real token (``attention_mask``) at or
+    before it, and itself. For a real token that is the mask transformers builds for SDPA; a pad also sees itself,
+    so that no query is left without a key (a softmax over nothing is NaN, and a NaN value times a zero weight would
+    reach the real tokens of the next layer)."""
+    length = attention_mask.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    itself = torch.eye(length, dtype=torch.bool, device=attention_mask.device)
+    return (causal[None, None] & attention_mask.bool()[:, None, None, :]) | itself
 
 
 def insert_patches(
