@@ -101,6 +101,9 @@ def test_packed_batches_are_the_samples_right_padded() -> None:
     assert batch.input_ids.dtype == batch.labels.dtype == torch.long
     whole = collate([samples[i] for i in rows], pad_token_id=0)
     assert torch.equal(whole.input_ids, batch.input_ids) and torch.equal(whole.labels, batch.labels)
+    assert batch.padded == bool((batch.attention_mask == 0).any())
+    same_length = [i for i in range(40) if len(samples[i].input_ids) == len(samples[rows[0]].input_ids)]
+    assert packed.batch(same_length).padded is False and packed.batch([rows[0], rows[0]]).padded is False
 
 
 def test_each_epoch_is_a_seeded_permutation_in_full_batches() -> None:

@@ -183,9 +183,10 @@ def test_patches_go_after_the_question_at_each_rows_offset() -> None:
 def test_training_forward_hands_sdpa_the_mask_transformers_builds_without_reading_the_device(
     tokenizer, position: str
 ) -> None:
-    """``VLM.forward`` gives an SDPA LLM the 4-D causal-and-padding mask itself: every real token's logits, the loss
-    and the gradients are those of the 2-D padding mask's forward (float64; rows of three lengths, one without an
-    image), and the forward no longer reads a device value on the host."""
+    """``VLM.forward(padding=True)`` gives an SDPA LLM the 4-D causal-and-padding mask itself: every real token's
+    logits, the loss and the gradients are those of the 2-D padding mask's forward (float64; rows of three lengths,
+    one without an image), and the forward reads no device value on the host; ``padding=False`` (no row padded)
+    runs causal attention alone, as transformers does for an all-ones mask."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from ssmvlm.vlm.builder import VLMConfig, build_vlm
@@ -212,12 +213,10 @@ def test_training_forward_hands_sdpa_the_mask_transformers_builds_without_readin
         "loss_reduction": "sqrt",
     }
     results, reads = [], []
-    for own_mask in (True, False):
-        if not own_mask:  # the reference: transformers builds the mask from the 2-D padding mask
-            vlm._llm_attention_mask = lambda attention_mask: attention_mask
+    for padding in (True, None):  # None, the reference: transformers builds the mask from the 2-D padding mask
         vlm.zero_grad()
         with HostReads() as counter:
-            out = vlm(input_ids, mask, labels, **inputs)
+            out = vlm(input_ids, mask, labels, padding=padding, **inputs)
         reads.append(counter.count)
         out.loss.backward()
         results.append((out, [p.grad.clone() for p in vlm.parameters() if p.grad is not None]))
@@ -231,6 +230,12 @@ def test_training_forward_hands_sdpa_the_mask_transformers_builds_without_readin
     for a, b in zip(own_grads, reference_grads, strict=True):
         torch.testing.assert_close(a, b)
     assert reads[0] == 0 and reads[1] > 0  # transformers' own builder reads the device; the 4-D mask does not
+
+    # A batch without padding: causal attention alone, as transformers chooses after reading the all-ones mask.
+    full = {**inputs, "has_image": torch.tensor([True, True, True])}
+    unpadded = [vlm(input_ids, torch.ones_like(mask), labels, padding=padding, **full) for padding in (False, None)]
+    torch.testing.assert_close(unpadded[0].logits, unpadded[1].logits)
+    torch.testing.assert_close(unpadded[0].loss, unpadded[1].loss)
 
 
 def test_causal_padding_mask_lets_each_token_see_the_real_tokens_up_to_itself() -> None:

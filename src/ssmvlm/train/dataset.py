@@ -174,6 +174,7 @@ class Batch:
     image_indices: list[int | None]
     record_ids: list[str]
     prompt_lengths: torch.Tensor
+    padded: bool = True  # whether any row is shorter than the longest, known on the host
 
     @property
     def has_image(self) -> torch.Tensor:
@@ -207,7 +208,8 @@ class PackedSamples:
 
     def batch(self, indices: Sequence[int]) -> Batch:
         rows_host = torch.tensor(indices, dtype=torch.long)
-        longest = int(self.lengths[rows_host].max())  # from the host's copy: no wait on the device
+        lengths = self.lengths[rows_host]
+        longest = int(lengths.max())  # from the host's copy: no wait on the device
         rows = to_device_async(rows_host, self.device)
         offsets = torch.arange(longest, device=self.device)
         present = offsets[None] < self.device_lengths[rows, None]
@@ -222,6 +224,7 @@ class PackedSamples:
             [s.image_index for s in picked],
             [s.record_id for s in picked],
             self.prompt_lengths[rows],
+            padded=bool((lengths < longest).any()),
         )
 
 

@@ -229,6 +229,7 @@ def train_vlm(
                         has_image=to_device_async(has_image, info.device),
                         prompt_lengths=batch.prompt_lengths,
                         loss_reduction=recipe.loss_reduction,
+                        padding=batch.padded or not bool(has_image.all()),  # host tensors: no wait
                     )
                     # prismatic: the mean loss of each micro-batch, divided by the accumulation steps.
                     (out.loss / accumulation).backward()

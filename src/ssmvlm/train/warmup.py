@@ -153,6 +153,7 @@ def warm_up_llm(config: TrainConfig, out_dir: str | Path, *, grid: int = 6, show
                         vision_features=grids[rows],
                         prompt_lengths=batch.prompt_lengths,
                         loss_reduction=recipe.loss_reduction,
+                        padding=batch.padded,  # every row has its grid
                     )
                     (out.loss / accumulation).backward()
             torch.nn.utils.clip_grad_norm_(vlm.parameters(), recipe.max_grad_norm)

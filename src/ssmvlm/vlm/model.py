@@ -115,6 +115,7 @@ class VLM(nn.Module):
         has_image: torch.Tensor | None = None,
         prompt_lengths: torch.Tensor | None = None,
         loss_reduction: str = "token",
+        padding: bool | None = None,
     ) -> Any:
         """Loss and logits for a right-padded batch; images as pixels or as cached encoder features.
 
@@ -122,6 +123,8 @@ class VLM(nn.Module):
         ``loss_reduction``: ``token`` averages the loss over every answer token of the batch (the LLM's own loss);
         ``sample`` averages each row's answer tokens first, then the rows; ``sqrt`` weighs each token of a row with n
         answer tokens by 1/sqrt(n) (``length_weighted_loss``).
+        ``padding``: whether any row has padding (pads after its text, or a text-only row's masked patch slots), for
+        a caller that knows it on the host; ``None`` lets transformers find out (``_llm_attention_mask``).
         """
         if vision_features is None and pixel_values is not None:
             vision_features = self.encode_images(pixel_values)
@@ -132,20 +135,23 @@ class VLM(nn.Module):
             patches = self.project(vision_features).to(embeds.dtype)
             offsets = self.image_offsets(prompt_lengths, input_ids.shape[0], input_ids.device)
             embeds, attention_mask, labels = insert_patches(embeds, attention_mask, labels, patches, has_image, offsets)
-        attention_mask = self._llm_attention_mask(attention_mask)
+        attention_mask = self._llm_attention_mask(attention_mask, padding)
         if loss_reduction == "token" or labels is None:
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
         out.loss = length_weighted_loss(out.logits, labels, LENGTH_POWERS[loss_reduction])
         return out
 
-    def _llm_attention_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        """For SDPA, the 4-D mask transformers would build from the padding mask (:func:`causal_padding_mask`), which
-        it takes as it is: its own builder reads the device twice a call (whether the mask is all ones), a wait that
-        leaves a launch-bound training step's GPU idle. Other attention implementations get the padding mask."""
-        if getattr(self.llm.config, "_attn_implementation", None) != "sdpa":
+    def _llm_attention_mask(self, attention_mask: torch.Tensor, padding: bool | None) -> torch.Tensor | None:
+        """The mask the LLM attends with. From a 2-D padding mask transformers builds SDPA's mask after reading the
+        device twice (whether the mask is all ones), a wait that leaves a launch-bound training step's GPU idle.
+        When the caller knows on the host whether the batch has padding, an SDPA LLM gets what transformers would
+        choose, without the wait: causal attention alone (no mask) for a batch without padding, the 4-D mask
+        (:func:`causal_padding_mask`, which transformers takes as it is) for one with. Otherwise, and for other
+        attention implementations, the padding mask."""
+        if padding is None or getattr(self.llm.config, "_attn_implementation", None) != "sdpa":
             return attention_mask
-        return causal_padding_mask(attention_mask)
+        return causal_padding_mask(attention_mask) if padding else None
 
     def image_offsets(self, prompt_lengths: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
         """Per row, how many text tokens come before the patches."""
