@@ -6,9 +6,10 @@
 #    the same encoder) while training ran the LLM without its padding mask; training has the mask again, so Loc
 #    should be back near 45. Then the separation over seven families (probe 22 had three: 2 of 3 pairs).
 # 2. `speed`: once `all` is done, the VLM step's kernels (the cross-entropy now over (token, vocab) rows: probe 23's
-#    softmax over a middle dimension took 1.2 of the step's 3.0 ms of card time) and the step's wall time with one
-#    process and with six on the card. BEFORE=DIR/src (another tree's src, carried as an untracked folder) measures
-#    that tree too, in the same call.
+#    softmax over a middle dimension took 1.2 of the step's 3.0 ms of card time; the LLM's 4-D mask built without
+#    transformers' two device reads) and the step's wall time with one process and with six on the card.
+#    BEFORE=DIR/src (another tree's src, e.g. `ec28750`'s, carried as an untracked folder) measures that tree too, in
+#    the same call.
 source benchmarks/signal_probes/common.sh
 probe_setup probe24
 DEADLINE=$(( $(date +%s) + LIMIT ))
