@@ -7,7 +7,8 @@
 #    should be back near 45. Then the separation over seven families (probe 22 had three: 2 of 3 pairs).
 # 2. `speed`: once `all` is done, the VLM step's kernels (the cross-entropy now over (token, vocab) rows: probe 23's
 #    softmax over a middle dimension took 1.2 of the step's 3.0 ms of card time; the LLM's 4-D mask built without
-#    transformers' two device reads) and the step's wall time with one process and with six on the card.
+#    transformers' two device reads) and the step's wall time with one process and with six on the card, with the
+#    layers compiled (the preset) and with the whole training forward compiled (`compile-all`).
 #    BEFORE=DIR/src (another tree's src, e.g. `ec28750`'s, carried as an untracked folder) measures that tree too, in
 #    the same call.
 source benchmarks/signal_probes/common.sh
@@ -19,18 +20,21 @@ study all "backbones=[vit_nano,vmamba_nano,maxvit_nano,swin_nano,convnext_nano,m
 STUDY=$!
 wait "$STUDY"
 if grep -q "all exit 0" "$W/all.log"; then
+  timeout 300 python3 -m pytest -q -p no:randomly -m gpu tests/test_llm_kernels.py 2>&1 | tail -3 \
+    | tee "$W/speed.log"  # compile-all's Inductor kernels against eager on the card
   BENCH=$(benchmark_data all)
   LEFT=$(( DEADLINE - $(date +%s) ))
   [ "$LEFT" -gt 60 ] && timeout "$LEFT" python3 benchmarks/vlm_stage_speed.py --out "$W/speed/profile" \
-    --data "$BENCH" --steps 100 --profile --set distributed.llm_kernels=compile > "$W/speed.log" 2>&1
+    --data "$BENCH" --steps 100 --profile --set distributed.llm_kernels=compile >> "$W/speed.log" 2>&1
   grep -A20 "kernels a step" "$W/speed.log"
-  for tree in src ${BEFORE:-}; do
-    name=$( [ "$tree" = src ] && echo head || basename "$(dirname "$tree")" )
+  for arm in src:compile src:compile-all ${BEFORE:+$BEFORE:compile}; do
+    tree=${arm%%:*} kernels=${arm##*:}
+    name=$( [ "$tree" = src ] && echo head || basename "$(dirname "$tree")" )-$kernels
     for procs in 1 6; do
       LEFT=$(( DEADLINE - $(date +%s) ))
       [ "$LEFT" -gt 60 ] && PYTHONPATH=$tree:/tmp/site timeout "$LEFT" python3 benchmarks/vlm_stage_speed.py \
         --out "$W/speed/${name}_procs$procs" --data "$BENCH" --procs "$procs" --steps 400 \
-        --label "$name" --set distributed.llm_kernels=compile 2>&1 | tail -1 | tee -a "$W/speed.log"
+        --label "$name" --set "distributed.llm_kernels=$kernels" 2>&1 | tail -1 | tee -a "$W/speed.log"
     done
   done
 fi

@@ -44,7 +44,7 @@ from ssmvlm.train.distributed import (
     wrap_model,
 )
 from ssmvlm.train.features import ImageFeatureSource
-from ssmvlm.train.llm_kernels import apply_llm_kernels
+from ssmvlm.train.llm_kernels import apply_llm_kernels, compile_training_forward
 from ssmvlm.train.metrics import MetricsLog
 from ssmvlm.train.recipe import Recipe, TrainConfig, micro_batches_per_step, resolve_recipe
 from ssmvlm.utils.device import to_device_async
@@ -154,6 +154,7 @@ def train_vlm(
     strategy = resolve_strategy(config.distributed.strategy, info)
     bf16 = use_bf16(config.distributed.precision, info.device)
     apply_llm_kernels(vlm.llm, config.distributed.llm_kernels, info.device)
+    compile_training_forward(vlm, config.distributed.llm_kernels, strategy)
     checkpointing = config.distributed.activation_checkpointing
     if checkpointing if checkpointing is not None else strategy == "fsdp":
         enable_activation_checkpointing(vlm.llm)

@@ -106,7 +106,7 @@ class DistributedConfig:
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: DDP when launched with several processes
     activation_checkpointing: bool | None = None  # None: on with FSDP, off otherwise
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    llm_kernels: Literal["eager", "liger", "compile"] = "eager"  # the LLM's layers (train/llm_kernels.py)
+    llm_kernels: Literal["eager", "liger", "compile", "compile-all"] = "eager"  # train/llm_kernels.py
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ssmvlm.data.llava import load_llava_records
 from ssmvlm.data.shapes.scene import COLORS, SHAPES, SIZES
 from ssmvlm.data.transforms import ImageTransform, build_image_transform
 from ssmvlm.train.dataset import PackedSamples, build_conversation_data, global_batch_indices, rank_micro_batches
-from ssmvlm.train.llm_kernels import apply_llm_kernels
+from ssmvlm.train.llm_kernels import apply_llm_kernels, compile_training_forward
 from ssmvlm.train.loop import build_optimizer, use_bf16
 from ssmvlm.train.metrics import MetricsLog
 from ssmvlm.train.recipe import TrainConfig, micro_batches_per_step, resolve_recipe
@@ -125,6 +125,7 @@ def warm_up_llm(config: TrainConfig, out_dir: str | Path, *, grid: int = 6, show
     # No encoder: the grids are the image features (nn.Identity stands in for the frozen backbone).
     vlm = VLM(nn.Identity(), connector, llm, tokenizer, prompt_format, image_position=config.model.image_position)
     vlm.to(device).train()
+    compile_training_forward(vlm, config.distributed.llm_kernels, "auto")  # one process
     optimizer = build_optimizer(vlm, recipe, device)
     total_steps = recipe.total_steps(len(data.samples))
     scheduler = get_cosine_schedule_with_warmup(optimizer, recipe.warmup_steps(total_steps), total_steps)
