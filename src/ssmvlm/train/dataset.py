@@ -174,7 +174,7 @@ class Batch:
     image_indices: list[int | None]
     record_ids: list[str]
     prompt_lengths: torch.Tensor
-    padded: bool = True  # whether any row is shorter than the longest, known on the host
+    padded: bool  # whether any row is shorter than the longest, known on the host
 
     @property
     def has_image(self) -> torch.Tensor:
