@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run from the repo root on the GPU machine: OUT=DIR LIMIT=320 [SPEED=1] bash benchmarks/signal_probes/probe25.sh.
+# Run from the repo root on the GPU machine: OUT=DIR LIMIT=320 [SPEED=1] [LR_ARMS='NAME:BACKBONE:LR ...'] bash
+# benchmarks/signal_probes/probe25.sh.
 # Probe 25 for issue 21, three arms on one card:
 # 1. `data12k`: three times the benchmark's scenes (12,000: 9,600 training images) at a third of the epochs (10),
 #    so the same VLM steps, for ViT nano at seed 0. In probe 24 ViT nano ended VLM training with the lowest
@@ -31,9 +32,10 @@ arm() {  # arm NAME BACKBONE LR
 }
 PRETRAIN=$(pretrain_scenes data12k)
 mkdir -p "$W/lr"
-arm swin_1e-3 swin_nano 1e-3 &
-arm swin_5e-4 swin_nano 5e-4 &
-arm vit_1e-3 vit_nano 1e-3 &
+for spec in ${LR_ARMS:-swin_1e-3:swin_nano:1e-3 swin_5e-4:swin_nano:5e-4 vit_1e-3:vit_nano:1e-3}; do
+  IFS=: read -r name backbone lr <<< "$spec"
+  arm "$name" "$backbone" "$lr" &
+done
 wait
 tail -3 "$W/test.log"
 if [ -n "${SPEED:-}" ]; then
