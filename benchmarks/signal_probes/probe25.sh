@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run from the repo root on the GPU machine: OUT=DIR LIMIT=320 [SPEED=1] [LR_ARMS='NAME:BACKBONE:LR ...'] bash
-# benchmarks/signal_probes/probe25.sh.
+# Run from the repo root on the GPU machine: OUT=DIR LIMIT=320 [SPEED=1] [LR_ONLY=1] [LR_ARMS='NAME:BACKBONE:LR ...']
+# bash benchmarks/signal_probes/probe25.sh (LR_ONLY: without arm 1).
 # Probe 25 for issue 21, three arms on one card:
 # 1. `data12k`: three times the benchmark's scenes (12,000: 9,600 training images) at a third of the epochs (10),
 #    so the same VLM steps, for ViT nano at seed 0. In probe 24 ViT nano ended VLM training with the lowest
@@ -19,8 +19,26 @@ source benchmarks/signal_probes/common.sh
 probe_setup probe25
 DEADLINE=$(( $(date +%s) + LIMIT ))
 SUBSET=("seeds=[0]" stabilization.enabled=false execution.threads=2 "initializations=[shapes-cls]")
-study data12k "backbones=[vit_nano]" benchmark.shapes.size=12000 recipe.overrides.optim.epochs=10 \
-  execution.workers_per_gpu=4
+if [ -z "${LR_ONLY:-}" ]; then
+  study data12k "backbones=[vit_nano]" benchmark.shapes.size=12000 recipe.overrides.optim.epochs=10 \
+    execution.workers_per_gpu=4
+  PRETRAIN=$(pretrain_scenes data12k)
+else  # the preset's pretraining scenes alone, from its own dataset cell
+  PRETRAIN=$W/scenes/data
+  [ -f "$W/scenes/DONE" ] || python3 - "$W/scenes" <<'EOF' || exit 1
+import sys
+from pathlib import Path
+
+from ssmvlm.study.matrix import expand_matrix
+from ssmvlm.study.spec import load_spec
+from ssmvlm.study.stages import run_dataset
+
+(cell,) = [c for c in expand_matrix(load_spec(preset="paper")).by_stage("dataset")
+           if getattr(c.config, "namespace", "") == "pretrain"]
+run_dataset(cell, Path(sys.argv[1]), {}, "cuda")
+(Path(sys.argv[1]) / "DONE").touch()
+EOF
+fi
 timeout 200 python3 -m pytest -q -p no:randomly -p no:logging -m gpu tests/test_llm_kernels.py > "$W/test.log" 2>&1 &
 
 arm() {  # arm NAME BACKBONE LR
@@ -30,7 +48,6 @@ arm() {  # arm NAME BACKBONE LR
   echo "$1: $(grep -o '"top1": [0-9.]*' "$W/lr/$1/metrics.json" 2>/dev/null || tail -1 "$W/lr/$1.log")" \
     | tee -a "$W/lr.log"
 }
-PRETRAIN=$(pretrain_scenes data12k)
 mkdir -p "$W/lr"
 for spec in ${LR_ARMS:-swin_1e-3:swin_nano:1e-3 swin_5e-4:swin_nano:5e-4 vit_1e-3:vit_nano:1e-3}; do
   IFS=: read -r name backbone lr <<< "$spec"
@@ -47,7 +64,7 @@ if [ -n "${SPEED:-}" ]; then
     done
   done
 fi
-pack probe25 data12k
+[ -z "${LR_ONLY:-}" ] && pack probe25 data12k
 tar czf "$OUT/side.tgz" "$W/test.log" "$W/lr.log" "$W"/lr/*.log $(find "$W/lr" "$W/speed" -name '*.json' -o -name '*.jsonl' \
   2>/dev/null)
 cat "$W/lr.log"
