@@ -3,9 +3,9 @@
 # bash benchmarks/signal_probes/probe25.sh (LR_ONLY: without arm 1).
 # Probe 25 for issue 21, three arms on one card:
 # 1. `data12k`: three times the benchmark's scenes (12,000: 9,600 training images) at a third of the epochs (10),
-#    so the same VLM steps, for ViT nano at seed 0. In probe 24 ViT nano ended VLM training with the lowest
+#    so the same VLM steps, for ViT nano at seed 0. In probe 24 ViT nano ended VLM training with the lowest mean
 #    training loss of seven families (0.05 against VMamba's 0.06 and Swin's 0.10) and the lowest Loc (32.7-37.0):
-#    the VLM overfits the 3,200 training images it sees 30 times. The pretraining scenes are the preset's (the
+#    the VLM may overfit the 3,200 training images it sees 30 times. The pretraining scenes are the preset's (the
 #    same encoder, 74.1%); the LLM warm-up runs on the new training split.
 # 2. `lr`: the classification pretraining's shared learning rate, on those pretraining scenes (40,000, 480,000
 #    images at batch 256). Swin nano stays at 54.4% held-out top-1 (probes 23-24, the only family under 70%), and
@@ -65,6 +65,6 @@ if [ -n "${SPEED:-}" ]; then
   done
 fi
 [ -z "${LR_ONLY:-}" ] && pack probe25 data12k
-tar czf "$OUT/side.tgz" "$W/test.log" "$W/lr.log" "$W"/lr/*.log $(find "$W/lr" "$W/speed" -name '*.json' -o -name '*.jsonl' \
-  2>/dev/null)
+tar czf "$OUT/side.tgz" "$W/test.log" "$W/lr.log" "$W"/lr/*.log \
+  $(find "$W/lr" "$W/speed" -name '*.json' -o -name '*.jsonl' 2>/dev/null)
 cat "$W/lr.log"
