@@ -1,5 +1,6 @@
 """One table for several study folders: each model and control row's VQA / POPE / Loc with intervals and top-1,
-then the VQA score per question family (model against its blind control). Folders of symbolic_probe.py arms (an
+then per VLM cell its seed, its final training loss and the VQA score per question family (model against its blind
+control). Folders of symbolic_probe.py arms (an
 ``eval/results.json``, no ``results.csv``) get one table over all of them, one row per arm.
 
     python benchmarks/signal_probes/summarize.py STUDY_OR_ARM_DIR [STUDY_OR_ARM_DIR ...]
@@ -21,6 +22,17 @@ def _interval(row: pd.Series, name: str) -> str:
     if pd.isna(low):
         return f"{row[name]:.1f}"
     return f"{row[name]:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _final_training_loss(train_dir: Path, records: int = 30) -> str:
+    """The mean training loss of a VLM cell's last ``records`` logged steps: next to the scores it shows how far a
+    cell fits its training split (probe 24: the family with the lowest one had the lowest Loc)."""
+    metrics = train_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return "training loss –"
+    losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines() if '"loss"' in line]
+    tail = losses[-records:]
+    return f"training loss {sum(tail) / len(tail):.3f}" if tail else "training loss –"
 
 
 def summarize(folder: Path) -> list[str]:
@@ -47,7 +59,10 @@ def summarize(folder: Path) -> list[str]:
         ]
         inits = table.loc[table.cell_id == result_file.parent.name, "init"]
         init = f" ({inits.iloc[0]})" if len(inits) else ""
-        lines.append(f"- {train_config['model']['backbone']}{init}: " + ", ".join(cells))
+        lines.append(
+            f"- {train_config['model']['backbone']}{init}, seed {train_config['seed']}, "
+            f"{_final_training_loss(train_dir)}: " + ", ".join(cells)
+        )
     return [*lines, ""]
 
 
