@@ -3,10 +3,11 @@
 # bash benchmarks/signal_probes/probe25.sh (LR_ONLY: without arm 1).
 # Probe 25 for issue 21, three arms on one card:
 # 1. `data12k`: three times the benchmark's scenes (12,000: 9,600 training images) at a third of the epochs (10),
-#    so the same VLM steps, for ViT nano at seed 0. In probe 24 ViT nano ended VLM training with the lowest mean
-#    training loss of seven families (0.05 against VMamba's 0.06 and Swin's 0.10) and the lowest Loc (32.7-37.0):
-#    the VLM may overfit the 3,200 training images it sees 30 times. The pretraining scenes are the preset's (the
-#    same encoder, 74.1%); the LLM warm-up runs on the new training split.
+#    so the same VLM steps, for ViT nano at seed 0, whose Loc is the lowest in probe 24 (32.7-37.0): whether the
+#    VLM, which sees the 3,200 training images 30 times, gains from more of them. (This arm's first premise, ViT
+#    nano's training loss the lowest of the seven, was a mislabelling: maxvit_nano's cells were counted as
+#    vit_nano's; see probe 24's README.) The pretraining scenes are the preset's (the same encoder, 74.1%); the LLM
+#    warm-up runs on the new training split.
 # 2. `lr`: the classification pretraining's shared learning rate, on those pretraining scenes (40,000, 480,000
 #    images at batch 256). Swin nano stays at 54.4% held-out top-1 (probes 23-24, the only family under 70%), and
 #    its loss, like ViT's, sits on a plateau near 2.5 for the first quarter at lr 2e-3. Swin at 1e-3 and 5e-4, ViT
