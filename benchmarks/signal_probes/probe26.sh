@@ -19,7 +19,11 @@ DEADLINE=$(( $(date +%s) + LIMIT ))
 SUBSET=("seeds=[0,1,2]" stabilization.enabled=false execution.threads=2 "initializations=[shapes-cls]"
         "backbones=[vit_nano]" recipe.overrides.model.box_frame=model)
 study head execution.workers_per_gpu=4
-study data12k benchmark.shapes.size=12000 recipe.overrides.optim.epochs=10 execution.workers_per_gpu=4
+( wait_for_pretraining head 1  # the encoder once: data12k's pretraining cells are head's
+  seed_from head data12k
+  LIMIT=$(( DEADLINE - $(date +%s) ))
+  study data12k benchmark.shapes.size=12000 recipe.overrides.optim.epochs=10 execution.workers_per_gpu=3
+  wait ) &
 ( wait_for_pretraining head 1
   for _ in $(seq 1 "$LIMIT"); do ls "$W"/head/runs/warmup/*/DONE >/dev/null 2>&1 && break; sleep 1; done
   seed_with_warmup_from head before

@@ -1,7 +1,7 @@
 """One table for several study folders: each model and control row's VQA / POPE / Loc with intervals and top-1,
 then per VLM cell its seed, its final training loss and the VQA score per question family (model against its blind
-control). Folders of symbolic_probe.py arms (an
-``eval/results.json``, no ``results.csv``) get one table over all of them, one row per arm.
+control). Folders of symbolic_probe.py arms (an ``eval/results.json``, no ``results.csv``) get one table over all
+of them, one row per arm.
 
     python benchmarks/signal_probes/summarize.py STUDY_OR_ARM_DIR [STUDY_OR_ARM_DIR ...]
 """
@@ -25,13 +25,11 @@ def _interval(row: pd.Series, name: str) -> str:
 
 
 def _final_training_loss(train_dir: Path, records: int = 30) -> str:
-    """The mean training loss of a VLM cell's last ``records`` logged steps: next to the scores it shows how far a
-    cell fits its training split (probe 24: the family with the lowest one had the lowest Loc)."""
+    """The mean training loss of a VLM cell's last ``records`` logged steps: beside the scores, how far the cell fits
+    its training split."""
     metrics = train_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        return "training loss –"
-    losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines() if '"loss"' in line]
-    tail = losses[-records:]
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    tail = [json.loads(line)["loss"] for line in lines if '"loss"' in line][-records:]
     return f"training loss {sum(tail) / len(tail):.3f}" if tail else "training loss –"
 
 
