@@ -88,8 +88,7 @@ def test_compile_all_compiles_the_whole_training_forward_once_for_every_length(
     tokenizer = train_tokenizer(corpus, 300, tmp_path)
     if device == "cpu":
         compile_module = torch.nn.Module.compile
-        monkeypatch.setattr(torch.nn.Module, "compile",
-                            lambda self, dynamic, options: compile_module(self, backend="eager", dynamic=dynamic))
+        monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_module(self, backend="eager", **kw))
     torch.manual_seed(0)
     config = VLMConfig(backbone="vit_nano", image_size=32, llm="tiny-llama-1m", image_position="after-question")
     eager = build_vlm(config, tokenizer, 0).to(device)
