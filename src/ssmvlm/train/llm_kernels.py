@@ -48,7 +48,7 @@ def compile_training_forward(model: nn.Module, kernels: str, strategy: str) -> n
         return model
     if strategy == "fsdp":
         raise ConfigError(FIELD, "'compile-all' is not used with FSDP (it shards the LLM's layers); use compile")
-    # Inductor's memory-coalescing tiling analysis asserts on some of this graph's dynamic-length kernels (torch
-    # 2.11 on an H100, probe 24); its docs say it does not apply to dynamic shapes yet, so nothing is lost.
+    # Inductor's memory-coalescing tiling analysis asserted on this graph's dynamic-length kernels (torch 2.11 on an
+    # H100, probe 24); torch's own config notes that the analysis does not apply to dynamic shapes yet.
     model.compile(dynamic=True, options={"triton.coalesce_tiling_analysis": False})
     return model
