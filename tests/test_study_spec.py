@@ -119,6 +119,10 @@ def test_presets_load_with_the_promised_design() -> None:
     assert paper.stabilization.enabled and paper.execution.gpus == 1  # one H100; --gpus N for more
     # Each preset's encoders pretrain on scenes of their own, from the benchmark's distribution.
     assert quick.pretrain.scenes and paper.pretrain.scenes and paper.pretrain.images_seen >= 100_000
+    # The paper preset's pretraining learns every object's attributes beside the label (probe 28); quick's does not.
+    assert paper.pretrain.overrides == {"auxiliary_targets": True} and not quick.pretrain.overrides.get(
+        "auxiliary_targets"
+    )
     with pytest.raises(ConfigError, match=r"unknown study preset 'quik'.*allowed: paper, quick"):
         preset_path("quik")
 

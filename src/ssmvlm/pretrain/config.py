@@ -84,7 +84,8 @@ class PretrainConfig:
     head_dim: int = 64  # channels of the dense heads' feature pyramid
     # Classification: also learn the data's auxiliary targets (ShapeScenes: the labelled object's colour and
     # shape, and every object present), when it has them. Off by default: on the quick preset's small budget
-    # (4k images) they lowered held-out top-1 (MambaVision nano 17% → 5%; GPU probe, 2026-12-06).
+    # (4k images) they lowered held-out top-1 (MambaVision nano 17% → 5%; GPU probe, 2026-12-06). At the `paper`
+    # preset's 480k images they raised it in all seven nano families (probe 28), so that preset turns them on.
     auxiliary_targets: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run from the repo root on the GPU machine: OUT=DIR LIMIT=540 bash benchmarks/signal_probes/probe29.sh, twice on one
+# warm machine (the second call resumes what the first's limit stopped). Probe 29 for issue 21:
+# 1. `all`: the `paper` preset's classification-init slice as it is now, with the auxiliary pretraining targets
+#    (probe 28 measured them on five families' VLMs, two of them at one seed): all seven families, VLM seeds 0-2, no
+#    ablation. Probe 24 is the same slice without the targets.
+# 2. `budget_*`: Swin and ViT nano pretrained with the targets at 1.5 times the preset's images (720,000), four
+#    held-out evaluations, on the same scenes: whether 1.5 times is enough for Swin's 70% (probe 28: 64.1% at
+#    480,000 with the targets; 81.3% at 640,000 of a 960,000-image schedule without them).
+# 3. `compile-all`'s VLM step time against `compile` (the preset), six processes and one, once `all` is done and the
+#    limit leaves time: six processes on the card are device-bound (probe 24: 677 steps/s against 1.63 ms of kernels a
+#    step), and the full preset's estimated ~30 min rest on that rate.
+source benchmarks/signal_probes/common.sh
+probe_setup probe29
+DEADLINE=$(( $(date +%s) + LIMIT ))
+SUBSET=("seeds=[0,1,2]" stabilization.enabled=false execution.threads=2 "initializations=[shapes-cls]")
+study all "backbones=[swin_nano,vit_nano,vmamba_nano,maxvit_nano,convnext_nano,mambavision_nano,vim_nano]" \
+  execution.workers_per_gpu=8
+STUDY=$!
+( PRETRAIN=$(pretrain_scenes all)
+  for backbone in swin_nano vit_nano; do
+    [ -f "$W/budget_$backbone/metrics.json" ] && continue
+    timeout "$(( DEADLINE - $(date +%s) ))" python3 -m ssmvlm.cli pretrain run --backbone "$backbone" \
+      --data "$PRETRAIN" --out "$W/budget_$backbone" --images-seen 720000 --batch-size 256 --image-size 96 \
+      --device cuda --threads 2 --set evals=4 --set auxiliary_targets=true >> "$W/budget_$backbone.log" 2>&1 &
+  done
+  wait ) &
+wait
+pack probe29 all
+for backbone in swin_nano vit_nano; do
+  echo "budget_$backbone"; grep -h '"eval"' "$W/budget_$backbone"/metrics.jsonl 2>/dev/null
+done | tee "$W/budget.log"
+tar czf "$OUT/budget.tgz" "$W/budget.log" $(find "$W"/budget_* -name '*.json*' 2>/dev/null) 2>/dev/null
+if grep -q "all exit 0" "$W/all.log"; then
+  BENCH=$(benchmark_data all)
+  for procs in 6 1; do
+    for kernels in compile-all compile; do
+      LEFT=$(( DEADLINE - $(date +%s) ))
+      [ "$LEFT" -gt 60 ] && timeout "$LEFT" python3 benchmarks/vlm_stage_speed.py \
+        --out "$W/speed/${kernels}_procs$procs" --data "$BENCH" --procs "$procs" --steps 300 --label "$kernels" \
+        --set "distributed.llm_kernels=$kernels" 2>&1 | tail -1 | tee -a "$W/speed.log"
+    done
+  done
+  tar czf "$OUT/speed.tgz" $(find "$W/speed" -name '*.json' 2>/dev/null) "$W/speed.log" 2>/dev/null
+fi
+for cell in "$W"/all/runs/*/*/DONE; do echo "$cell $(tr -d '\n ' < "$cell")"; done
