@@ -93,3 +93,19 @@ pack() {
     echo "$W/gpu.txt" "$W/${name}_summary.md" | tr ' ' '\n'; } | tar czf "$OUT/$name.tgz" -T -
   for study in "$@"; do grep -h "wall\|exit" "$W/$study.log"; done
 }
+
+# step_speed DATA: the preset's VLM step time on the benchmark DATA with `compile-all` and `compile` (the preset),
+# six processes (device-bound on the card) and then one (host-bound), each while $DEADLINE leaves more than a minute;
+# the JSONs and $W/speed.log in $OUT/speed.tgz.
+step_speed() {
+  local procs kernels left
+  for procs in 6 1; do
+    for kernels in compile-all compile; do
+      left=$(( DEADLINE - $(date +%s) ))
+      [ "$left" -gt 60 ] && timeout "$left" python3 benchmarks/vlm_stage_speed.py \
+        --out "$W/speed/${kernels}_procs$procs" --data "$1" --procs "$procs" --steps 300 --label "$kernels" \
+        --set "distributed.llm_kernels=$kernels" 2>&1 | tail -1 | tee -a "$W/speed.log"
+    done
+  done
+  tar czf "$OUT/speed.tgz" $(find "$W/speed" -name '*.json' 2>/dev/null) "$W/speed.log" 2>/dev/null
+}

@@ -11,7 +11,7 @@
 # 2. `data12k`: three times the benchmark's scenes (12,000: 9,600 training images) at a third of the epochs (10),
 #    the same VLM steps, ViT nano at seeds 0-2: whether the VLM, which sees 3,200 training images 30 times, gains
 #    from more of them where its Loc is lowest (probe 24: 32.7-37.0). Its own warm-up, on its training split.
-# Then `compile-all`'s step time against `compile` (the preset), one process and six (probe 24: `compile` 8.2 ms a
+# Then `compile-all`'s step time against `compile` (the preset), six processes and one (probe 24: `compile` 8.2 ms a
 # step with one process, 8.9 ms each with six), if the limit leaves time.
 source benchmarks/signal_probes/common.sh
 probe_setup probe26
@@ -33,14 +33,5 @@ study head execution.workers_per_gpu=4
   wait ) &
 wait
 pack probe26 head before data12k
-BENCH=$(benchmark_data head)
-for procs in 1 6; do
-  for kernels in compile compile-all; do
-    LEFT=$(( DEADLINE - $(date +%s) ))
-    [ "$LEFT" -gt 60 ] && timeout "$LEFT" python3 benchmarks/vlm_stage_speed.py --out "$W/speed/${kernels}_procs$procs" \
-      --data "$BENCH" --procs "$procs" --steps 300 --label "$kernels" --set "distributed.llm_kernels=$kernels" 2>&1 \
-      | tail -1 | tee -a "$W/speed.log"
-  done
-done
-tar czf "$OUT/speed.tgz" $(find "$W/speed" -name '*.json' 2>/dev/null) "$W/speed.log" 2>/dev/null
+step_speed "$(benchmark_data head)"
 for cell in "$W"/*/runs/train/*/DONE; do echo "$cell $(tr -d '\n ' < "$cell")"; done

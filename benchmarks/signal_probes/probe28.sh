@@ -46,14 +46,5 @@ for backbone in swin_nano; do
   echo "long_$backbone"; grep -h "top1" "$W/long_$backbone"/metrics.jsonl 2>/dev/null | tail -6
 done | tee "$W/long.log"
 tar czf "$OUT/long.tgz" "$W"/long_*.log "$W/long.log" $(find "$W"/long_* -name '*.json*' 2>/dev/null) 2>/dev/null
-BENCH=$(benchmark_data aux)
-for procs in 6 1; do
-  for kernels in compile-all compile; do
-    LEFT=$(( DEADLINE - $(date +%s) ))
-    [ "$LEFT" -gt 60 ] && timeout "$LEFT" python3 benchmarks/vlm_stage_speed.py --out "$W/speed/${kernels}_procs$procs" \
-      --data "$BENCH" --procs "$procs" --steps 300 --label "$kernels" --set "distributed.llm_kernels=$kernels" 2>&1 \
-      | tail -1 | tee -a "$W/speed.log"
-  done
-done
-tar czf "$OUT/speed.tgz" $(find "$W/speed" -name '*.json' 2>/dev/null) "$W/speed.log" 2>/dev/null
+step_speed "$(benchmark_data aux)"
 for cell in "$W"/aux/runs/*/*/DONE; do echo "$cell $(tr -d '\n ' < "$cell")"; done

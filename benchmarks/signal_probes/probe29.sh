@@ -31,16 +31,5 @@ for backbone in swin_nano vit_nano; do
   echo "budget_$backbone"; grep -h '"eval"' "$W/budget_$backbone"/metrics.jsonl 2>/dev/null
 done | tee "$W/budget.log"
 tar czf "$OUT/budget.tgz" "$W/budget.log" $(find "$W"/budget_* -name '*.json*' 2>/dev/null) 2>/dev/null
-if grep -q "all exit 0" "$W/all.log"; then
-  BENCH=$(benchmark_data all)
-  for procs in 6 1; do
-    for kernels in compile-all compile; do
-      LEFT=$(( DEADLINE - $(date +%s) ))
-      [ "$LEFT" -gt 60 ] && timeout "$LEFT" python3 benchmarks/vlm_stage_speed.py \
-        --out "$W/speed/${kernels}_procs$procs" --data "$BENCH" --procs "$procs" --steps 300 --label "$kernels" \
-        --set "distributed.llm_kernels=$kernels" 2>&1 | tail -1 | tee -a "$W/speed.log"
-    done
-  done
-  tar czf "$OUT/speed.tgz" $(find "$W/speed" -name '*.json' 2>/dev/null) "$W/speed.log" 2>/dev/null
-fi
+grep -q "all exit 0" "$W/all.log" && step_speed "$(benchmark_data all)"
 for cell in "$W"/all/runs/*/*/DONE; do echo "$cell $(tr -d '\n ' < "$cell")"; done
