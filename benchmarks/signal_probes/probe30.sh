@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run from the repo root on the GPU machine: OUT=DIR LIMIT=540 bash benchmarks/signal_probes/probe30.sh (one call).
+# Run from the repo root on the GPU machine: OUT=DIR LIMIT=540 bash benchmarks/signal_probes/probe30.sh (one call;
+# SWIN=0 leaves arm 2 out, for a call too short to share the card).
 # Probe 30 for issue 21, probe 29 cut to what one call of a session's remaining device time holds:
 # 1. `aux2`: the `paper` preset's classification-init slice as it is now (auxiliary pretraining targets on) for the
 #    two families whose seed-0 Loc in probe 28 lay furthest apart from their probe-24 value, MambaVision nano
@@ -13,7 +14,7 @@ probe_setup probe30
 DEADLINE=$(( $(date +%s) + LIMIT ))
 SUBSET=("seeds=[0,1,2]" stabilization.enabled=false execution.threads=2 "initializations=[shapes-cls]")
 study aux2 "backbones=[convnext_nano,mambavision_nano]" execution.workers_per_gpu=7
-( PRETRAIN=$(pretrain_scenes aux2)
+[ "${SWIN:-1}" = 1 ] && ( PRETRAIN=$(pretrain_scenes aux2)
   timeout "$(( DEADLINE - $(date +%s) ))" python3 -m ssmvlm.cli pretrain run --backbone swin_nano --data "$PRETRAIN" \
     --out "$W/budget_swin_nano" --images-seen 720000 --batch-size 256 --image-size 96 --device cuda --threads 2 \
     --set evals=4 --set auxiliary_targets=true >> "$W/budget_swin_nano.log" 2>&1 ) &
