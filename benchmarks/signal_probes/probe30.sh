@@ -5,8 +5,8 @@
 # 1. `aux2`: the `paper` preset's classification-init slice as it is now (auxiliary pretraining targets on) for the
 #    two families whose seed-0 Loc in probe 28 lay furthest apart from their probe-24 value, MambaVision nano
 #    (34.0) and ConvNeXt nano (58.7), at VLM seeds 0-2, no ablation. With probe 28's arm 1 (Swin, ViT and VMamba
-#    nano, seeds 0-2, the same spec otherwise) that gives five families at three seeds: the best encoder's Loc
-#    against the 50 target, and the separation pairs.
+#    nano, seeds 0-2, the same spec but for its four held-out evaluations during pretraining) that gives five
+#    families at three seeds: the best encoder's Loc against the 50 target, and the separation pairs.
 # 2. `budget_swin_nano`: Swin nano pretrained with the targets at 1.5 times the preset's images (720,000), four
 #    held-out evaluations, on the same scenes: whether 1.5 times is enough for its 70% (probe 28: 64.1% at 480,000).
 source benchmarks/signal_probes/common.sh
