@@ -109,3 +109,15 @@ step_speed() {
   done
   tar czf "$OUT/speed.tgz" $(find "$W/speed" -name '*.json' 2>/dev/null) "$W/speed.log" 2>/dev/null
 }
+
+# budget_pretrain BACKBONE IMAGES STUDY: BACKBONE's classification pretraining with the auxiliary targets for IMAGES
+# images on STUDY's pretraining scenes, four held-out evaluations, into $W/budget_BACKBONE (stopped at $DEADLINE; a
+# finished run is skipped); log $W/budget_BACKBONE.log.
+budget_pretrain() {
+  local out=$W/budget_$1 data
+  [ -f "$out/metrics.json" ] && return
+  data=$(pretrain_scenes "$3")
+  timeout "$(( DEADLINE - $(date +%s) ))" python3 -m ssmvlm.cli pretrain run --backbone "$1" --data "$data" \
+    --out "$out" --images-seen "$2" --batch-size 256 --image-size 96 --device cuda --threads 2 --set evals=4 \
+    --set auxiliary_targets=true >> "$out.log" 2>&1
+}

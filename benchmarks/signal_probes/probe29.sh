@@ -17,14 +17,8 @@ SUBSET=("seeds=[0,1,2]" stabilization.enabled=false execution.threads=2 "initial
 study all "backbones=[swin_nano,vit_nano,vmamba_nano,maxvit_nano,convnext_nano,mambavision_nano,vim_nano]" \
   execution.workers_per_gpu=8
 STUDY=$!
-( PRETRAIN=$(pretrain_scenes all)
-  for backbone in swin_nano vit_nano; do
-    [ -f "$W/budget_$backbone/metrics.json" ] && continue
-    timeout "$(( DEADLINE - $(date +%s) ))" python3 -m ssmvlm.cli pretrain run --backbone "$backbone" \
-      --data "$PRETRAIN" --out "$W/budget_$backbone" --images-seen 720000 --batch-size 256 --image-size 96 \
-      --device cuda --threads 2 --set evals=4 --set auxiliary_targets=true >> "$W/budget_$backbone.log" 2>&1 &
-  done
-  wait ) &
+budget_pretrain swin_nano 720000 all &
+budget_pretrain vit_nano 720000 all &
 wait
 pack probe29 all
 for backbone in swin_nano vit_nano; do

@@ -14,10 +14,7 @@ probe_setup probe30
 DEADLINE=$(( $(date +%s) + LIMIT ))
 SUBSET=("seeds=[0,1,2]" stabilization.enabled=false execution.threads=2 "initializations=[shapes-cls]")
 study aux2 "backbones=[convnext_nano,mambavision_nano]" execution.workers_per_gpu=7
-[ "${SWIN:-1}" = 1 ] && ( PRETRAIN=$(pretrain_scenes aux2)
-  timeout "$(( DEADLINE - $(date +%s) ))" python3 -m ssmvlm.cli pretrain run --backbone swin_nano --data "$PRETRAIN" \
-    --out "$W/budget_swin_nano" --images-seen 720000 --batch-size 256 --image-size 96 --device cuda --threads 2 \
-    --set evals=4 --set auxiliary_targets=true >> "$W/budget_swin_nano.log" 2>&1 ) &
+[ "${SWIN:-1}" = 1 ] && budget_pretrain swin_nano 720000 aux2 &
 wait
 pack probe30 aux2
 grep -h '"eval"' "$W/budget_swin_nano"/metrics.jsonl 2>/dev/null | tee "$W/budget.log"
