@@ -16,7 +16,6 @@ DEADLINE=$(( $(date +%s) + LIMIT ))
 SUBSET=("seeds=[0,1,2]" stabilization.enabled=false execution.threads=2 "initializations=[shapes-cls]")
 study all "backbones=[swin_nano,vit_nano,vmamba_nano,maxvit_nano,convnext_nano,mambavision_nano,vim_nano]" \
   execution.workers_per_gpu=8
-STUDY=$!
 budget_pretrain swin_nano 720000 all &
 budget_pretrain vit_nano 720000 all &
 wait
