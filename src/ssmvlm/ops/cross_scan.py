@@ -107,10 +107,12 @@ def cross_merge(
         if torch.is_grad_enabled() and (y.requires_grad or out.requires_grad):
             raise RuntimeError("cross_merge(out=...) does not support automatic differentiation")
     if out is None and not grouped and not y.is_cuda and _is_time_major(y):
-        # time-major orders (the CPU training scan's): sums of whole channel rows, into channels-last memory
-        orders = y.permute(0, 3, 1, 2)
-        rows = orders[:, :, 0] + orders[:, :, 2].flip(1)
-        cols = orders[:, :, 1] + orders[:, :, 3].flip(1)
+        # time-major orders (the CPU training scan's): sums of whole channel rows, into channels-last memory.
+        # unbind, not four indexings: its backward stacks the four gradients into one tensor, where each
+        # indexing's would zero-fill a whole (B, L, 4, C) gradient and autograd would then add the four up.
+        row_major, col_major, row_reversed, col_reversed = y.permute(0, 3, 1, 2).unbind(2)
+        rows = row_major + row_reversed.flip(1)
+        cols = col_major + col_reversed.flip(1)
         merged = (rows.view(batch, height, width, channels) + cols.view(batch, width, height, channels).transpose(1, 2))
         merged = merged.view(batch, length, channels).transpose(1, 2)
         return merged if channels_last else merged.contiguous()

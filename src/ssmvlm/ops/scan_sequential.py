@@ -204,7 +204,9 @@ class _SequentialScan(torch.autograd.Function):
         grad_dt = torch.addcmul(_sum_states(q * A.to(dtype).view(groups, per_group, -1)), u_tm, g_b)
 
         u_major, delta_major = ctx.time_major
-        grad_u = _empty(u.shape, dtype, u_major).copy_(_as_rows(g_b.mul_(dt)))
+        grad_u = _as_rows(g_b.mul_(dt))  # a fresh tensor in time-major memory: u's own layout if u is time-major
+        if not u_major:
+            grad_u = grad_u.contiguous()
         if D is not None:
             grad_u.addcmul_(grad_out, D.to(dtype)[:, None])
         if dt_in is not None:
