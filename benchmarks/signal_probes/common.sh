@@ -1,6 +1,9 @@
 # Sourced by the probe scripts from probe 6 on, run from the repo root on the GPU machine: its set-up (.whl/ holds
 # the wheels that machine lacks, pycocotools) and the helpers every probe uses. Each probe sets SUBSET (an array of
-# `key=value` overrides every one of its studies shares) before it calls `study`.
+# `key=value` overrides every one of its studies shares) before it calls `study`. .whl/ (git-ignored) is made here,
+# for the GPU machine's Python 3.12, by
+#   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 -d .whl pycocotools liger-kernel
 set -u
 export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 LIMIT=${LIMIT:-560}
