@@ -136,11 +136,10 @@ def test_time_major_cross_scan_and_merge(height: int, width: int) -> None:
         plain, fast = cross_scan(x, grouped=grouped), cross_scan(x, grouped=grouped, time_major=True)
         assert fast.permute(0, 3, 1, 2).is_contiguous() and torch.equal(fast, plain)
     y = torch.randn(2, 4, 8, height * width, generator=gen)
-    y_tm = y.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    y_tm = y.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1).requires_grad_()
     weights = torch.randn(2, 8, height * width, generator=gen)
     plain_grad = torch.autograd.grad((cross_merge(y.requires_grad_(), height, width) * weights).sum(), y)[0]
     for channels_last in (False, True):
-        y_tm.requires_grad_()
         merged = cross_merge(y_tm, height, width, channels_last=channels_last)
         torch.testing.assert_close(merged, cross_merge(y, height, width), rtol=1e-6, atol=1e-6)
         assert merged.transpose(1, 2).is_contiguous() == channels_last
