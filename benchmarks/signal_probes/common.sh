@@ -124,3 +124,14 @@ budget_pretrain() {
     --out "$out" --images-seen "$2" --batch-size 256 --image-size 96 --device cuda --threads 2 --set evals=4 \
     --set auxiliary_targets=true >> "$out.log" 2>&1
 }
+
+# pack_budgets BACKBONE ...: each budget_pretrain run's held-out evaluations into $W/budget.log, and that file with
+# the runs' logs and JSON files into $OUT/budget.tgz.
+pack_budgets() {
+  local backbone
+  for backbone in "$@"; do
+    echo "budget_$backbone"; grep -h '"eval"' "$W/budget_$backbone"/metrics.jsonl 2>/dev/null
+  done | tee "$W/budget.log"
+  tar czf "$OUT/budget.tgz" "$W/budget.log" $(for backbone in "$@"; do
+    echo "$W/budget_$backbone.log"; find "$W/budget_$backbone" -name '*.json*' 2>/dev/null; done) 2>/dev/null
+}

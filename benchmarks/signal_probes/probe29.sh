@@ -20,9 +20,6 @@ budget_pretrain swin_nano 720000 all &
 budget_pretrain vit_nano 720000 all &
 wait
 pack probe29 all
-for backbone in swin_nano vit_nano; do
-  echo "budget_$backbone"; grep -h '"eval"' "$W/budget_$backbone"/metrics.jsonl 2>/dev/null
-done | tee "$W/budget.log"
-tar czf "$OUT/budget.tgz" "$W/budget.log" $(find "$W"/budget_* -name '*.json*' 2>/dev/null) 2>/dev/null
+pack_budgets swin_nano vit_nano
 grep -q "all exit 0" "$W/all.log" && step_speed "$(benchmark_data all)"
 for cell in "$W"/all/runs/*/*/DONE; do echo "$cell $(tr -d '\n ' < "$cell")"; done

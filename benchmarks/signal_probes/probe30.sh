@@ -17,7 +17,5 @@ study aux2 "backbones=[convnext_nano,mambavision_nano]" execution.workers_per_gp
 [ "${SWIN:-1}" = 1 ] && budget_pretrain swin_nano 720000 aux2 &
 wait
 pack probe30 aux2
-grep -h '"eval"' "$W/budget_swin_nano"/metrics.jsonl 2>/dev/null | tee "$W/budget.log"
-tar czf "$OUT/budget.tgz" "$W/budget.log" "$W/budget_swin_nano.log" \
-  $(find "$W/budget_swin_nano" -name '*.json*' 2>/dev/null) 2>/dev/null
+pack_budgets swin_nano
 for cell in "$W"/aux2/runs/*/*/DONE; do echo "$cell $(tr -d '\n ' < "$cell")"; done
